@@ -1,0 +1,3 @@
+from ocigc.cli import main
+
+main()

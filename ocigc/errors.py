@@ -1,0 +1,87 @@
+"""The error hierarchy. Every error knows its exit code; the CLI maps them in one place.
+
+Exit codes (the brief): 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries;
+4 integrity failure (dangling reference); 5 unsafe mount configuration; 75 lock busy;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOST_RACE = 3
+EXIT_INTEGRITY = 4
+EXIT_UNSAFE_MOUNT = 5
+EXIT_LOCK_BUSY = 75
+EXIT_INTERRUPTED = 130
+
+
+class OcigcError(Exception):
+    """Base class: a clear, one-line message and an exit code."""
+
+    exit_code = EXIT_ERROR
+
+
+class UsageError(OcigcError):
+    """A bad argument: a malformed reference, duration or option value."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidDigest(OcigcError):
+    """A string that is not ALG:HEX with a supported algorithm and the right hex length."""
+
+
+class LayoutError(OcigcError):
+    """The directory is not a usable OCI image layout (oci-layout or index.json problems)."""
+
+
+class ManifestError(OcigcError):
+    """A manifest or index that cannot be read or parsed."""
+
+
+class ReferenceNotFound(OcigcError):
+    """A tag or digest that the layout does not hold."""
+
+
+class IntegrityError(OcigcError):
+    """A referenced blob is missing: the layout has a dangling reference."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class UnsafeToModify(OcigcError):
+    """The layout cannot be changed safely (unparsable reachable manifest, missing blob, ...)."""
+
+
+class LostRace(OcigcError):
+    """Another writer changed index.json under us and retries ran out."""
+
+    exit_code = EXIT_LOST_RACE
+
+
+class UnsafeMount(OcigcError):
+    """The mount configuration makes locking or deletion unsafe."""
+
+    exit_code = EXIT_UNSAFE_MOUNT
+
+
+class LockBusy(OcigcError):
+    """A conflicting lock is held and --lock-wait ran out."""
+
+    exit_code = EXIT_LOCK_BUSY
+
+
+class LockLost(OcigcError):
+    """Our lease could not be refreshed in time; we stopped before the next destructive step."""
+
+    exit_code = EXIT_LOST_RACE
+
+
+class TransferError(OcigcError):
+    """A registry or network transfer failed."""
+
+
+class PartialFailure(OcigcError):
+    """Some layouts or items failed while others succeeded."""

@@ -1,0 +1,288 @@
+"""The storage seam: every file-system operation ocigc performs goes through a ``Storage``.
+
+Paths are relative to the storage's base and use ``/``. A ``Storage`` can hand out a child
+rooted at a sub-directory (``child``), so a root of many layouts and each layout share one
+operation counter. A later native object-store backend implements the same protocol.
+
+On a FUSE mount of a bucket every operation below is a network round trip, so callers list
+directories without stat-ing entries where they can and run many small reads in a pool
+(``ocigc.parallel``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+#: Prefix of every temporary file ocigc writes. Sweep treats older ones as leftovers.
+TEMP_PREFIX = ".ocigc-tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: str
+    is_dir: bool
+
+
+class OpCounter:
+    """Thread-safe counts of storage operations by kind (list, stat, read, write, ...)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, op: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[op] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+#: The process-wide counter used when none is given; benchmarks and tests read it.
+GLOBAL_COUNTER = OpCounter()
+
+
+class Storage(Protocol):
+    """What ocigc needs of a place that holds files."""
+
+    counter: OpCounter
+
+    @property
+    def url(self) -> str:
+        """Where this storage points, for messages (a path or an s3:// URL)."""
+        ...
+
+    def child(self, rel: str) -> Storage: ...
+
+    def join(self, rel: str) -> str:
+        """The human-readable location of ``rel`` (for error messages)."""
+        ...
+
+    def list_dir(self, rel: str = "") -> list[DirEntry]:
+        """Entries of a directory, without stat-ing them. FileNotFoundError when missing."""
+        ...
+
+    def stat(self, rel: str) -> FileStat | None:
+        """Size and mtime, or None when the file does not exist."""
+        ...
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        """The whole file; with ``limit``, at most ``limit + 1`` bytes (so callers can detect excess)."""
+        ...
+
+    def open_read(self, rel: str) -> BinaryIO: ...
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace ``rel`` as a whole: temp file then rename, or a direct write where rename fails."""
+        ...
+
+    def write_new(self, rel: str, data: bytes) -> None:
+        """Create ``rel``; FileExistsError if it exists (only as atomic as the file system)."""
+        ...
+
+    @contextmanager
+    def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        """Stream into a temp file, moved to ``rel`` when the block ends without error."""
+        ...
+
+    def rename(self, src: str, dst: str) -> None: ...
+
+    def remove(self, rel: str) -> bool:
+        """Remove a file; False when it was already gone (idempotent)."""
+        ...
+
+    def remove_dir(self, rel: str) -> bool: ...
+
+    def makedirs(self, rel: str) -> None: ...
+
+    def local_path(self, rel: str = "") -> Path | None:
+        """The local path of ``rel`` when this storage is a file system, else None."""
+        ...
+
+
+def _norm(rel: str) -> str:
+    rel = rel.strip("/")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"path escapes the storage root: {rel!r}")
+    return "/".join(parts)
+
+
+class LocalStorage:
+    """A directory of a POSIX file system: a local disk or a FUSE mount of a bucket."""
+
+    def __init__(self, base: str | os.PathLike[str], counter: OpCounter | None = None) -> None:
+        self.base = Path(base)
+        self.counter = counter if counter is not None else GLOBAL_COUNTER
+        #: Set to False after a rename failed with ENOTSUP/EPERM (mountpoint-s3): write in place.
+        self.can_rename = True
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.base)!r})"
+
+    @property
+    def url(self) -> str:
+        return str(self.base)
+
+    def _p(self, rel: str) -> Path:
+        rel = _norm(rel)
+        return self.base / rel if rel else self.base
+
+    def join(self, rel: str) -> str:
+        return str(self._p(rel))
+
+    def child(self, rel: str) -> LocalStorage:
+        sub = LocalStorage(self._p(rel), self.counter)
+        sub.can_rename = self.can_rename
+        return sub
+
+    def local_path(self, rel: str = "") -> Path | None:
+        return self._p(rel)
+
+    def list_dir(self, rel: str = "") -> list[DirEntry]:
+        self.counter.add("list")
+        with os.scandir(self._p(rel)) as it:
+            return [DirEntry(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+
+    def stat(self, rel: str) -> FileStat | None:
+        self.counter.add("stat")
+        try:
+            st = os.stat(self._p(rel))
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        return FileStat(st.st_size, st.st_mtime, stat_mod.S_ISDIR(st.st_mode))
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        self.counter.add("read")
+        with open(self._p(rel), "rb") as f:
+            return f.read() if limit is None else f.read(limit + 1)
+
+    def open_read(self, rel: str) -> BinaryIO:
+        self.counter.add("open")
+        return open(self._p(rel), "rb")
+
+    def _temp_name(self, rel: str) -> str:
+        head, _, _ = _norm(rel).rpartition("/")
+        name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        return f"{head}/{name}" if head else name
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.open_write(rel) as f:
+            f.write(data)
+
+    def write_new(self, rel: str, data: bytes) -> None:
+        self.counter.add("write")
+        fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        target = self._p(rel)
+        if not self.can_rename:
+            self.counter.add("write")
+            with open(target, "wb") as f:
+                yield f
+            return
+        tmp_rel = self._temp_name(rel)
+        tmp = self._p(tmp_rel)
+        self.counter.add("write")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            self._rename_or_copy(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _rename_or_copy(self, tmp: Path, target: Path) -> None:
+        self.counter.add("rename")
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENOSYS, errno.EXDEV):
+                raise
+            # The mount cannot rename (mountpoint-s3): write the final name directly.
+            self.can_rename = False
+            self.counter.add("write")
+            with open(tmp, "rb") as src, open(target, "wb") as dst:
+                while chunk := src.read(1024 * 1024):
+                    dst.write(chunk)
+            os.unlink(tmp)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.counter.add("rename")
+        os.replace(self._p(src), self._p(dst))
+
+    def remove(self, rel: str) -> bool:
+        self.counter.add("remove")
+        try:
+            os.unlink(self._p(rel))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def remove_dir(self, rel: str) -> bool:
+        self.counter.add("remove")
+        try:
+            os.rmdir(self._p(rel))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if e.errno == errno.ENOTEMPTY:
+                return False
+            raise
+        return True
+
+    def makedirs(self, rel: str) -> None:
+        self.counter.add("mkdir")
+        os.makedirs(self._p(rel), exist_ok=True)
+
+
+def open_storage(location: str, counter: OpCounter | None = None) -> Storage:
+    """A Storage for a location string: a local path (a plain directory or a mounted bucket)."""
+    if location.startswith("s3://"):
+        try:
+            from ocigc.s3storage import S3Storage  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as e:  # pragma: no cover - depends on the optional extra
+            from ocigc.errors import UsageError
+
+            raise UsageError(f"{location}: s3:// locations need the s3 backend (pip install 'ocigc[s3]')") from e
+        return S3Storage.from_url(location, counter=counter)  # type: ignore[no-any-return]
+    return LocalStorage(location or ".", counter)
