@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -38,6 +38,7 @@ class FileStat:
 class DirEntry:
     name: str
     is_dir: bool
+    is_symlink: bool = False
 
 
 class OpCounter:
@@ -92,11 +93,13 @@ class Storage(Protocol):
         """Size and mtime, or None when the file does not exist."""
         ...
 
-    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
-        """The whole file; with ``limit``, at most ``limit + 1`` bytes (so callers can detect excess)."""
+    def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
+        """The whole file; with ``limit``, at most ``limit + 1`` bytes (so callers can detect excess).
+
+        With ``nofollow``, a symlink as the last component fails (OSError ELOOP)."""
         ...
 
-    def open_read(self, rel: str) -> BinaryIO: ...
+    def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO: ...
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Replace ``rel`` as a whole: temp file then rename, or a direct write where rename fails."""
@@ -168,7 +171,7 @@ class LocalStorage:
     def list_dir(self, rel: str = "") -> list[DirEntry]:
         self.counter.add("list")
         with os.scandir(self._p(rel)) as it:
-            return [DirEntry(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            return [DirEntry(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it]
 
     def stat(self, rel: str) -> FileStat | None:
         self.counter.add("stat")
@@ -180,14 +183,20 @@ class LocalStorage:
             return None
         return FileStat(st.st_size, st.st_mtime, stat_mod.S_ISDIR(st.st_mode))
 
-    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+    def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
         self.counter.add("read")
-        with open(self._p(rel), "rb") as f:
+        with self._open(rel, nofollow) as f:
             return f.read() if limit is None else f.read(limit + 1)
 
-    def open_read(self, rel: str) -> BinaryIO:
+    def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO:
         self.counter.add("open")
-        return open(self._p(rel), "rb")
+        return self._open(rel, nofollow)
+
+    def _open(self, rel: str, nofollow: bool) -> BinaryIO:
+        if not nofollow:
+            return open(self._p(rel), "rb")
+        fd = os.open(self._p(rel), os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, "rb")
 
     def _temp_name(self, rel: str) -> str:
         head, _, _ = _norm(rel).rpartition("/")
@@ -225,10 +234,8 @@ class LocalStorage:
                 os.fsync(f.fileno())
             self._rename_or_copy(tmp, target)
         except BaseException:
-            try:
+            with suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
 
     def _rename_or_copy(self, tmp: Path, target: Path) -> None:
@@ -284,5 +291,5 @@ def open_storage(location: str, counter: OpCounter | None = None) -> Storage:
             from ocigc.errors import UsageError
 
             raise UsageError(f"{location}: s3:// locations need the s3 backend (pip install 'ocigc[s3]')") from e
-        return S3Storage.from_url(location, counter=counter)  # type: ignore[no-any-return]
+        return S3Storage.from_url(location, counter=counter)  # type: ignore[no-any-return,unused-ignore]
     return LocalStorage(location or ".", counter)

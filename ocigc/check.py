@@ -1,0 +1,178 @@
+"""Integrity check of a layout: what is broken, what is suspicious, and why.
+
+Severities: ``dangling`` (a referenced blob is missing: exit 4), ``error`` (exit 1), ``warning``
+(reported; fails only with ``strict``), ``info`` (context such as reclaimable garbage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocigc import manifest as mf
+from ocigc.descriptor import MANIFEST_TYPES, looks_like_json_type
+from ocigc.digest import Digest, digest_stream
+from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError
+from ocigc.layout import Layout
+from ocigc.parallel import DEFAULT_JOBS, pmap
+from ocigc.progress import NullProgress, Progress
+from ocigc.survey import LayoutState, stat_blobs
+
+DANGLING, ERROR, WARNING, INFO = "dangling", "error", "warning", "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: str
+    code: str
+    message: str
+    digest: str | None = None
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in {"severity": self.severity, "code": self.code, "message": self.message,
+                                  "digest": self.digest, "path": self.path}.items() if v is not None}
+
+
+@dataclass
+class CheckReport:
+    name: str
+    location: str
+    problems: list[Problem] = field(default_factory=list)
+    blobs: int = 0
+    reachable: int = 0
+    manifests: int = 0
+    verified: int = 0
+
+    def add(self, severity: str, code: str, message: str, digest: str | None = None, path: str | None = None) -> None:
+        self.problems.append(Problem(severity, code, message, digest, path))
+
+    def exit_code(self, strict: bool = False) -> int:
+        sev = {p.severity for p in self.problems}
+        if DANGLING in sev:
+            return EXIT_INTEGRITY
+        if ERROR in sev or (strict and WARNING in sev):
+            return EXIT_ERROR
+        return EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layout": self.name, "location": self.location, "blobs": self.blobs, "reachable": self.reachable,
+                "manifests": self.manifests, "verified": self.verified,
+                "problems": [p.to_json() for p in self.problems]}
+
+
+def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAULT_JOBS,
+                 progress: Progress | None = None) -> CheckReport:
+    progress = progress or NullProgress()
+    report = CheckReport(layout.name, layout.location)
+    try:
+        layout.check_oci_layout()
+        state = LayoutState.load(layout, jobs, progress)
+    except OcigcError as e:
+        report.add(ERROR, "layout", str(e))
+        return report
+    graph = state.graph
+    listing = layout.list_blobs()
+    present = listing.digests
+    reachable = state.reachable()
+    report.blobs = len(present)
+    report.reachable = len(reachable)
+    report.manifests = sum(1 for d in graph.read if graph.node(d)["present"] and graph.is_manifest(d))
+
+    for d, err in sorted(graph.errors(reachable).items()):
+        if graph.node(d)["present"] is False:
+            continue  # reported below as missing
+        report.add(ERROR, "unparsable", err, d)
+    for d in sorted(reachable - present):
+        node = graph.node(d)
+        parents = ", ".join(p.short for p, _ in graph.parents(d)) or "index.json"
+        what = "manifest" if node["media_types"] & MANIFEST_TYPES or node["root"] else "blob"
+        report.add(DANGLING, f"missing-{what}", f"{layout.where(d.blob_path())}: referenced {what} is missing "
+                   f"(referenced by {parents})", d)
+    _check_subjects(report, layout, graph, present)
+    _check_types(report, layout, state, reachable)
+    _check_sizes(report, layout, state, reachable & present, jobs, progress)
+    _check_listing(report, layout, listing)
+    if verify_digests:
+        _verify_digests(report, layout, present, jobs, progress)
+    garbage = present - reachable
+    if garbage:
+        report.add(INFO, "unreferenced", f"{len(garbage)} blob(s) not reachable from index.json "
+                   "(`ocigc sweep` reclaims them)")
+    return report
+
+
+def _check_subjects(report: CheckReport, layout: Layout, graph: Any, present: set[Digest]) -> None:
+    for d in sorted(graph.nodes()):
+        for ref in graph.referrers(d):
+            if d not in present:
+                report.add(INFO, "external-subject", f"{layout.where(ref.blob_path())}: subject {d.short} is not "
+                           "in this layout", ref)
+
+
+def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reachable: set[Digest]) -> None:
+    graph = state.graph
+    for entry in state.index.entries:
+        mt = entry.media_type
+        if mt and mt not in MANIFEST_TYPES and not looks_like_json_type(mt):
+            report.add(WARNING, "unknown-media-type", f"{layout.where('index.json')}: entry {entry.digest.short} "
+                       f"has media type {mt!r}, not a manifest or index", entry.digest)
+        elif not mt:
+            report.add(WARNING, "missing-media-type", f"{layout.where('index.json')}: entry "
+                       f"{entry.digest.short} has no mediaType", entry.digest)
+    for d in sorted(reachable):
+        node = graph.node(d)
+        if node.get("mismatch"):
+            report.add(WARNING, "media-type-mismatch", f"{layout.where(d.blob_path())}: {node['mismatch']}", d)
+        if node["kind"] == mf.KIND_UNKNOWN_JSON and node["present"]:
+            report.add(INFO, "unknown-json", f"{layout.where(d.blob_path())}: unknown JSON media type "
+                       f"{','.join(sorted(node['media_types'])) or '(none)'}; scanned for descriptors", d)
+
+
+def _check_sizes(report: CheckReport, layout: Layout, state: LayoutState, digests: set[Digest], jobs: int,
+                 progress: Progress) -> None:
+    stats = stat_blobs(layout, digests, jobs, progress)
+    for d, st in sorted(stats.items()):
+        if st is None:
+            report.add(DANGLING, "missing-blob", f"{layout.where(d.blob_path())}: vanished during the check", d)
+            continue
+        sizes = {s for s in state.graph.node(d)["sizes"] if s >= 0}
+        wrong = sorted(s for s in sizes if s != st.size)
+        if wrong:
+            report.add(ERROR, "size-mismatch", f"{layout.where(d.blob_path())}: descriptor size "
+                       f"{', '.join(map(str, wrong))} but the blob has {st.size} bytes", d)
+
+
+def _check_listing(report: CheckReport, layout: Layout, listing: Any) -> None:
+    for path in listing.symlinks:
+        report.add(ERROR, "symlink", f"{layout.where(path)}: symlink in blobs/ (ocigc never follows or deletes "
+                   "through it)", path=path)
+    for path in listing.foreign:
+        report.add(WARNING, "foreign-file", f"{layout.where(path)}: not a valid digest name (reported, never "
+                   "deleted)", path=path)
+    for path in listing.unknown_algorithms:
+        report.add(WARNING, "unknown-algorithm", f"{layout.where(path)}: unsupported digest algorithm directory",
+                   path=path)
+    for path in [*listing.temp, *layout.list_temp_leftovers()]:
+        report.add(WARNING, "temp-leftover", f"{layout.where(path)}: leftover temporary file of a writer "
+                   "(`ocigc sweep` removes it after the grace period)", path=path)
+
+
+def _verify_digests(report: CheckReport, layout: Layout, present: set[Digest], jobs: int,
+                    progress: Progress) -> None:
+    seq = sorted(present)
+    counter = progress.counter("verify", total=len(seq))
+
+    def verify(d: Digest) -> str | None:
+        try:
+            with layout.open_blob(d) as f:
+                actual, _ = digest_stream(f, d.algorithm)
+        except (OSError, OcigcError) as e:
+            return f"cannot read: {e}"
+        return None if actual == d else f"content hashes to {actual}"
+
+    for d, err in zip(seq, pmap(verify, seq, jobs, on_done=counter.add), strict=True):
+        if err:
+            report.add(ERROR, "digest-mismatch", f"{layout.where(d.blob_path())}: {err}", d)
+    counter.close()
+    report.verified = len(seq)

@@ -1,0 +1,43 @@
+"""The typer application. Command modules import ``app`` and register with ``@app.command()``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ocigc import __version__
+from ocigc.cli._common import Settings
+
+EPILOG = (
+    "Exit codes: 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries; "
+    "4 integrity failure (dangling reference); 5 unsafe mount configuration; 75 lock busy; 130 interrupted."
+)
+
+app = typer.Typer(
+    name="ocigc",
+    help="Registry upkeep for OCI image layouts on object storage: delete, sweep, check, locks, push, pull, migrate.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ocigc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress bars.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr.")] = 0,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Registry upkeep for OCI image layouts on object storage."""
+    ctx.obj = Settings(quiet=quiet, verbose=verbose)

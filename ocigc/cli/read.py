@@ -1,0 +1,203 @@
+"""Read-only commands: ls, tags, inspect, graph, check. They take no locks."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from ocigc.check import DANGLING, ERROR, INFO, WARNING, CheckReport, check_layout
+from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings, table
+from ocigc.cli.app import app
+from ocigc.digest import Digest
+from ocigc.discover import open_layouts
+from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound
+from ocigc.layout import Layout
+from ocigc.parallel import DEFAULT_JOBS
+from ocigc.refs import parse_reference
+from ocigc.storage import open_storage
+from ocigc.survey import LayoutState, TreeNode, resolve, summarize, tree
+
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
+
+
+def layouts_under(path: str, jobs: int) -> list[Layout]:
+    layouts = open_layouts(open_storage(path), jobs)
+    if not layouts:
+        raise LayoutError(f"{path}: no OCI image layout found (no oci-layout file at any depth)")
+    return layouts
+
+
+def open_layout(path: str) -> Layout:
+    return Layout.open(open_storage(path))
+
+
+@app.command("ls")
+def ls_cmd(
+    ctx: typer.Context,
+    root: Annotated[str, typer.Argument(metavar="ROOT", help="A layout, or a directory holding layouts at any depth.")],
+    json_out: JsonOpt = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """List every layout under ROOT: tags, manifests, blobs, bytes and unreachable bytes."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        rows, out, failed = [], [], False
+        for layout in layouts_under(root, jobs):
+            try:
+                summ = summarize(layout, jobs, s.progress(json_out))
+            except OcigcError as e:
+                failed = True
+                out.append({"name": layout.name, "location": layout.location, "error": str(e)})
+                rows.append([layout.name or ".", "-", "-", "-", "-", f"error: {e}"])
+                continue
+            out.append(summ.to_json())
+            rows.append([summ.name or ".", str(summ.tags), str(summ.manifests), str(summ.blobs),
+                         human_bytes(summ.bytes), f"{human_bytes(summ.unreachable_bytes)} ({summ.unreachable_blobs})"])
+        if json_out:
+            echo_json({"root": root, "layouts": out})
+        else:
+            typer.echo(table(rows, ["LAYOUT", "TAGS", "MANIFESTS", "BLOBS", "SIZE", "UNREACHABLE"]))
+        if failed:
+            raise typer.Exit(EXIT_ERROR)
+
+
+@app.command("tags")
+def tags_cmd(
+    ctx: typer.Context,
+    layout_path: Annotated[str, typer.Argument(metavar="LAYOUT", help="The layout directory.")],
+    all_entries: Annotated[bool, typer.Option("--all", "-a", help="Also list untagged index.json entries.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """List the tags of a layout with their digests and media types."""
+    with handle_errors():
+        layout = open_layout(layout_path)
+        index = layout.read_index()
+        entries = [e for e in index.entries if all_entries or e.ref_name is not None]
+        if json_out:
+            echo_json({"layout": layout.location, "tags": [
+                {"tag": e.ref_name, "digest": e.digest, "mediaType": e.media_type, "size": e.size,
+                 **({"artifactType": e.artifact_type} if e.artifact_type else {}),
+                 **({"platform": e.platform} if e.platform else {})} for e in entries]})
+            return
+        rows = [[e.ref_name if e.ref_name is not None else "<untagged>", e.digest, e.media_type or "-",
+                 str(e.size)] for e in entries]
+        typer.echo(table(rows, ["TAG", "DIGEST", "MEDIA TYPE", "SIZE"]))
+
+
+@app.command("inspect")
+def inspect_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="LAYOUT, LAYOUT:TAG or LAYOUT@DIGEST.")],
+    json_out: JsonOpt = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Show the tree under a tag or digest: index -> manifests -> config/layers, and referrers."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        reference = parse_reference(ref)
+        layout = open_layout(reference.path)
+        state = LayoutState.load(layout, jobs, s.progress(json_out))
+        present = layout.list_blobs().digests
+        digests: list[Digest] = []
+        for e in resolve(state.index, reference):
+            if e.digest not in digests:
+                digests.append(e.digest)
+        if reference.digest is not None and not digests:
+            if reference.digest not in state.graph:
+                raise ReferenceNotFound(f"{reference.path}: {reference.digest} is not in the layout's graph")
+            digests = [reference.digest]
+        trees = [tree(state.graph, d, present) for d in digests]
+        if json_out:
+            echo_json({"layout": layout.location, "reference": ref, "trees": [t.to_json() for t in trees]})
+            return
+        for t in trees:
+            typer.echo("\n".join(_render_tree(t)))
+
+
+def _render_tree(node: TreeNode, prefix: str = "", last: bool = True, top: bool = True) -> list[str]:
+    tags = f" [{', '.join(node.tags)}]" if node.tags else ""
+    flag = "" if node.present is not False else "  MISSING"
+    flag += f"  ERROR: {node.error}" if node.error else ""
+    edge = f"{node.edge} " if node.edge else ""
+    label = f"{edge}{node.digest} {node.kind} {node.media_type or '-'} {node.size} B{tags}{flag}"
+    lines = [label] if top else [f"{prefix}{'└── ' if last else '├── '}{label}"]
+    child_prefix = "" if top else prefix + ("    " if last else "│   ")
+    items = [*node.children, *node.referrers]
+    for i, child in enumerate(items):
+        lines.extend(_render_tree(child, child_prefix, i == len(items) - 1, top=False))
+    return lines
+
+
+class GraphFormat(StrEnum):
+    json = "json"
+    dot = "dot"
+    graphml = "graphml"
+
+
+@app.command("graph")
+def graph_cmd(
+    ctx: typer.Context,
+    layout_path: Annotated[str, typer.Argument(metavar="LAYOUT", help="The layout directory.")],
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.json,
+    json_out: JsonOpt = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Print the reference graph of a layout (JSON, Graphviz dot or GraphML)."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        layout = open_layout(layout_path)
+        state = LayoutState.load(layout, jobs, s.progress(True))
+        if json_out or fmt is GraphFormat.json:
+            echo_json({"layout": layout.location, **state.graph.to_json()})
+        elif fmt is GraphFormat.dot:
+            typer.echo(state.graph.to_dot(), nl=False)
+        else:
+            typer.echo(state.graph.to_graphml(), nl=False)
+
+
+@app.command("check")
+def check_cmd(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="PATH", help="A layout, or a directory holding layouts at any depth.")],
+    verify_digests: Annotated[bool, typer.Option("--verify-digests", help="Stream and hash every blob.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    json_out: JsonOpt = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Check layouts: missing blobs, sizes, JSON, media types, stray and temp files, digests.
+
+    Exit 0 when clean, 1 when problems were found, 4 when a referenced blob is missing."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out)) for lay in layouts_under(path, jobs)]
+        code = max((r.exit_code(strict) for r in reports), default=0)
+        if json_out:
+            echo_json({"path": path, "exit_code": code, "layouts": [r.to_json() for r in reports]})
+        else:
+            for r in reports:
+                typer.echo(_render_check(r, s.verbose))
+        raise typer.Exit(code)
+
+
+def _render_check(r: CheckReport, verbose: int) -> str:
+    shown = [p for p in r.problems if p.severity in (DANGLING, ERROR, WARNING) or verbose]
+    counts = {sev: sum(1 for p in r.problems if p.severity == sev) for sev in (DANGLING, ERROR, WARNING, INFO)}
+    status = "ok" if not counts[DANGLING] and not counts[ERROR] else "PROBLEMS"
+    head = (f"{r.name or r.location}: {status} — {r.blobs} blobs, {r.reachable} reachable, {r.manifests} manifests"
+            + (f", {r.verified} verified" if r.verified else ""))
+    extra = [f"  {p.severity}: {p.message}" for p in shown]
+    if counts[INFO] and not verbose:
+        extra.append(f"  ({counts[INFO]} note(s); -v shows them)")
+    return "\n".join([head, *extra])

@@ -1,0 +1,209 @@
+"""An OCI image layout on a Storage: ``oci-layout``, ``index.json`` and ``blobs/<alg>/<hex>``."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ocigc.digest import ALGORITHMS, Digest
+from ocigc.errors import LayoutError, ManifestError
+from ocigc.index import Index
+from ocigc.storage import TEMP_PREFIX, DirEntry, FileStat, Storage
+
+OCI_LAYOUT_FILE = "oci-layout"
+INDEX_FILE = "index.json"
+BLOBS_DIR = "blobs"
+CONTROL_DIR = ".ocigc"
+#: Largest manifest or index we read (registries use 4 MiB).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+def is_temp_leftover(rel: str) -> bool:
+    """Temp files other writers leave behind (oras, skopeo, umoci, regclient, ocigc)."""
+    name = rel.rsplit("/", 1)[-1]
+    top = rel.split("/", 1)[0]
+    return (
+        top == "ingest"  # oras-go
+        or name.startswith("oci-put-blob")  # skopeo / containers/image
+        or top.startswith(".umoci-")  # umoci
+        or name.endswith(".tmp")  # regclient and others
+        or name.startswith(TEMP_PREFIX)  # ocigc
+    )
+
+
+@dataclass
+class BlobListing:
+    """What ``blobs/`` holds: valid digests, and files that are not (reported, never deleted)."""
+
+    digests: set[Digest] = field(default_factory=set)
+    foreign: list[str] = field(default_factory=list)
+    temp: list[str] = field(default_factory=list)
+    symlinks: list[str] = field(default_factory=list)
+    unknown_algorithms: list[str] = field(default_factory=list)
+
+
+class Layout:
+    """One layout directory. Cheap to construct; ``open`` validates ``oci-layout``."""
+
+    def __init__(self, storage: Storage, name: str = "") -> None:
+        self.storage = storage
+        #: The layout's path under the root it was found in ("" for the root itself).
+        self.name = name
+        self._dirs_checked: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Layout({self.storage.url!r})"
+
+    @property
+    def location(self) -> str:
+        return self.storage.url
+
+    def where(self, rel: str) -> str:
+        return self.storage.join(rel)
+
+    @classmethod
+    def open(cls, storage: Storage, name: str = "") -> Layout:
+        layout = cls(storage, name)
+        layout.check_oci_layout()
+        return layout
+
+    def check_oci_layout(self) -> None:
+        where = self.where(OCI_LAYOUT_FILE)
+        try:
+            raw = self.storage.read_bytes(OCI_LAYOUT_FILE, limit=64 * 1024)
+        except FileNotFoundError:
+            if self.storage.stat("") is None:
+                raise LayoutError(f"{self.storage.url}: no such directory") from None
+            raise LayoutError(f"{where}: missing (not an OCI image layout)") from None
+        except IsADirectoryError:
+            raise LayoutError(f"{where}: is a directory") from None
+        except NotADirectoryError:
+            raise LayoutError(f"{self.storage.url}: not a directory") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise LayoutError(f"{where}: invalid JSON") from None
+        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
+        if version != "1.0.0":
+            raise LayoutError(f"{where}: imageLayoutVersion must be \"1.0.0\", got {version!r}")
+
+    # --- index.json ------------------------------------------------------------------------
+    def read_index_bytes(self) -> bytes:
+        try:
+            return self.storage.read_bytes(INDEX_FILE)
+        except FileNotFoundError:
+            raise LayoutError(f"{self.where(INDEX_FILE)}: missing") from None
+        except IsADirectoryError:
+            raise LayoutError(f"{self.where(INDEX_FILE)}: is a directory") from None
+
+    def read_index(self) -> Index:
+        return Index.parse(self.read_index_bytes(), self.where(INDEX_FILE))
+
+    # --- blobs -----------------------------------------------------------------------------
+    def read_blob(self, digest: Digest, limit: int | None = MAX_MANIFEST_BYTES) -> bytes:
+        """A blob's bytes; FileNotFoundError when absent, ManifestError when over ``limit`` or a symlink."""
+        self._check_blob_dir(digest.algorithm)
+        try:
+            data = self.storage.read_bytes(digest.blob_path(), limit=limit, nofollow=True)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ManifestError(f"{self.where(digest.blob_path())}: is a symlink (refused)") from None
+            raise
+        if limit is not None and len(data) > limit:
+            raise ManifestError(f"{self.where(digest.blob_path())}: larger than {limit} bytes")
+        return data
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        self._check_blob_dir(digest.algorithm)
+        try:
+            return self.storage.open_read(digest.blob_path(), nofollow=True)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ManifestError(f"{self.where(digest.blob_path())}: is a symlink (refused)") from None
+            raise
+
+    def stat_blob(self, digest: Digest) -> FileStat | None:
+        return self.storage.stat(digest.blob_path())
+
+    def _check_blob_dir(self, algorithm: str) -> None:
+        """Refuse ``blobs/`` or ``blobs/<alg>/`` when a symlink leads outside the layout (checked once)."""
+        if algorithm in self._dirs_checked:
+            return
+        root = self.storage.local_path("")
+        if root is not None:
+            real_root = Path(os.path.realpath(root))
+            for rel in (BLOBS_DIR, f"{BLOBS_DIR}/{algorithm}"):
+                p = root / rel
+                if p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(real_root):
+                    raise ManifestError(f"{p}: symlink leads outside the layout (to {os.path.realpath(p)})")
+        self._dirs_checked.add(algorithm)
+
+    def list_blobs(self) -> BlobListing:
+        """List ``blobs/<alg>/`` without stat-ing entries: one listing per directory."""
+        out = BlobListing()
+        try:
+            algs = self.storage.list_dir(BLOBS_DIR)
+        except FileNotFoundError:
+            return out
+        for alg in sorted(algs, key=lambda e: e.name):
+            rel = f"{BLOBS_DIR}/{alg.name}"
+            if alg.is_symlink:
+                out.symlinks.append(rel)
+                continue
+            if not alg.is_dir:
+                out.foreign.append(rel)
+                continue
+            if alg.name not in ALGORITHMS:
+                out.unknown_algorithms.append(rel)
+                continue
+            for entry in self.storage.list_dir(rel):
+                self._classify(out, alg.name, rel, entry)
+        return out
+
+    @staticmethod
+    def _classify(out: BlobListing, alg: str, rel: str, entry: DirEntry) -> None:
+        path = f"{rel}/{entry.name}"
+        if entry.is_symlink:
+            out.symlinks.append(path)
+        digest = None if entry.is_dir else Digest.from_blob_name(alg, entry.name)
+        if digest is not None:
+            out.digests.add(digest)
+        elif is_temp_leftover(path):
+            out.temp.append(path)
+        else:
+            out.foreign.append(path)
+
+    def list_temp_leftovers(self) -> list[str]:
+        """Leftovers of writers at the layout root: ``ingest/``, ``oci-put-blob*``, ``.umoci-*``."""
+        found: list[str] = []
+        try:
+            top = self.storage.list_dir("")
+        except FileNotFoundError:
+            return found
+        for e in top:
+            if e.name == "ingest" and e.is_dir:
+                found.extend(self._walk_files("ingest"))
+            elif e.name.startswith(".umoci-") and e.is_dir:
+                found.extend(self._walk_files(e.name) or [e.name + "/"])
+            elif not e.is_dir and (e.name.startswith("oci-put-blob") or e.name.startswith(TEMP_PREFIX)
+                                   or (e.name.startswith("index.json") and e.name.endswith(".tmp"))):
+                found.append(e.name)
+        return sorted(found)
+
+    def _walk_files(self, rel: str) -> list[str]:
+        out: list[str] = []
+        try:
+            entries = self.storage.list_dir(rel)
+        except FileNotFoundError:
+            return out
+        for e in entries:
+            path = f"{rel}/{e.name}"
+            if e.is_dir:
+                out.extend(self._walk_files(path))
+            else:
+                out.append(path)
+        return out
