@@ -64,13 +64,19 @@ class RefGraph:
         self.g: nx.DiGraph = nx.DiGraph()
         #: Digests that were read (or tried).
         self.read: set[Digest] = set()
+        #: Blobs read and found present, by digest. Content-addressed blobs never change, so a
+        #: later build of the same layout (the re-mark before deleting) reuses them unread.
+        self.results: dict[Digest, _ReadResult] = {}
 
     # --- building ----------------------------------------------------------------------------
     @classmethod
     def build(cls, layout: Layout, index: Index, jobs: int = DEFAULT_JOBS,
-              counter: Counter | None = None) -> RefGraph:
-        """Walk from every ``index.json`` entry, reading manifests level by level in a pool."""
+              counter: Counter | None = None, known: RefGraph | None = None) -> RefGraph:
+        """Walk from every ``index.json`` entry, reading manifests level by level in a pool.
+
+        With ``known`` (an earlier graph of the same layout) only blobs it did not read are read."""
         graph = cls()
+        cache = known.results if known is not None else {}
         counter = counter or NullCounter()
         level: dict[Digest, tuple[Descriptor, int]] = {}
         for entry in index.entries:
@@ -85,7 +91,8 @@ class RefGraph:
             todo = [(d, desc, depth) for d, (desc, depth) in level.items() if d not in graph.read]
             graph.read.update(d for d, _, _ in todo)
             counter.set_total(len(graph.read))
-            results = pmap(lambda t: _read_one(layout, t[1], t[2]), todo, jobs, on_done=counter.add)
+            results = pmap(lambda t: cache.get(t[0]) or _read_one(layout, t[1], t[2]), todo, jobs,
+                           on_done=counter.add)
             level = {}
             for (_, _, depth), res in zip(todo, results, strict=True):
                 for child, cdepth in graph._record(res, depth):
@@ -109,6 +116,8 @@ class RefGraph:
     def _record(self, res: _ReadResult, depth: int) -> list[tuple[Descriptor, int]]:
         node = self.g.nodes[res.digest]
         node["present"] = res.present
+        if res.present and not res.error:
+            self.results[res.digest] = res
         if res.error:
             node["error"] = res.error
         if res.parsed is None:

@@ -27,10 +27,12 @@ class LayoutState:
     graph: RefGraph
 
     @classmethod
-    def load(cls, layout: Layout, jobs: int = DEFAULT_JOBS, progress: Progress | None = None) -> LayoutState:
-        index = layout.read_index()
+    def load(cls, layout: Layout, jobs: int = DEFAULT_JOBS, progress: Progress | None = None,
+             known: RefGraph | None = None, index: Index | None = None) -> LayoutState:
+        """Read ``index.json`` (unless given) and build the graph, reusing what ``known`` read."""
+        index = index if index is not None else layout.read_index()
         counter = (progress or NullProgress()).counter(f"manifests {layout.name or layout.location}")
-        return cls(layout, index, RefGraph.build(layout, index, jobs, counter))
+        return cls(layout, index, RefGraph.build(layout, index, jobs, counter, known))
 
     def reachable(self) -> set[Digest]:
         return self.graph.reachable(self.index.root_digests())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ocigc.cli import read  # noqa: F401  (ls, tags, inspect, graph, check)
+from ocigc.cli import maintain, read  # noqa: F401  (delete, sweep; ls, tags, inspect, graph, check)
 from ocigc.cli.app import app
 
 

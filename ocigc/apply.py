@@ -1,0 +1,182 @@
+"""Executing a plan, in the one order that keeps a crash harmless.
+
+1. ``index.json`` first (under the index protocol of ``ocigc.indexio``), dropping exactly the
+   entries the plan named, matched by (digest, ref name) on the fresh index;
+2. re-read ``index.json`` and re-mark (reusing what was already read: blobs are immutable);
+   a reachable manifest that is missing or unparsable stops here;
+3. manifests top-down, then the other blobs, skipping anything the re-mark found referenced
+   again; ``guard`` (the lock's ``ensure_held``) runs before every batch;
+4. writers' leftover temp files;
+5. verify: every blob the current ``index.json`` reaches exists (exit 4 otherwise);
+6. a journal record under ``.ocigc/journal/``.
+A kill at any point leaves garbage at most, never a dangling reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocigc.digest import Digest
+from ocigc.errors import IntegrityError
+from ocigc.index import Index
+from ocigc.indexio import read_index_retrying, update_index
+from ocigc.journal import run_id, write_record
+from ocigc.layout import Layout
+from ocigc.parallel import DEFAULT_JOBS, pmap
+from ocigc.plan import BlobRemoval, Plan, refuse_unsafe
+from ocigc.progress import NullProgress, Progress
+from ocigc.survey import LayoutState
+
+#: Removes one file of the layout; returns False when it was already gone. The trash swaps it.
+Disposer = Callable[[Layout, str], bool]
+BATCH = 64
+
+
+def remove_file(layout: Layout, rel: str) -> bool:
+    return layout.storage.remove(rel)
+
+
+def _noop() -> None:
+    pass
+
+
+@dataclass
+class ApplyResult:
+    run: str
+    removed_entries: int = 0
+    removed: list[BlobRemoval] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    index_before: str = ""
+    index_after: str = ""
+    races: list[str] = field(default_factory=list)
+    journal: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def bytes_removed(self) -> int:
+        return sum(b.size or 0 for b in self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run, "removed_entries": self.removed_entries,
+            "removed": [b.to_json() for b in self.removed], "removed_files": self.removed_files,
+            "skipped": self.skipped, "failed": self.failed, "bytes_removed": self.bytes_removed,
+            "index_before": self.index_before, "index_after": self.index_after, "races": self.races,
+            "journal": self.journal, "seconds": round(self.seconds, 3),
+        }
+
+
+def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DEFAULT_JOBS,
+               guard: Callable[[], None] = _noop,
+               hold: Callable[[], AbstractContextManager[object]] | None = None,
+               dispose: Disposer = remove_file, progress: Progress | None = None, settle: float = 0.0,
+               run: str | None = None) -> ApplyResult:
+    if plan.executed:
+        raise RuntimeError("a plan runs once")
+    plan.executed = True
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    result = ApplyResult(run or run_id(), index_before=state.index.fingerprint)
+    guard()
+    index = state.index
+    if plan.remove_entries:
+        update = update_index(layout, _drop_entries(plan), hold=hold, settle=settle, run=result.run)
+        result.races = update.races
+        result.removed_entries = len(update.before.entries) - len(update.after.entries) if update.changed else 0
+        index = update.after
+    else:
+        index = read_index_retrying(layout)
+    # Re-mark against what index.json says now.
+    fresh = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
+    reachable = fresh.reachable()
+    refuse_unsafe(layout, fresh.graph, reachable)
+    _remove_blobs(layout, plan.remove_manifests, reachable, result, jobs, guard, dispose, progress, ordered=True)
+    _remove_blobs(layout, plan.remove_blobs, reachable, result, jobs, guard, dispose, progress, ordered=False)
+    _remove_leftovers(layout, plan, result, guard)
+    result.index_after = _verify(layout, fresh, jobs)
+    result.seconds = time.monotonic() - started
+    result.journal = write_record(layout, plan.command, {"plan": plan.to_json(), "result": result.to_json()},
+                                  result.run)
+    return result
+
+
+def _drop_entries(plan: Plan) -> Callable[[Index], Index | None]:
+    identities = {(e.digest, e.ref_name) for e in plan.remove_entries}
+
+    def mutate(current: Index) -> Index | None:
+        return current.without(lambda _i, e: (e.digest, e.ref_name) in identities)
+
+    return mutate
+
+
+def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Digest], result: ApplyResult,
+                  jobs: int, guard: Callable[[], None], dispose: Disposer, progress: Progress,
+                  ordered: bool) -> None:
+    todo = []
+    for item in items:
+        if item.digest in reachable:
+            result.skipped.append(f"{item.digest}: referenced again since planning (kept)")
+        else:
+            todo.append(item)
+    if not todo:
+        return
+    counter = progress.counter("remove", total=len(todo))
+    # Plan order (manifests parents first), in parallel batches; guard() before each batch.
+    batch = BATCH
+    for start in range(0, len(todo), batch):
+        guard()
+        chunk = todo[start:start + batch]
+
+        def one(item: BlobRemoval) -> str | None:
+            try:
+                dispose(layout, item.path)
+            except OSError as e:
+                return f"{layout.where(item.path)}: {e.strerror or e}"
+            return None
+
+        for item, err in zip(chunk, pmap(one, chunk, jobs, on_done=counter.add), strict=True):
+            if err:
+                result.failed.append(err)
+            else:
+                result.removed.append(item)
+    counter.close()
+
+
+def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Callable[[], None]) -> None:
+    if not plan.remove_files:
+        return
+    guard()
+    dirs: set[str] = set()
+    for f in plan.remove_files:
+        try:
+            layout.storage.remove(f.path)
+            result.removed_files.append(f.path)
+        except OSError as e:
+            result.failed.append(f"{layout.where(f.path)}: {e.strerror or e}")
+        head = f.path.rsplit("/", 1)[0] if "/" in f.path else ""
+        while head and (head.startswith("ingest") or head.split("/")[0].startswith(".umoci-")):
+            dirs.add(head)
+            head = head.rsplit("/", 1)[0] if "/" in head else ""
+    for d in sorted(dirs, key=lambda p: -p.count("/")):
+        with suppress(OSError):  # not empty or already gone: harmless
+            layout.storage.remove_dir(d)
+
+
+def _verify(layout: Layout, state: LayoutState, jobs: int) -> str:
+    """Every blob the current index.json reaches exists; returns the fingerprint checked."""
+    index = read_index_retrying(layout)
+    if index.fingerprint != state.index.fingerprint:
+        state = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
+    present = layout.list_blobs().digests
+    missing = sorted(state.reachable() - present)
+    if missing:
+        write_record(layout, "integrity", {"missing": missing, "index": index.fingerprint})
+        raise IntegrityError(f"{layout.where(missing[0].blob_path())}: referenced blob is missing after the "
+                             f"run ({len(missing)} missing); see {layout.where('.ocigc/journal')}")
+    return index.fingerprint

@@ -1,0 +1,392 @@
+"""Plans for delete and sweep: pure decisions over what a layout holds, printed by a dry run and
+executed unchanged by a real run (``ocigc.apply``).
+
+A plan lists the ``index.json`` entries to drop, the manifests to remove (parents first), the
+other blobs to remove, what is kept and why (grace period, failed stat), and what is only
+reported (files in ``blobs/`` that are not digests). Planning never writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocigc.descriptor import Descriptor
+from ocigc.digest import Digest
+from ocigc.errors import IntegrityError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
+from ocigc.graph import RefGraph
+from ocigc.index import Index
+from ocigc.layout import BlobListing, Layout
+from ocigc.parallel import DEFAULT_JOBS, pmap
+from ocigc.refs import Reference
+from ocigc.storage import FileStat
+from ocigc.survey import LayoutState
+
+DEFAULT_GRACE = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRemoval:
+    position: int
+    digest: Digest
+    ref_name: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "digest": self.digest, "tag": self.ref_name, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRemoval:
+    digest: Digest
+    size: int | None
+    kind: str
+    reason: str
+
+    @property
+    def path(self) -> str:
+        return self.digest.blob_path()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "size": self.size, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class FileRemoval:
+    """A writer's leftover temp file (not a blob)."""
+
+    path: str
+    size: int | None
+    age: float | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "age_seconds": self.age, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOptions:
+    grace: float = DEFAULT_GRACE
+    untagged: bool = False
+    jobs: int = DEFAULT_JOBS
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOptions:
+    keep_referrers: bool = False
+    force: bool = False
+    jobs: int = DEFAULT_JOBS
+
+
+@dataclass
+class Plan:
+    """What one run will do to one layout. ``executed`` makes sure a plan runs once."""
+
+    command: str
+    name: str
+    location: str
+    index_fingerprint: str
+    remove_entries: list[EntryRemoval] = field(default_factory=list)
+    remove_manifests: list[BlobRemoval] = field(default_factory=list)
+    remove_blobs: list[BlobRemoval] = field(default_factory=list)
+    remove_files: list[FileRemoval] = field(default_factory=list)
+    kept: list[BlobRemoval] = field(default_factory=list)
+    kept_files: list[FileRemoval] = field(default_factory=list)
+    reported: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    executed: bool = False
+
+    @property
+    def blob_removals(self) -> list[BlobRemoval]:
+        return [*self.remove_manifests, *self.remove_blobs]
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return sum(b.size or 0 for b in self.blob_removals) + sum(f.size or 0 for f in self.remove_files)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.remove_entries or self.remove_manifests or self.remove_blobs or self.remove_files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command, "layout": self.name, "location": self.location,
+            "index_fingerprint": self.index_fingerprint,
+            "remove_entries": [e.to_json() for e in self.remove_entries],
+            "remove_manifests": [b.to_json() for b in self.remove_manifests],
+            "remove_blobs": [b.to_json() for b in self.remove_blobs],
+            "remove_files": [f.to_json() for f in self.remove_files],
+            "kept": [b.to_json() for b in self.kept],
+            "kept_files": [f.to_json() for f in self.kept_files],
+            "reported": self.reported, "notes": self.notes,
+            "bytes_reclaimed": self.bytes_reclaimed,
+        }
+
+
+# --- shared steps ---------------------------------------------------------------------------------
+def refuse_unsafe(layout: Layout, graph: RefGraph, reachable: set[Digest]) -> None:
+    """Fail closed: a reachable manifest that is missing or cannot be parsed stops the layout."""
+    missing = sorted(graph.missing_manifests(reachable))
+    if missing:
+        raise IntegrityError(f"{layout.where(missing[0].blob_path())}: referenced manifest is missing"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                             + "; refusing to remove anything from this layout")
+    errors = graph.errors(reachable)
+    if errors:
+        _, err = sorted(errors.items())[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UnsafeToModify(f"{err}{more}; refusing to remove anything from this layout")
+
+
+def _kind(graph: RefGraph, d: Digest) -> str:
+    if d not in graph:
+        return "blob"
+    return str(graph.node(d)["kind"] or "blob")
+
+
+def _size(graph: RefGraph, d: Digest, stats: dict[Digest, FileStat | None]) -> int | None:
+    st = stats.get(d)
+    if st is not None:
+        return st.size
+    if d in graph:
+        sizes = [s for s in graph.node(d)["sizes"] if s >= 0]
+        return max(sizes) if sizes else None
+    return None
+
+
+def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Digest], keep: set[Digest],
+                 reason: str, grace: float | None, jobs: int, now: float) -> None:
+    """Every present blob outside ``keep``: removed (manifests parents-first), or kept when young."""
+    candidates = sorted(present - keep)
+    stats: dict[Digest, FileStat | None] = {}
+    failed: set[Digest] = set()
+
+    def stat(d: Digest) -> FileStat | None:
+        try:
+            return layout.stat_blob(d)
+        except OSError:
+            failed.add(d)
+            return None
+
+    for d, st in zip(candidates, pmap(stat, candidates, jobs), strict=True):
+        stats[d] = st
+    go: list[Digest] = []
+    for d in candidates:
+        st = stats[d]
+        if d in failed:
+            plan.kept.append(BlobRemoval(d, None, _kind(graph, d), "stat failed: kept"))
+        elif st is None:
+            continue  # gone already
+        elif grace is not None and now - st.mtime < grace:
+            plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
+                                         f"younger than the grace period ({_age(now - st.mtime)} old)"))
+        else:
+            go.append(d)
+    manifests = [d for d in go if d in graph and graph.is_manifest(d) and graph.node(d)["present"]]
+    for d in graph.topo_parents_first(manifests):
+        plan.remove_manifests.append(BlobRemoval(d, _size(graph, d, stats), _kind(graph, d), reason))
+    mset = set(manifests)
+    for d in go:
+        if d not in mset:
+            plan.remove_blobs.append(BlobRemoval(d, _size(graph, d, stats), _kind(graph, d), reason))
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n:
+            return f"{seconds / n:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def report_listing(plan: Plan, layout: Layout, listing: BlobListing) -> None:
+    for path in listing.foreign:
+        plan.reported.append(f"{layout.where(path)}: not a digest name (never deleted)")
+    for path in listing.unknown_algorithms:
+        plan.reported.append(f"{layout.where(path)}: unsupported digest algorithm directory (never swept)")
+    for path in listing.symlinks:
+        plan.reported.append(f"{layout.where(path)}: symlink in blobs/ (never followed or deleted)")
+
+
+def choose_leftovers(plan: Plan, layout: Layout, listing: BlobListing, grace: float, jobs: int, now: float) -> None:
+    paths = sorted({*listing.temp, *layout.list_temp_leftovers()})
+    stats = pmap(lambda p: _stat_file(layout, p), paths, jobs)
+    for path, st in zip(paths, stats, strict=True):
+        if st is None:
+            continue
+        age = now - st.mtime
+        item = FileRemoval(path, st.size, age, "leftover temp file of a writer")
+        if age < grace:
+            plan.kept_files.append(FileRemoval(path, st.size, age, f"younger than the grace period ({_age(age)})"))
+        else:
+            plan.remove_files.append(item)
+
+
+def _stat_file(layout: Layout, path: str) -> FileStat | None:
+    try:
+        return layout.storage.stat(path)
+    except OSError:
+        return None
+
+
+# --- sweep ---------------------------------------------------------------------------------------
+def untagged_removals(index: Index, graph: RefGraph) -> list[EntryRemoval]:
+    """Untagged entries that no tagged root reaches and that are not referrers of a live subject."""
+    live = graph.reachable(index.tagged_digests())
+    untagged = [(i, e) for i, e in enumerate(index.entries) if e.ref_name is None]
+    changed = True
+    while changed:  # referrers of live subjects are live, and so on down referrer chains
+        changed = False
+        for _, e in untagged:
+            if e.digest in live:
+                continue
+            subjects = {s for s, kinds in graph.children(e.digest, include_subject=True) if "subject" in kinds}
+            if subjects & live:
+                live |= graph.reachable([e.digest])
+                changed = True
+    return [EntryRemoval(i, e.digest, None, "untagged, unreachable from every tag")
+            for i, e in untagged if e.digest not in live]
+
+
+def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: SweepOptions,
+               now: float | None = None) -> Plan:
+    now = time.time() if now is None else now
+    index, graph = state.index, state.graph
+    plan = Plan("sweep", layout.name, layout.location, index.fingerprint)
+    roots = list(index.root_digests())
+    refuse_unsafe(layout, graph, graph.reachable(roots))
+    if opts.untagged:
+        removals = untagged_removals(index, graph)
+        old = _old_enough(layout, [r.digest for r in removals], opts.grace, opts.jobs, now)
+        for r in removals:
+            if r.digest in old:
+                plan.remove_entries.append(r)
+            else:
+                plan.notes.append(f"untagged entry {r.digest.short} kept: younger than the grace period")
+        dropped = {r.position for r in plan.remove_entries}
+        roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
+    keep = graph.reachable(roots)
+    choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now)
+    choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
+    report_listing(plan, layout, listing)
+    return plan
+
+
+def _old_enough(layout: Layout, digests: list[Digest], grace: float, jobs: int, now: float) -> set[Digest]:
+    def old(d: Digest) -> bool:
+        try:
+            st = layout.stat_blob(d)
+        except OSError:
+            return False
+        return st is None or now - st.mtime >= grace
+
+    return {d for d, ok in zip(digests, pmap(old, digests, jobs), strict=True) if ok}
+
+
+# --- delete --------------------------------------------------------------------------------------
+def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: list[Reference],
+                opts: DeleteOptions, now: float | None = None) -> Plan:
+    now = time.time() if now is None else now
+    index, graph = state.index, state.graph
+    plan = Plan("delete", layout.name, layout.location, index.fingerprint)
+    drop: dict[int, str] = {}
+    targets: set[Digest] = set()
+    for ref in refs:
+        _select(layout, index, graph, ref, opts, drop, targets)
+    _cascade(index, graph, drop, targets, opts)
+    remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
+    keep = graph.reachable(remaining)
+    refuse_unsafe(layout, graph, keep)
+    for i in sorted(drop):
+        e = index.entries[i]
+        plan.remove_entries.append(EntryRemoval(i, e.digest, e.ref_name, drop[i]))
+    for d in sorted(targets & keep):
+        plan.notes.append(f"{d.short} stays: still reachable from another tag or index")
+    doomed = graph.reachable([e.digest for e in index.entries]) - keep
+    choose_blobs(plan, layout, graph, listing.digests & doomed, keep, "no longer reachable", None, opts.jobs, now)
+    return plan
+
+
+def _select(layout: Layout, index: Index, graph: RefGraph, ref: Reference, opts: DeleteOptions,
+            drop: dict[int, str], targets: set[Digest]) -> None:
+    if ref.digest is None and ref.tag is None:
+        raise UsageError(f"{ref.path}: name a tag (PATH:TAG) or a digest (PATH@DIGEST) to delete")
+    if ref.tag is not None:
+        hits = [(i, e) for i, e in enumerate(index.entries) if e.ref_name == ref.tag]
+        if not hits:
+            raise ReferenceNotFound(f"{layout.where('index.json')}: no tag {ref.tag!r}")
+        for i, e in hits:
+            drop[i] = f"tag {ref.tag} deleted"
+            targets.add(e.digest)
+        return
+    assert ref.digest is not None
+    d = ref.digest
+    if d not in graph:
+        raise ReferenceNotFound(f"{layout.where('index.json')}: {d} is neither an entry nor reachable from one")
+    listed_by = [p for p, _ in graph.parents(d)]
+    live_parents = [p for p in listed_by if p in graph.reachable(index.root_digests())]
+    if live_parents and not opts.force:
+        parent = live_parents[0]
+        tags = sorted(graph.node(parent)["tags"])
+        named = f" (tag {', '.join(tags)})" if tags else ""
+        raise UnsafeToModify(f"{layout.where(d.blob_path())}: listed by index {parent.short}{named}; delete that "
+                             "index instead, or --force to remove only this digest's own index.json entries")
+    for i, e in enumerate(index.entries):
+        if e.digest == d:
+            drop[i] = f"digest {d.short} deleted"
+    targets.add(d)
+
+
+def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest], opts: DeleteOptions) -> None:
+    """Drop untagged entries of manifests that go, and (unless kept) the referrers of what goes."""
+    while True:
+        remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
+        keep = graph.reachable(remaining)
+        gone = graph.reachable([e.digest for e in index.entries]) - keep
+        added = False
+        for i, e in enumerate(index.entries):
+            if i in drop:
+                continue
+            own_untagged = e.ref_name is None and e.digest in targets
+            if own_untagged and e.digest not in _reachable_without(graph, index, drop, e.digest):
+                drop[i] = f"untagged entry of deleted {e.digest.short}"
+                added = True
+                continue
+            if opts.keep_referrers:
+                continue
+            subjects = {s for s, kinds in graph.children(e.digest, include_subject=True) if "subject" in kinds}
+            gone_subjects = subjects & (gone | {t for t in targets if t not in keep})
+            fallback = _fallback_subject(e, gone | targets)
+            if gone_subjects or fallback:
+                subj = sorted(gone_subjects)[0] if gone_subjects else fallback
+                assert subj is not None
+                drop[i] = f"referrer of deleted {subj.short}"
+                targets.add(e.digest)
+                added = True
+        if not added:
+            return
+
+
+def _reachable_without(graph: RefGraph, index: Index, drop: dict[int, str], digest: Digest) -> set[Digest]:
+    """What the remaining roots reach, not counting ``digest``'s own untagged entries."""
+    roots = [e.digest for i, e in enumerate(index.entries)
+             if i not in drop and not (e.digest == digest and e.ref_name is None)]
+    return graph.reachable(roots)
+
+
+def _fallback_subject(entry: Descriptor, gone: set[Digest]) -> Digest | None:
+    """The referrers tag schema: tag ``sha256-<hex>`` lists the referrers of ``sha256:<hex>``."""
+    name = entry.ref_name or ""
+    alg, sep, hexpart = name.partition("-")
+    if not sep:
+        return None
+    for d in gone:
+        if d.algorithm == alg and d.encoded == hexpart:
+            return d
+    return None
+
+
+def describe_error(e: OcigcError) -> str:
+    return str(e)
