@@ -1,0 +1,361 @@
+"""delete and sweep: the brief's semantics, properties and crash safety (library level)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ocigc.errors import IntegrityError, ReferenceNotFound, UnsafeToModify
+from ocigc.gc import RunOptions, delete_refs, sweep_layout
+from ocigc.layout import Layout
+from ocigc.plan import DeleteOptions, SweepOptions
+from ocigc.refs import parse_reference
+from ocigc.storage import LocalStorage
+from tests.layoutkit import (
+    LayoutBuilder,
+    blob_path,
+    independent_reachable,
+    make_old,
+    present_blobs,
+    random_layout,
+    tree_snapshot,
+)
+
+RUN = RunOptions(jobs=4)
+DRY = RunOptions(jobs=4, dry_run=True)
+NOW_GRACE = SweepOptions(grace=0)
+
+
+def open_layout(root: Path) -> Layout:
+    return Layout.open(LocalStorage(root))
+
+
+def sweep(root: Path, opts: SweepOptions = NOW_GRACE, run: RunOptions = RUN):  # type: ignore[no-untyped-def]
+    out = sweep_layout(open_layout(root), opts, run)
+    if out.error:
+        raise out.error
+    return out
+
+
+def delete(root: Path, *refs: str, opts: DeleteOptions | None = None, run: RunOptions = RUN):  # type: ignore[no-untyped-def]
+    out = delete_refs(open_layout(root), [parse_reference(f"{root}{r}") for r in refs], opts or DeleteOptions(), run)
+    if out.error:
+        raise out.error
+    return out
+
+
+def tags(root: Path) -> list[str]:
+    doc = json.loads((root / "index.json").read_text())
+    return [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in doc["manifests"]]
+
+
+def assert_no_dangling(root: Path) -> None:
+    reach = independent_reachable(root)
+    missing = {d for d in reach if not blob_path(root, d).exists()}
+    assert not missing, f"dangling references: {missing}"
+
+
+# --- sweep --------------------------------------------------------------------------------------
+def test_sweep_removes_only_unreachable(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    keep = b.image("v1", [b"shared", b"mine"])
+    orphan = b.manifest([b"shared", b"orphan-layer"], config=b'{"o":1}')
+    stray = b.blob(b"stray", "application/octet-stream")
+    b.save()
+    make_old(tmp_path)
+    out = sweep(tmp_path)
+    removed = {r.digest for r in out.result.removed}
+    assert orphan["digest"] in removed and stray["digest"] in removed
+    assert keep["digest"] not in removed
+    assert_no_dangling(tmp_path)
+    assert blob_path(tmp_path, b.blob(b"shared", "x", write=False)["digest"]).exists()
+
+
+def test_grace_period_keeps_young_blobs(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("v1", [b"a"])
+    young = b.blob(b"just uploaded", "application/octet-stream")
+    b.save()
+    out = sweep(tmp_path, SweepOptions(grace=3600))
+    assert out.plan.empty and [k.digest for k in out.plan.kept] == [young["digest"]]
+    assert "grace" in out.plan.kept[0].reason
+    assert blob_path(tmp_path, young["digest"]).exists()
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    random_layout(tmp_path, 11)
+    make_old(tmp_path)
+    before = tree_snapshot(tmp_path)
+    out = sweep(tmp_path, SweepOptions(grace=0, untagged=True), DRY)
+    assert out.result is None and not out.plan.empty
+    assert tree_snapshot(tmp_path) == before
+    out = delete(tmp_path, ":" + next(t for t in tags(tmp_path) if t), run=DRY)
+    assert tree_snapshot(tmp_path) == before
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=0, max_value=2**31), st.booleans())
+def test_sweep_properties(seed: int, untagged: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        random_layout(root, seed)
+        make_old(root)
+        reach_before = independent_reachable(root) & present_blobs(root)
+        tagged_reach = None
+        sweep(root, SweepOptions(grace=0, untagged=untagged))
+        assert_no_dangling(root)
+        if not untagged:
+            assert reach_before <= present_blobs(root)  # nothing reachable was removed
+        assert present_blobs(root) <= independent_reachable(root) | set()  # no garbage left
+        again = sweep(root, SweepOptions(grace=0, untagged=untagged))
+        assert again.plan.empty, "a second sweep must remove nothing"
+        del tagged_reach
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=0, max_value=2**31), st.data())
+def test_delete_properties(seed: int, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        random_layout(root, seed)
+        names = sorted({t for t in tags(root) if t})
+        if not names:
+            return
+        victim = data.draw(st.sampled_from(names))
+        out = delete(root, f":{victim}", opts=DeleteOptions(force=True))
+        assert victim not in tags(root)
+        assert_no_dangling(root)
+        # whatever the remaining roots reach is still there
+        assert independent_reachable(root) <= present_blobs(root) | {
+            d for d in independent_reachable(root) if not blob_path(root, d).exists()}
+        assert out.result is not None
+
+
+# --- delete -------------------------------------------------------------------------------------
+def test_delete_tag_removes_manifest_blobs_and_referrers(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    hello = b.image("latest", [b"hello", b"shared"])
+    other = b.image("other", [b"shared"])
+    sig = b.referrer(hello, b"signature")
+    sbom = b.referrer(sig, b"sig-of-sig")
+    b.add(sig, None)
+    b.add(sbom, None)
+    b.save()
+    out = delete(tmp_path, ":latest")
+    assert tags(tmp_path) == ["other"]
+    removed = {r.digest for r in out.result.removed}
+    assert {hello["digest"], sig["digest"], sbom["digest"]} <= removed
+    assert blob_path(tmp_path, other["digest"]).exists()
+    assert blob_path(tmp_path, b.blob(b"shared", "x", write=False)["digest"]).exists()
+    assert not blob_path(tmp_path, b.blob(b"hello", "x", write=False)["digest"]).exists()
+    assert_no_dangling(tmp_path)
+    order = [r.digest for r in out.result.removed]  # manifests top-down, then blobs
+    assert order.index(hello["digest"]) < order.index(b.blob(b"hello", "x", write=False)["digest"])
+    assert max(order.index(d) for d in (hello["digest"], sig["digest"], sbom["digest"])) < min(
+        order.index(r.digest) for r in out.result.removed if r.kind in ("config", "layer"))
+
+
+def test_keep_referrers(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    hello = b.image("latest", [b"hello"])
+    sig = b.referrer(hello, b"signature")
+    b.add(sig, None)
+    b.save()
+    delete(tmp_path, ":latest", opts=DeleteOptions(keep_referrers=True))
+    assert tags(tmp_path) == [None]
+    assert blob_path(tmp_path, sig["digest"]).exists()
+
+
+def test_delete_tag_of_shared_manifest_keeps_it(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    m = b.image("a", [b"x"])
+    b.add(m, "b")
+    b.save()
+    out = delete(tmp_path, ":a")
+    assert tags(tmp_path) == ["b"] and not out.result.removed
+    assert blob_path(tmp_path, m["digest"]).exists()
+
+
+def test_delete_untagged_entries_of_the_deleted_manifest(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    m = b.image("a", [b"x"])
+    b.add(m, None)  # oras writes an untagged entry too
+    b.save()
+    delete(tmp_path, ":a")
+    assert tags(tmp_path) == []
+    assert not blob_path(tmp_path, m["digest"]).exists()
+
+
+def test_multiarch_platform_delete_refused_unless_forced(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
+    arm = b.manifest([b"arm64"], b'{"architecture":"arm64"}')
+    idx = b.index([{k: d[k] for k in ("mediaType", "digest", "size")} for d in (amd, arm)])
+    b.add(idx, "multi")
+    b.add(amd, None)
+    b.save()
+    with pytest.raises(UnsafeToModify, match="listed by index"):
+        delete(tmp_path, "@" + amd["digest"])
+    assert tags(tmp_path) == ["multi", None]
+    delete(tmp_path, "@" + amd["digest"], opts=DeleteOptions(force=True))
+    assert tags(tmp_path) == ["multi"] and blob_path(tmp_path, amd["digest"]).exists()
+    assert_no_dangling(tmp_path)
+
+
+def test_deleting_one_tag_of_an_index_keeps_platforms_of_other_tags(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
+    arm = b.manifest([b"arm64"], b'{"architecture":"arm64"}')
+    short = [{k: d[k] for k in ("mediaType", "digest", "size")} for d in (amd, arm)]
+    i1 = b.index(short)
+    i2 = b.index(short[:1])
+    b.add(i1, "v1")
+    b.add(i2, "v2")
+    b.save()
+    delete(tmp_path, ":v1")
+    assert blob_path(tmp_path, amd["digest"]).exists() and not blob_path(tmp_path, arm["digest"]).exists()
+    assert_no_dangling(tmp_path)
+
+
+def test_untagged_sweep_never_removes_platform_of_tagged_index(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
+    idx = b.index([{k: amd[k] for k in ("mediaType", "digest", "size")}])
+    b.add(idx, "multi")
+    b.add(amd, None)
+    sig = b.referrer(idx, b"sig")
+    b.add(sig, None)
+    lonely = b.manifest([b"lonely"])
+    b.add(lonely, None)
+    b.save()
+    make_old(tmp_path)
+    out = sweep(tmp_path, SweepOptions(grace=0, untagged=True))
+    dropped = {e.digest for e in out.plan.remove_entries}
+    assert dropped == {lonely["digest"]}
+    assert blob_path(tmp_path, amd["digest"]).exists() and blob_path(tmp_path, sig["digest"]).exists()
+
+
+def test_missing_reference_deletes_nothing(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("a", [b"x"])
+    b.image("b", [b"y"])
+    b.save()
+    before = tree_snapshot(tmp_path)
+    with pytest.raises(ReferenceNotFound):
+        delete(tmp_path, ":a", ":nope")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_fail_closed_on_corrupt_reachable_manifest(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    m = b.image("a", [b"x"])
+    b.blob(b"garbage", "application/octet-stream")
+    b.save()
+    make_old(tmp_path)
+    p = blob_path(tmp_path, m["digest"])
+    p.write_bytes(p.read_bytes()[:10])
+    before = tree_snapshot(tmp_path)
+    with pytest.raises(UnsafeToModify, match="invalid JSON"):
+        sweep(tmp_path)
+    (tmp_path / p.name).unlink(missing_ok=True)
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_fail_closed_on_missing_reachable_manifest(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    m = b.image("a", [b"x"])
+    b.save()
+    make_old(tmp_path)
+    blob_path(tmp_path, m["digest"]).unlink()
+    with pytest.raises(IntegrityError):
+        sweep(tmp_path)
+    assert blob_path(tmp_path, b.blob(b"x", "x", write=False)["digest"]).exists()
+
+
+def test_leftovers_and_foreign_files(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("a", [b"x"])
+    b.save()
+    (tmp_path / "ingest").mkdir()
+    (tmp_path / "ingest" / "abc").write_bytes(b"partial")
+    (tmp_path / "oci-put-blob12345").write_bytes(b"partial")
+    (tmp_path / ".umoci-xyz").mkdir()
+    (tmp_path / ".umoci-xyz" / "index-1").write_bytes(b"{}")
+    (tmp_path / "blobs" / "sha256" / ("b" * 64 + ".tmp")).write_bytes(b"regclient")
+    (tmp_path / "blobs" / "sha256" / "not-a-digest").write_bytes(b"??")
+    make_old(tmp_path)
+    fresh = tmp_path / ".ocigc-tmp-fresh"
+    fresh.write_bytes(b"in flight")
+    out = sweep(tmp_path, SweepOptions(grace=600))
+    gone = set(out.result.removed_files)
+    assert {"ingest/abc", "oci-put-blob12345", ".umoci-xyz/index-1", f"blobs/sha256/{'b' * 64}.tmp"} <= gone
+    assert fresh.exists() and (tmp_path / "blobs" / "sha256" / "not-a-digest").exists()
+    assert any("not-a-digest" in r for r in out.plan.reported)
+    assert not (tmp_path / "ingest").exists() and not (tmp_path / ".umoci-xyz").exists()
+
+
+def test_journal_and_backup_written(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("a", [b"x"])
+    b.image("b", [b"y"])
+    b.save()
+    before = (tmp_path / "index.json").read_bytes()
+    delete(tmp_path, ":a")
+    journal = list((tmp_path / ".ocigc" / "journal").iterdir())
+    assert len(journal) == 1
+    rec = json.loads(journal[0].read_text())
+    assert rec["kind"] == "delete" and rec["result"]["removed_entries"] == 1
+    assert rec["result"]["index_before"] != rec["result"]["index_after"]
+    backups = list((tmp_path / ".ocigc" / "backup").iterdir())
+    assert [p.read_bytes() for p in backups] == [before]
+
+
+def test_sweep_of_root_goes_on_after_a_broken_layout(tmp_path: Path) -> None:
+    from ocigc.discover import open_layouts
+
+    good = LayoutBuilder(tmp_path / "good")
+    good.image("a", [b"x"])
+    good.blob(b"garbage", "application/octet-stream")
+    good.save()
+    bad = LayoutBuilder(tmp_path / "team" / "bad")
+    m = bad.image("a", [b"x"])
+    bad.save()
+    blob_path(tmp_path / "team" / "bad", m["digest"]).write_bytes(b"{")
+    make_old(tmp_path)
+    outcomes = [sweep_layout(lay, NOW_GRACE, RUN) for lay in open_layouts(LocalStorage(tmp_path))]
+    by = {o.layout.name: o for o in outcomes}
+    assert set(by) == {"good", "team/bad"}
+    assert by["good"].result is not None and len(by["good"].result.removed) == 1
+    assert isinstance(by["team/bad"].error, UnsafeToModify)
+
+
+def test_real_fixtures_sweep_like_the_catalog(tmp_path: Path) -> None:
+    """Every real layout: a sweep removes exactly the catalog's unreferenced blobs, and adds no dangling ref."""
+    import shutil
+
+    real = Path(__file__).parent.parent / "fixtures" / "real"
+    catalog = json.loads((real / "catalog.json").read_text())
+    checked = 0
+    for name, info in catalog.items():
+        stats = info["stats"]
+        if not stats["has_oci_layout"]:
+            continue
+        dst = tmp_path / name
+        shutil.copytree(real / name, dst)
+        make_old(dst)
+        missing_before = {d for d in independent_reachable(dst) if not blob_path(dst, d).exists()}
+        out = sweep_layout(open_layout(dst), NOW_GRACE, RUN)
+        missing_after = {d for d in independent_reachable(dst) if not blob_path(dst, d).exists()}
+        assert missing_after == missing_before, name
+        if stats["referenced_but_missing"]:
+            assert out.error is None or isinstance(out.error, IntegrityError), (name, out.error)
+            continue
+        assert out.error is None, (name, out.error)
+        assert {b.digest for b in out.plan.blob_removals} == set(stats["unreferenced_blobs_from_index_walk"]), name
+        checked += 1
+    assert checked >= 30

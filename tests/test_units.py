@@ -1,0 +1,172 @@
+"""Unit tests of the core value types: digests, references, durations, index.json, manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ocigc import manifest as mf
+from ocigc.digest import Digest, digest_stream, is_digest
+from ocigc.duration import parse_duration
+from ocigc.errors import InvalidDigest, LayoutError, ManifestError, UsageError
+from ocigc.index import Index
+from ocigc.refs import parse_reference
+
+H64 = "a" * 64
+
+
+@pytest.mark.parametrize("text", [f"sha256:{H64}", f"sha384:{'b' * 96}", f"sha512:{'c' * 128}"])
+def test_valid_digests(text: str) -> None:
+    d = Digest(text)
+    assert d == text and d.blob_path() == f"blobs/{d.algorithm}/{d.encoded}"
+
+
+@pytest.mark.parametrize("text", ["", "sha256", f"sha256:{H64[:-1]}", f"sha256:{H64.upper()}", f"md5:{H64}",
+                                  f"sha256:{H64}0", "sha256:../../etc/passwd", f"sha512:{H64}"])
+def test_invalid_digests(text: str) -> None:
+    with pytest.raises(InvalidDigest):
+        Digest(text)
+    assert not is_digest(text)
+
+
+def test_streaming_digest_matches_hashlib() -> None:
+    import hashlib
+    import io
+
+    data = b"x" * (3 * 1024 * 1024 + 7)
+    d, n = digest_stream(io.BytesIO(data), "sha512")
+    assert n == len(data) and d == f"sha512:{hashlib.sha512(data).hexdigest()}"
+
+
+@pytest.mark.parametrize(("text", "path", "tag", "digest"), [
+    ("s3/hello:latest", "s3/hello", "latest", None),
+    ("s3/hello", "s3/hello", None, None),
+    ("/mnt/s3/team/app:v1.2", "/mnt/s3/team/app", "v1.2", None),
+    ("host:5000/x", "host:5000/x", None, None),  # the last ':' is before the last '/': no tag
+    (f"lay@sha256:{H64}", "lay", None, f"sha256:{H64}"),
+    ("lay:a,b", "lay", "a,b", None),
+    ("./a:b/lay:t", "./a:b/lay", "t", None),
+])
+def test_reference_parsing_like_oras(text: str, path: str, tag: str | None, digest: str | None) -> None:
+    r = parse_reference(text)
+    assert (r.path, r.tag, r.digest) == (path, tag, digest)
+
+
+@pytest.mark.parametrize("text", ["", "lay:", ":tag", "lay@sha256:xyz", "@sha256:" + H64])
+def test_bad_references(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_reference(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0", 0), ("90s", 90), ("30m", 1800), ("2h", 7200),
+                                               ("7d", 604800), ("1h30m", 5400), ("1.5", 1.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "-1", "5x", "m", "1h 2m", "abc"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_duration(text)
+
+
+def test_index_parse_errors_are_clear() -> None:
+    with pytest.raises(LayoutError, match="empty"):
+        Index.parse(b"", "x/index.json")
+    with pytest.raises(LayoutError, match="invalid JSON"):
+        Index.parse(b"{", "x/index.json")
+    with pytest.raises(LayoutError, match="schemaVersion"):
+        Index.parse(b'{"manifests":[]}', "x/index.json")
+    with pytest.raises(LayoutError, match=r"manifests\[0\].*invalid digest"):
+        Index.parse(b'{"schemaVersion":2,"manifests":[{"mediaType":"x","digest":"sha256:xyz","size":1}]}')
+    with pytest.raises(LayoutError, match="size"):
+        Index.parse(json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "x", "digest": f"sha256:{H64}", "size": "1"}]}).encode())
+
+
+def test_index_manifests_null_is_empty() -> None:
+    assert Index.parse(b'{"schemaVersion":2,"manifests":null}').entries == ()
+
+
+def test_index_rewrite_keeps_fields_annotations_and_order() -> None:
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "annotations": {"keep": "me"}, "x-extra": [1, 2], "manifests": [
+                          {"mediaType": "m", "digest": f"sha256:{'1' * 64}", "size": 1, "annotations": {
+                              "org.opencontainers.image.ref.name": "a", "other": "z"}, "platform": {"os": "linux"}},
+                          {"mediaType": "m", "digest": f"sha256:{'2' * 64}", "size": 2},
+                          {"mediaType": "m", "digest": f"sha256:{'3' * 64}", "size": 3,
+                           "annotations": {"org.opencontainers.image.ref.name": "c"}}]}).encode()
+    idx = Index.parse(raw)
+    new = idx.without(lambda _i, e: e.size == 2)
+    doc = json.loads(new.dumps())
+    assert doc["annotations"] == {"keep": "me"} and doc["x-extra"] == [1, 2]
+    assert [m["size"] for m in doc["manifests"]] == [1, 3]
+    assert doc["manifests"][0]["platform"] == {"os": "linux"} and doc["manifests"][0]["annotations"]["other"] == "z"
+
+
+def _m(obj: object, declared: str | None = None) -> mf.Parsed:
+    return mf.parse(json.dumps(obj).encode(), declared, "blob")
+
+
+def test_parse_kinds() -> None:
+    d = {"mediaType": "x", "digest": f"sha256:{H64}", "size": 1}
+    assert _m({"schemaVersion": 2, "config": d, "layers": [d]}).kind == mf.KIND_MANIFEST  # no mediaType (umoci)
+    assert _m({"schemaVersion": 2, "manifests": [d]}).kind == mf.KIND_INDEX
+    art = _m({"mediaType": "application/vnd.oci.artifact.manifest.v1+json", "blobs": [d], "subject": d})
+    assert art.kind == mf.KIND_ARTIFACT and art.subject is not None and art.children == ((mf.BLOB, art.children[0][1]),)
+    docker = _m({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                 "manifests": [d]})
+    assert docker.kind == mf.KIND_INDEX
+    s1 = _m({"schemaVersion": 1, "fsLayers": [{"blobSum": f"sha256:{H64}"}, {"blobSum": f"sha256:{H64}"}]})
+    assert s1.kind == mf.KIND_SCHEMA1 and len(s1.children) == 1
+    unknown = _m({"stuff": {"deep": [{"x": d}]}, "subject": d}, "application/vnd.example+json")
+    assert unknown.kind == mf.KIND_UNKNOWN_JSON and [c[0] for c in unknown.children] == [mf.REF]
+    assert unknown.subject is not None
+
+
+def test_parse_refuses_broken_manifests() -> None:
+    with pytest.raises(ManifestError, match="invalid JSON"):
+        mf.parse(b'{"schemaVersion":2,"config":', "application/vnd.oci.image.manifest.v1+json", "f")
+    with pytest.raises(ManifestError, match="invalid digest"):
+        _m({"schemaVersion": 2, "manifests": [{"mediaType": "x", "digest": "sha256:zz", "size": 1}]})
+    with pytest.raises(ManifestError, match="not a JSON object"):
+        mf.parse(b"[1,2]", "application/vnd.oci.image.index.v1+json", "f")
+    with pytest.raises(ManifestError):
+        mf.parse(b"[" * 100000, "application/vnd.oci.image.index.v1+json", "f")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048), st.sampled_from([None, "application/vnd.oci.image.manifest.v1+json",
+                                                  "application/vnd.oci.image.index.v1+json", "x/y+json"]))
+def test_parse_never_crashes_on_random_bytes(data: bytes, declared: str | None) -> None:
+    try:
+        mf.parse(data, declared, "blob")
+    except ManifestError as e:
+        assert str(e).startswith("blob: ")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.sampled_from([None, "application/vnd.oci.image.index.v1+json", "application/x+json"]))
+def test_parse_never_crashes_on_random_json(doc: object, declared: str | None) -> None:
+    try:
+        mf.parse(json.dumps(doc).encode(), declared, "blob")
+    except ManifestError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_index_parse_never_crashes(data: bytes) -> None:
+    try:
+        Index.parse(data)
+    except LayoutError:
+        pass
