@@ -9,6 +9,7 @@ reported (files in ``blobs/`` that are not digests). Planning never writes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +66,26 @@ class FileRemoval:
         return {"path": self.path, "size": self.size, "age_seconds": self.age, "reason": self.reason}
 
 
+@dataclass
+class EntrySelection:
+    """Entries a retention policy removes, and every decision it made (kept or removed, and why)."""
+
+    remove: list[EntryRemoval] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+#: A retention policy: decides which index.json entries go before the sweep marks.
+EntrySelector = Callable[[Layout, LayoutState, float], EntrySelection]
+
+
 @dataclass(frozen=True, slots=True)
 class SweepOptions:
     grace: float = DEFAULT_GRACE
     untagged: bool = False
     jobs: int = DEFAULT_JOBS
+    #: Retention policy (``ocigc.retention``); None sweeps only what nothing references.
+    select_entries: EntrySelector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +111,8 @@ class Plan:
     kept_files: list[FileRemoval] = field(default_factory=list)
     reported: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Per-tag decisions of a retention policy (kept/removed and the rule that decided).
+    decisions: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     executed: bool = False
 
@@ -120,7 +138,7 @@ class Plan:
             "remove_files": [f.to_json() for f in self.remove_files],
             "kept": [b.to_json() for b in self.kept],
             "kept_files": [f.to_json() for f in self.kept_files],
-            "reported": self.reported, "notes": self.notes,
+            "reported": self.reported, "notes": self.notes, "decisions": self.decisions,
             "bytes_reclaimed": self.bytes_reclaimed,
         }
 
@@ -232,9 +250,13 @@ def _stat_file(layout: Layout, path: str) -> FileStat | None:
 
 
 # --- sweep ---------------------------------------------------------------------------------------
-def untagged_removals(index: Index, graph: RefGraph) -> list[EntryRemoval]:
-    """Untagged entries that no tagged root reaches and that are not referrers of a live subject."""
-    live = graph.reachable(index.tagged_digests())
+def untagged_removals(index: Index, graph: RefGraph, dropped: set[int] | None = None) -> list[EntryRemoval]:
+    """Untagged entries that no tagged root reaches and that are not referrers of a live subject.
+
+    ``dropped``: positions of tagged entries already going (a retention policy's removals)."""
+    dropped = dropped or set()
+    live = graph.reachable({e.digest for i, e in enumerate(index.entries)
+                            if e.ref_name is not None and i not in dropped})
     untagged = [(i, e) for i, e in enumerate(index.entries) if e.ref_name is None]
     changed = True
     while changed:  # referrers of live subjects are live, and so on down referrer chains
@@ -257,16 +279,23 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     plan = Plan("sweep", layout.name, layout.location, index.fingerprint)
     roots = list(index.root_digests())
     refuse_unsafe(layout, graph, graph.reachable(roots))
+    if opts.select_entries is not None:
+        selection = opts.select_entries(layout, state, now)
+        plan.remove_entries.extend(selection.remove)
+        plan.decisions.extend(selection.decisions)
+        plan.notes.extend(selection.notes)
     if opts.untagged:
-        removals = untagged_removals(index, graph)
+        dropped_by_policy = {r.position for r in plan.remove_entries}
+        removals = [r for r in untagged_removals(index, graph, dropped_by_policy)
+                    if r.position not in dropped_by_policy]
         old = _old_enough(layout, [r.digest for r in removals], opts.grace, opts.jobs, now)
         for r in removals:
             if r.digest in old:
                 plan.remove_entries.append(r)
             else:
                 plan.notes.append(f"untagged entry {r.digest.short} kept: younger than the grace period")
-        dropped = {r.position for r in plan.remove_entries}
-        roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
+    dropped = {r.position for r in plan.remove_entries}
+    roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
     keep = graph.reachable(roots)
     choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now)
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
