@@ -1,0 +1,1 @@
+"""The ocigc test suite (a package, so tests import ``tests.harness`` and ``tests.layoutkit``)."""

@@ -1,0 +1,3 @@
+"""Shared pytest configuration. The real-component fixtures live in ``tests/harness/fixtures.py``."""
+
+pytest_plugins = ["tests.harness.fixtures"]
