@@ -10,6 +10,7 @@ import os
 import sys
 
 from ocigc.cli import maintain, read  # noqa: F401  (delete, sweep; ls, tags, inspect, graph, check)
+from ocigc.cli import transfer  # noqa: F401  (push, pull, tag)
 from ocigc.cli.app import app
 
 

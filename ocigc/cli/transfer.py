@@ -1,0 +1,167 @@
+"""Transfer commands: push, pull, tag. Push and tag take the shared lock; pull takes none."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, info, settings
+from ocigc.cli.app import app
+from ocigc.descriptor import ANNOTATION_TITLE
+from ocigc.duration import parse_duration
+from ocigc.errors import UsageError
+from ocigc.layout import Layout
+from ocigc.pull import DEFAULT_PULL_CONCURRENCY, pull
+from ocigc.push import (
+    DEFAULT_PUSH_CONCURRENCY,
+    PushRequest,
+    load_annotation_file,
+    parse_annotation_flags,
+    push,
+    tag,
+)
+from ocigc.refs import parse_reference
+from ocigc.storage import open_storage
+
+LockWaitOpt = Annotated[str, typer.Option(
+    "--lock-wait", metavar="DURATION",
+    help="How long to wait for a conflicting lock (a sweep) before giving up with exit 75 (0, 30s, 10m).")]
+
+
+@app.command("push")
+def push_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="PATH:TAG or PATH:TAG1,TAG2 (PATH alone: untagged).")],
+    files: Annotated[list[str] | None, typer.Argument(
+        metavar="FILE[:MEDIATYPE]...", help="Files or directories (packed as tar+gzip) to push.")] = None,
+    artifact_type: Annotated[str | None, typer.Option(
+        "--artifact-type", help="artifactType of the manifest (default application/vnd.unknown.artifact.v1).")] = None,
+    annotation: Annotated[list[str] | None, typer.Option(
+        "--annotation", "-a", metavar="KEY=VALUE", help="Manifest annotation (repeatable).")] = None,
+    annotation_file: Annotated[str | None, typer.Option(
+        "--annotation-file", metavar="FILE",
+        help="oras annotation file: {\"$manifest\": {...}, \"$config\": {...}, \"<file>\": {...}}.")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", metavar="FILE[:MEDIATYPE]",
+        help="Config blob (default type application/vnd.unknown.config.v1+json).")] = None,
+    subject: Annotated[str | None, typer.Option(
+        "--subject", metavar="REF", help="Attach to this manifest of the same layout (TAG, DIGEST, PATH:TAG).")] = None,
+    export_manifest: Annotated[str | None, typer.Option(
+        "--export-manifest", metavar="FILE", help="Also write the pushed manifest to FILE.")] = None,
+    disable_path_validation: Annotated[bool, typer.Option(
+        "--disable-path-validation", help="Allow absolute paths and '..' in file names (their titles).")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Blobs in flight.")] =
+    DEFAULT_PUSH_CONCURRENCY,
+    lock_wait: LockWaitOpt = "0",
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Push files to a layout as an oras artifact (the layout is created when missing).
+
+    Writes what `oras push --oci-layout` writes; exit 0 ok, 1 error, 2 usage, 3 lost race,
+    4 integrity failure, 75 lock busy."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        reference = parse_reference(ref)
+        if reference.digest is not None:
+            raise UsageError(f"{ref!r}: push takes PATH:TAG, not a digest")
+        afile = load_annotation_file(annotation_file) if annotation_file else None
+        req = PushRequest(
+            layout_path=reference.path, tags=reference.tags, files=list(files or []),
+            artifact_type=artifact_type, annotations=parse_annotation_flags(annotation or []),
+            annotation_file=afile, config=config, subject=subject,
+            disable_path_validation=disable_path_validation, concurrency=concurrency,
+            lock_wait=parse_duration(lock_wait, "--lock-wait"),
+        )
+        if afile is not None and annotation:
+            raise UsageError("--annotation and --annotation-file cannot both be given")
+        result = push(req, s.progress(json_out))
+        if export_manifest:
+            try:
+                with open(export_manifest, "wb") as f:
+                    f.write(result.manifest)
+            except OSError as e:
+                raise UsageError(f"{export_manifest}: cannot write the manifest: {e.strerror or e}") from None
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        if json_out:
+            echo_json(result.to_json())
+            return
+        if not req.files:
+            info(ctx, "Uploading empty artifact")
+        if not s.quiet:
+            for b in result.blobs:
+                title = b.descriptor.get("annotations", {}).get(ANNOTATION_TITLE) or b.label
+                state = "Uploaded" if b.uploaded else "Exists  "
+                typer.echo(f"{state}  {title}  {human_bytes(b.size)}  {b.descriptor['digest']}", err=True)
+        typer.echo(f"Pushed [oci-layout] {result.reference}")
+        typer.echo(f"ArtifactType: {result.descriptor.get('artifactType', '')}")
+        typer.echo(f"Digest: {result.digest}")
+
+
+@app.command("pull")
+def pull_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="PATH:TAG or PATH@DIGEST.")],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Output directory.")] = ".",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Files in flight.")] =
+    DEFAULT_PULL_CONCURRENCY,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Pull an artifact's titled files into DIR; directories are unpacked.
+
+    Every blob is verified while it streams; titles or tar entries that would land outside DIR,
+    links pointing out of it and device files are refused before anything is written. Exit 0 ok,
+    1 error or refused artifact, 2 usage, 4 integrity failure (missing or corrupt blob)."""
+    s = settings(ctx, quiet, verbose)
+    with handle_errors():
+        reference = parse_reference(ref)
+        layout = Layout.open(open_storage(reference.path))
+        result = pull(layout, reference, output, overwrite=overwrite, concurrency=concurrency,
+                      progress=s.progress(json_out))
+        if json_out:
+            echo_json(result.to_json())
+            return
+        if not s.quiet:
+            for f in result.files:
+                kind = "Unpacked  " if f.unpacked else "Downloaded"
+                typer.echo(f"{kind}  {f.title}  {human_bytes(f.size)}  {f.digest}", err=True)
+            if result.skipped:
+                typer.echo(f"Skipped {len(result.skipped)} layer(s) without {ANNOTATION_TITLE}", err=True)
+        typer.echo(f"Pulled [oci-layout] {ref}")
+        typer.echo(f"Digest: {result.digest}")
+
+
+@app.command("tag")
+def tag_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="PATH:TAG or PATH@DIGEST of an existing manifest.")],
+    new_tags: Annotated[list[str], typer.Argument(metavar="NEWTAG...", help="Tags to add.")],
+    lock_wait: LockWaitOpt = "0",
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Add tags to an existing manifest (a tag already on another manifest moves).
+
+    Exit 0 ok, 1 error (no such tag or digest), 2 usage, 3 lost race, 75 lock busy."""
+    with handle_errors():
+        reference = parse_reference(ref)
+        if reference.tag is None and reference.digest is None:
+            raise UsageError(f"{ref!r}: give PATH:TAG or PATH@DIGEST")
+        if reference.tag is not None and "," in reference.tag:
+            raise UsageError(f"{ref!r}: one source tag; the new tags follow as arguments")
+        result = tag(reference.path, reference, new_tags, lock_wait=parse_duration(lock_wait, "--lock-wait"))
+        if json_out:
+            echo_json({"layout": result.layout, "source": result.source, "digest": result.digest,
+                       "tags": result.tags, "changed": result.changed})
+            return
+        for t in result.tags:
+            typer.echo(f"Tagged {t}")
+        typer.echo(f"Digest: {result.digest}")
+
