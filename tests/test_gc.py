@@ -61,41 +61,41 @@ def assert_no_dangling(root: Path) -> None:
 
 
 # --- sweep --------------------------------------------------------------------------------------
-def test_sweep_removes_only_unreachable(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_sweep_removes_only_unreachable(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     keep = b.image("v1", [b"shared", b"mine"])
     orphan = b.manifest([b"shared", b"orphan-layer"], config=b'{"o":1}')
     stray = b.blob(b"stray", "application/octet-stream")
     b.save()
-    make_old(tmp_path)
-    out = sweep(tmp_path)
+    make_old(layout_dir)
+    out = sweep(layout_dir)
     removed = {r.digest for r in out.result.removed}
     assert orphan["digest"] in removed and stray["digest"] in removed
     assert keep["digest"] not in removed
-    assert_no_dangling(tmp_path)
-    assert blob_path(tmp_path, b.blob(b"shared", "x", write=False)["digest"]).exists()
+    assert_no_dangling(layout_dir)
+    assert blob_path(layout_dir, b.blob(b"shared", "x", write=False)["digest"]).exists()
 
 
-def test_grace_period_keeps_young_blobs(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_grace_period_keeps_young_blobs(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     b.image("v1", [b"a"])
     young = b.blob(b"just uploaded", "application/octet-stream")
     b.save()
-    out = sweep(tmp_path, SweepOptions(grace=3600))
+    out = sweep(layout_dir, SweepOptions(grace=3600))
     assert out.plan.empty and [k.digest for k in out.plan.kept] == [young["digest"]]
     assert "grace" in out.plan.kept[0].reason
-    assert blob_path(tmp_path, young["digest"]).exists()
+    assert blob_path(layout_dir, young["digest"]).exists()
 
 
-def test_dry_run_changes_nothing(tmp_path: Path) -> None:
-    random_layout(tmp_path, 11)
-    make_old(tmp_path)
-    before = tree_snapshot(tmp_path)
-    out = sweep(tmp_path, SweepOptions(grace=0, untagged=True), DRY)
+def test_dry_run_changes_nothing(layout_dir: Path) -> None:
+    random_layout(layout_dir, 11)
+    make_old(layout_dir)
+    before = tree_snapshot(layout_dir)
+    out = sweep(layout_dir, SweepOptions(grace=0, untagged=True), DRY)
     assert out.result is None and not out.plan.empty
-    assert tree_snapshot(tmp_path) == before
-    out = delete(tmp_path, ":" + next(t for t in tags(tmp_path) if t), run=DRY)
-    assert tree_snapshot(tmp_path) == before
+    assert tree_snapshot(layout_dir) == before
+    out = delete(layout_dir, ":" + next(t for t in tags(layout_dir) if t), run=DRY)
+    assert tree_snapshot(layout_dir) == before
 
 
 @settings(max_examples=40, deadline=None)
@@ -137,8 +137,8 @@ def test_delete_properties(seed: int, data: st.DataObject) -> None:
 
 
 # --- delete -------------------------------------------------------------------------------------
-def test_delete_tag_removes_manifest_blobs_and_referrers(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_delete_tag_removes_manifest_blobs_and_referrers(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     hello = b.image("latest", [b"hello", b"shared"])
     other = b.image("other", [b"shared"])
     sig = b.referrer(hello, b"signature")
@@ -146,14 +146,14 @@ def test_delete_tag_removes_manifest_blobs_and_referrers(tmp_path: Path) -> None
     b.add(sig, None)
     b.add(sbom, None)
     b.save()
-    out = delete(tmp_path, ":latest")
-    assert tags(tmp_path) == ["other"]
+    out = delete(layout_dir, ":latest")
+    assert tags(layout_dir) == ["other"]
     removed = {r.digest for r in out.result.removed}
     assert {hello["digest"], sig["digest"], sbom["digest"]} <= removed
-    assert blob_path(tmp_path, other["digest"]).exists()
-    assert blob_path(tmp_path, b.blob(b"shared", "x", write=False)["digest"]).exists()
-    assert not blob_path(tmp_path, b.blob(b"hello", "x", write=False)["digest"]).exists()
-    assert_no_dangling(tmp_path)
+    assert blob_path(layout_dir, other["digest"]).exists()
+    assert blob_path(layout_dir, b.blob(b"shared", "x", write=False)["digest"]).exists()
+    assert not blob_path(layout_dir, b.blob(b"hello", "x", write=False)["digest"]).exists()
+    assert_no_dangling(layout_dir)
     order = [r.digest for r in out.result.removed]  # manifests top-down, then blobs
     assert order.index(hello["digest"]) < order.index(b.blob(b"hello", "x", write=False)["digest"])
     assert max(order.index(d) for d in (hello["digest"], sig["digest"], sbom["digest"])) < min(
@@ -191,8 +191,8 @@ def test_delete_untagged_entries_of_the_deleted_manifest(tmp_path: Path) -> None
     assert not blob_path(tmp_path, m["digest"]).exists()
 
 
-def test_multiarch_platform_delete_refused_unless_forced(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_multiarch_platform_delete_refused_unless_forced(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
     arm = b.manifest([b"arm64"], b'{"architecture":"arm64"}')
     idx = b.index([{k: d[k] for k in ("mediaType", "digest", "size")} for d in (amd, arm)])
@@ -200,11 +200,11 @@ def test_multiarch_platform_delete_refused_unless_forced(tmp_path: Path) -> None
     b.add(amd, None)
     b.save()
     with pytest.raises(UnsafeToModify, match="listed by index"):
-        delete(tmp_path, "@" + amd["digest"])
-    assert tags(tmp_path) == ["multi", None]
-    delete(tmp_path, "@" + amd["digest"], opts=DeleteOptions(force=True))
-    assert tags(tmp_path) == ["multi"] and blob_path(tmp_path, amd["digest"]).exists()
-    assert_no_dangling(tmp_path)
+        delete(layout_dir, "@" + amd["digest"])
+    assert tags(layout_dir) == ["multi", None]
+    delete(layout_dir, "@" + amd["digest"], opts=DeleteOptions(force=True))
+    assert tags(layout_dir) == ["multi"] and blob_path(layout_dir, amd["digest"]).exists()
+    assert_no_dangling(layout_dir)
 
 
 def test_deleting_one_tag_of_an_index_keeps_platforms_of_other_tags(tmp_path: Path) -> None:
@@ -222,8 +222,8 @@ def test_deleting_one_tag_of_an_index_keeps_platforms_of_other_tags(tmp_path: Pa
     assert_no_dangling(tmp_path)
 
 
-def test_untagged_sweep_never_removes_platform_of_tagged_index(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_untagged_sweep_never_removes_platform_of_tagged_index(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
     idx = b.index([{k: amd[k] for k in ("mediaType", "digest", "size")}])
     b.add(idx, "multi")
@@ -233,37 +233,37 @@ def test_untagged_sweep_never_removes_platform_of_tagged_index(tmp_path: Path) -
     lonely = b.manifest([b"lonely"])
     b.add(lonely, None)
     b.save()
-    make_old(tmp_path)
-    out = sweep(tmp_path, SweepOptions(grace=0, untagged=True))
+    make_old(layout_dir)
+    out = sweep(layout_dir, SweepOptions(grace=0, untagged=True))
     dropped = {e.digest for e in out.plan.remove_entries}
     assert dropped == {lonely["digest"]}
-    assert blob_path(tmp_path, amd["digest"]).exists() and blob_path(tmp_path, sig["digest"]).exists()
+    assert blob_path(layout_dir, amd["digest"]).exists() and blob_path(layout_dir, sig["digest"]).exists()
 
 
-def test_missing_reference_deletes_nothing(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_missing_reference_deletes_nothing(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     b.image("a", [b"x"])
     b.image("b", [b"y"])
     b.save()
-    before = tree_snapshot(tmp_path)
+    before = tree_snapshot(layout_dir)
     with pytest.raises(ReferenceNotFound):
-        delete(tmp_path, ":a", ":nope")
-    assert tree_snapshot(tmp_path) == before
+        delete(layout_dir, ":a", ":nope")
+    assert tree_snapshot(layout_dir) == before
 
 
-def test_fail_closed_on_corrupt_reachable_manifest(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_fail_closed_on_corrupt_reachable_manifest(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     m = b.image("a", [b"x"])
     b.blob(b"garbage", "application/octet-stream")
     b.save()
-    make_old(tmp_path)
-    p = blob_path(tmp_path, m["digest"])
+    make_old(layout_dir)
+    p = blob_path(layout_dir, m["digest"])
     p.write_bytes(p.read_bytes()[:10])
-    before = tree_snapshot(tmp_path)
+    before = tree_snapshot(layout_dir)
     with pytest.raises(UnsafeToModify, match="invalid JSON"):
-        sweep(tmp_path)
-    (tmp_path / p.name).unlink(missing_ok=True)
-    assert tree_snapshot(tmp_path) == before
+        sweep(layout_dir)
+    (layout_dir / p.name).unlink(missing_ok=True)
+    assert tree_snapshot(layout_dir) == before
 
 
 def test_fail_closed_on_missing_reachable_manifest(tmp_path: Path) -> None:
@@ -277,57 +277,57 @@ def test_fail_closed_on_missing_reachable_manifest(tmp_path: Path) -> None:
     assert blob_path(tmp_path, b.blob(b"x", "x", write=False)["digest"]).exists()
 
 
-def test_leftovers_and_foreign_files(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_leftovers_and_foreign_files(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     b.image("a", [b"x"])
     b.save()
-    (tmp_path / "ingest").mkdir()
-    (tmp_path / "ingest" / "abc").write_bytes(b"partial")
-    (tmp_path / "oci-put-blob12345").write_bytes(b"partial")
-    (tmp_path / ".umoci-xyz").mkdir()
-    (tmp_path / ".umoci-xyz" / "index-1").write_bytes(b"{}")
-    (tmp_path / "blobs" / "sha256" / ("b" * 64 + ".tmp")).write_bytes(b"regclient")
-    (tmp_path / "blobs" / "sha256" / "not-a-digest").write_bytes(b"??")
-    make_old(tmp_path)
-    fresh = tmp_path / ".ocigc-tmp-fresh"
+    (layout_dir / "ingest").mkdir()
+    (layout_dir / "ingest" / "abc").write_bytes(b"partial")
+    (layout_dir / "oci-put-blob12345").write_bytes(b"partial")
+    (layout_dir / ".umoci-xyz").mkdir()
+    (layout_dir / ".umoci-xyz" / "index-1").write_bytes(b"{}")
+    (layout_dir / "blobs" / "sha256" / ("b" * 64 + ".tmp")).write_bytes(b"regclient")
+    (layout_dir / "blobs" / "sha256" / "not-a-digest").write_bytes(b"??")
+    make_old(layout_dir)
+    fresh = layout_dir / ".ocigc-tmp-fresh"
     fresh.write_bytes(b"in flight")
-    out = sweep(tmp_path, SweepOptions(grace=600))
+    out = sweep(layout_dir, SweepOptions(grace=600))
     gone = set(out.result.removed_files)
     assert {"ingest/abc", "oci-put-blob12345", ".umoci-xyz/index-1", f"blobs/sha256/{'b' * 64}.tmp"} <= gone
-    assert fresh.exists() and (tmp_path / "blobs" / "sha256" / "not-a-digest").exists()
+    assert fresh.exists() and (layout_dir / "blobs" / "sha256" / "not-a-digest").exists()
     assert any("not-a-digest" in r for r in out.plan.reported)
-    assert not (tmp_path / "ingest").exists() and not (tmp_path / ".umoci-xyz").exists()
+    assert not (layout_dir / "ingest").exists() and not (layout_dir / ".umoci-xyz").exists()
 
 
-def test_journal_and_backup_written(tmp_path: Path) -> None:
-    b = LayoutBuilder(tmp_path)
+def test_journal_and_backup_written(layout_dir: Path) -> None:
+    b = LayoutBuilder(layout_dir)
     b.image("a", [b"x"])
     b.image("b", [b"y"])
     b.save()
-    before = (tmp_path / "index.json").read_bytes()
-    delete(tmp_path, ":a")
-    journal = list((tmp_path / ".ocigc" / "journal").iterdir())
+    before = (layout_dir / "index.json").read_bytes()
+    delete(layout_dir, ":a")
+    journal = list((layout_dir / ".ocigc" / "journal").iterdir())
     assert len(journal) == 1
     rec = json.loads(journal[0].read_text())
     assert rec["kind"] == "delete" and rec["result"]["removed_entries"] == 1
     assert rec["result"]["index_before"] != rec["result"]["index_after"]
-    backups = list((tmp_path / ".ocigc" / "backup").iterdir())
+    backups = list((layout_dir / ".ocigc" / "backup").iterdir())
     assert [p.read_bytes() for p in backups] == [before]
 
 
-def test_sweep_of_root_goes_on_after_a_broken_layout(tmp_path: Path) -> None:
+def test_sweep_of_root_goes_on_after_a_broken_layout(layout_dir: Path) -> None:
     from ocigc.discover import open_layouts
 
-    good = LayoutBuilder(tmp_path / "good")
+    good = LayoutBuilder(layout_dir / "good")
     good.image("a", [b"x"])
     good.blob(b"garbage", "application/octet-stream")
     good.save()
-    bad = LayoutBuilder(tmp_path / "team" / "bad")
+    bad = LayoutBuilder(layout_dir / "team" / "bad")
     m = bad.image("a", [b"x"])
     bad.save()
-    blob_path(tmp_path / "team" / "bad", m["digest"]).write_bytes(b"{")
-    make_old(tmp_path)
-    outcomes = [sweep_layout(lay, NOW_GRACE, RUN) for lay in open_layouts(LocalStorage(tmp_path))]
+    blob_path(layout_dir / "team" / "bad", m["digest"]).write_bytes(b"{")
+    make_old(layout_dir)
+    outcomes = [sweep_layout(lay, NOW_GRACE, RUN) for lay in open_layouts(LocalStorage(layout_dir))]
     by = {o.layout.name: o for o in outcomes}
     assert set(by) == {"good", "team/bad"}
     assert by["good"].result is not None and len(by["good"].result.removed) == 1
