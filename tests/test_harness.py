@@ -91,8 +91,11 @@ def test_s3fs_mount_a_changes_show_through_mount_b(
     }
     (b / "d" / "f").stat()  # B caches the old attributes
     (a / "d" / "f").write_bytes(b"y" * 20)
-    delays["overwrite_content"] = wait_until(lambda: (b / "d" / "f").read_bytes() == b"y" * 20, VISIBLE_WITHIN)
+    # stat first: an open() on B would refresh B's cached attributes.
     delays["overwrite_stat"] = wait_until(lambda: (b / "d" / "f").stat().st_size == 20, VISIBLE_WITHIN)
+    (b / "d" / "f").stat()
+    (a / "d" / "f").write_bytes(b"z" * 30)
+    delays["overwrite_content"] = wait_until(lambda: (b / "d" / "f").read_bytes() == b"z" * 30, VISIBLE_WITHIN)
 
     (a / "d" / "f").unlink()
     delays["delete_listing"] = wait_until(lambda: "f" not in os.listdir(b / "d"), VISIBLE_WITHIN)
@@ -144,7 +147,7 @@ def test_unmount_leaves_no_mount_and_no_process(
     mount = s3fs_factory(make_bucket("unmount"))
     proc = mount.proc
     assert proc is not None and mount.mounted
-    with open(mount.mount_point / "open-file", "wb") as f:  # busy at first: -u retries, then -uz
+    with open(mount.mount_point / "file", "wb") as f:
         f.write(b"x")
     assert mount.unmount()
     assert find_mount(mount.mount_point) is None

@@ -36,7 +36,7 @@ from tests.harness.mounts import (
     MountSet,
     RcloneMount,
     S3fsMount,
-    cleanup_stale_harness_mounts,
+    cleanup_stale_harness,
     fuse_unmount,
     mounts_under,
 )
@@ -110,7 +110,7 @@ def _slug(text: str, limit: int = 40) -> str:
 def harness_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The session's temp dir: servers' logs and data, mount points (``/tmp/ocigc-harness-XXXX``)."""
     tmp = Path(os.environ.get("OCIGC_HARNESS_TMP") or tempfile.gettempdir())
-    cleanup_stale_harness_mounts(tmp)
+    cleanup_stale_harness(tmp)
     root = Path(tempfile.mkdtemp(prefix=HARNESS_DIR_PREFIX, dir=tmp))
     (root / OWNER_FILE).write_text(f"{os.getpid()}\n")
     _state["root"] = root

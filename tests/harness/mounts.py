@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -105,26 +106,44 @@ def mounts_under(root: Path | str) -> list[MountEntry]:
     return [e for e in read_mountinfo() if e.mount_point.startswith(prefix)]
 
 
-def fuse_unmount(mount_point: Path | str, busy_timeout: float = 5.0) -> bool:
-    """Unmount a FUSE mount: ``fusermount3 -u`` while busy, then lazily (``-uz``). True when gone."""
+def _unmount(mount_point: Path | str, busy_timeout: float) -> tuple[bool, bool]:
+    """(gone, lazily): ``fusermount3 -u``, retried while busy, then ``fusermount3 -uz``."""
     fusermount = require_command("fusermount3")
     deadline = time.monotonic() + busy_timeout
+    lazily = False
     while find_mount(mount_point) is not None:
         result = subprocess.run([fusermount, "-u", str(mount_point)], capture_output=True, text=True)
         if result.returncode == 0 or find_mount(mount_point) is None:
             break
         if time.monotonic() > deadline:
             subprocess.run([fusermount, "-uz", str(mount_point)], capture_output=True, text=True)
+            lazily = True
             break
         time.sleep(0.1)
-    return find_mount(mount_point) is None
+    return find_mount(mount_point) is None, lazily
 
 
-def cleanup_stale_harness_mounts(tmp_dir: Path) -> list[str]:
-    """Lazily unmount mounts left under ``tmp_dir/ocigc-harness-*`` by test processes that died.
+def fuse_unmount(mount_point: Path | str, busy_timeout: float = 3.0) -> bool:
+    """Unmount a FUSE mount: ``fusermount3 -u`` while busy, then lazily (``-uz``). True when gone."""
+    return _unmount(mount_point, busy_timeout)[0]
 
-    A harness directory holds ``owner.pid``; mounts of a live owner (a concurrent pytest) are left
-    alone. Returns the mount points it removed.
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        owner = int((root / OWNER_FILE).read_text().strip())
+        os.kill(owner, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def cleanup_stale_harness(tmp_dir: Path, keep: int = 3) -> list[str]:
+    """Clean up after test processes that died: their mounts, then their old directories.
+
+    Each ``tmp_dir/ocigc-harness-*`` directory holds ``owner.pid``; a live owner's (a concurrent
+    pytest's) directory is left alone. Dead owners' mounts are lazily unmounted; of their
+    directories without mounts the ``keep`` newest stay (their logs), older ones are removed.
+    Returns the mount points it unmounted.
     """
     removed = []
     prefix = os.path.realpath(tmp_dir).rstrip("/") + "/" + HARNESS_DIR_PREFIX
@@ -132,15 +151,19 @@ def cleanup_stale_harness_mounts(tmp_dir: Path) -> list[str]:
         if not entry.mount_point.startswith(prefix):
             continue
         root = Path(prefix + entry.mount_point[len(prefix) :].split("/", 1)[0])
-        try:
-            owner = int((root / OWNER_FILE).read_text().strip())
-            os.kill(owner, 0)
-            continue  # the owner is alive
-        except (OSError, ValueError):
-            pass
+        if _owner_alive(root):
+            continue
         with contextlib.suppress(ComponentUnavailable):
             if fuse_unmount(entry.mount_point, busy_timeout=0):
                 removed.append(entry.mount_point)
+    dead = [
+        d
+        for d in Path(tmp_dir).glob(HARNESS_DIR_PREFIX + "*")
+        if d.is_dir() and not _owner_alive(d) and not mounts_under(d)
+    ]
+    dead.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dead[keep:]:
+        shutil.rmtree(d, ignore_errors=True)
     return removed
 
 
@@ -175,7 +198,7 @@ class FuseMount:
         self.mount_point.mkdir(parents=True, exist_ok=True)
         if find_mount(self.mount_point) is not None:
             raise ComponentUnavailable(f"{self.mount_point} is already a mount point")
-        self.proc = spawn(args, self.log_path, env=env)
+        self.proc = spawn(args, self.log_path, env=env, cwd=self.log_path.parent)
         deadline = time.monotonic() + timeout
         why = f"not mounted within {timeout:.0f} s"
         while time.monotonic() < deadline:
@@ -197,15 +220,17 @@ class FuseMount:
 
     def unmount(self) -> bool:
         """Unmount and reap the process. True when the mount point is no longer mounted."""
-        gone = True
+        gone, lazily = True, True
         try:
-            gone = fuse_unmount(self.mount_point)
+            gone, lazily = _unmount(self.mount_point, busy_timeout=3.0)
         finally:
             if self.proc is not None:
+                # After a clean unmount the daemon exits by itself; after a lazy one it would
+                # serve the files still open until they are closed: kill it.
                 try:
-                    self.proc.wait(timeout=10)
+                    self.proc.wait(timeout=1 if lazily else 10)
                 except subprocess.TimeoutExpired:
-                    stop_process(self.proc)
+                    stop_process(self.proc, kill=lazily)
                 self.proc = None
         return gone and find_mount(self.mount_point) is None
 

@@ -108,6 +108,7 @@ class MotoServer:
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 self.log_path,
                 env=loopback_env(),
+                cwd=self.workdir,
             )
             ok, why = _wait_http(self.proc, self.endpoint_url + "/", {200}, timeout)
             if ok:
@@ -268,7 +269,9 @@ class RegistryServer:
             if not keep_port:
                 self.port = free_port()
             self._write_config()
-            self.proc = spawn([binary, "serve", str(self.config_path)], self.log_path, env=loopback_env())
+            self.proc = spawn(
+                [binary, "serve", str(self.config_path)], self.log_path, env=loopback_env(), cwd=self.workdir
+            )
             ok, why = _wait_http(self.proc, self.url + "/v2/", ok_status, timeout)
             if ok:
                 self.starts += 1

@@ -51,7 +51,8 @@ def _run(args: Sequence[str], check: bool = True, timeout: float = 300) -> subpr
 
 
 def read_index(layout: Path | str) -> dict[str, Any]:
-    return json.loads(Path(layout, "index.json").read_text())  # type: ignore[no-any-return]
+    data: dict[str, Any] = json.loads(Path(layout, "index.json").read_text())
+    return data
 
 
 def tag_digest(layout: Path | str, tag: str) -> str | None:
@@ -181,7 +182,8 @@ def skopeo_inspect(ref: str, raw: bool = False, creds: tuple[str, str] | None = 
     if creds:
         args.append(f"--creds={creds[0]}:{creds[1]}")
     args.append(ref)
-    return json.loads(_run(args).stdout)  # type: ignore[no-any-return]
+    data: dict[str, Any] = json.loads(_run(args).stdout)
+    return data
 
 
 # --------------------------------------------------------------------------------------- oras-py
@@ -304,7 +306,7 @@ def run_ocigc(
         else:
             child_env.pop("OCIGC_STORAGE_STATS", None)
         result = subprocess.run(
-            [*ocigc_command(), *map(os.fspath, args)],
+            [*ocigc_command(), *(os.fspath(a) for a in args)],
             capture_output=True,
             text=True,
             env=child_env,
