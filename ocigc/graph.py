@@ -38,11 +38,17 @@ MAX_DEPTH = 32
 MIN_DESCRIPTOR_BYTES = 88
 
 
-def wants_read(desc: Descriptor) -> bool:
-    """Whether a blob must be read to learn its children (media types tell; configs and layers don't)."""
+def wants_read(desc: Descriptor, listed: bool = False) -> bool:
+    """Whether a blob must be read to learn its children (media types tell; configs and layers don't).
+
+    ``listed``: the descriptor is an ``index.json`` entry or in an index's ``manifests`` list, which
+    name manifests whatever their media type says: read it (when it could hold a descriptor), or
+    the children of a manifest with an unknown media type would look unreachable."""
     mt = desc.media_type
     if mt in MANIFEST_TYPES:
         return True
+    if listed:
+        return MIN_DESCRIPTOR_BYTES <= desc.size <= MAX_MANIFEST_BYTES
     if mt in KNOWN_LEAF_JSON:
         return False
     if looks_like_json_type(mt) or not mt:
@@ -85,7 +91,7 @@ class RefGraph:
             node["root"] = True
             if entry.ref_name is not None:
                 node["tags"].add(entry.ref_name)
-            if wants_read(entry):
+            if wants_read(entry, listed=True):
                 level.setdefault(entry.digest, (entry, 0))
         while level:
             todo = [(d, desc, depth) for d, (desc, depth) in level.items() if d not in graph.read]
@@ -95,7 +101,7 @@ class RefGraph:
                            on_done=counter.add)
             level = {}
             for (_, _, depth), res in zip(todo, results, strict=True):
-                for child, cdepth in graph._record(res, depth):
+                for child, cdepth in graph._record(res, depth, layout.where(res.digest.blob_path())):
                     if child.digest not in graph.read and child.digest not in level:
                         level[child.digest] = (child, cdepth)
         counter.close()
@@ -113,7 +119,7 @@ class RefGraph:
         if node["kind"] is None and kind is not None:
             node["kind"] = kind
 
-    def _record(self, res: _ReadResult, depth: int) -> list[tuple[Descriptor, int]]:
+    def _record(self, res: _ReadResult, depth: int, where: str = "") -> list[tuple[Descriptor, int]]:
         node = self.g.nodes[res.digest]
         node["present"] = res.present
         if res.present and not res.error:
@@ -135,9 +141,9 @@ class RefGraph:
         for kind, child in p.children:
             self._note(child, kind)
             self._edge(res.digest, child.digest, kind)
-            if wants_read(child):
+            if wants_read(child, listed=kind == mf.CHILD):
                 if depth + 1 > MAX_DEPTH:
-                    node["error"] = f"nesting deeper than {MAX_DEPTH} levels"
+                    node["error"] = f"{where or res.digest}: nesting deeper than {MAX_DEPTH} levels (refused)"
                     continue
                 follow.append((child, depth + 1))
         if p.subject is not None:
