@@ -63,7 +63,8 @@ class Layout:
         return self.storage.url
 
     def where(self, rel: str) -> str:
-        return self.storage.join(rel)
+        """``rel`` for messages: control characters escaped, so that a message stays one line."""
+        return _printable(self.storage.join(rel))
 
     @classmethod
     def open(cls, storage: Storage, name: str = "") -> Layout:
@@ -130,16 +131,22 @@ class Layout:
         return self.storage.stat(digest.blob_path())
 
     def _check_blob_dir(self, algorithm: str) -> None:
-        """Refuse ``blobs/`` or ``blobs/<alg>/`` when a symlink leads outside the layout (checked once)."""
+        """Refuse ``blobs/`` when a symlink leads outside the layout, and ``blobs/<alg>/`` when it is a
+        symlink at all: ``list_blobs`` never lists through it, so reading through it would make its
+        blobs referenced yet absent (checked once)."""
         if algorithm in self._dirs_checked:
             return
         root = self.storage.local_path("")
         if root is not None:
             real_root = Path(os.path.realpath(root))
-            for rel in (BLOBS_DIR, f"{BLOBS_DIR}/{algorithm}"):
-                p = root / rel
-                if p.is_symlink() and not Path(os.path.realpath(p)).is_relative_to(real_root):
-                    raise ManifestError(f"{p}: symlink leads outside the layout (to {os.path.realpath(p)})")
+            blobs = root / BLOBS_DIR
+            if blobs.is_symlink() and not Path(os.path.realpath(blobs)).is_relative_to(real_root):
+                raise ManifestError(f"{self.where(BLOBS_DIR)}: symlink leads outside the layout "
+                                    f"(to {_printable(os.path.realpath(blobs))})")
+            alg_dir = blobs / algorithm
+            if alg_dir.is_symlink():
+                raise ManifestError(f"{self.where(f'{BLOBS_DIR}/{algorithm}')}: is a symlink (to "
+                                    f"{_printable(os.path.realpath(alg_dir))}); never read through")
         self._dirs_checked.add(algorithm)
 
     def list_blobs(self) -> BlobListing:
@@ -207,3 +214,10 @@ class Layout:
             else:
                 out.append(path)
         return out
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a file name) as escapes; everything else unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
