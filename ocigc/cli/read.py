@@ -46,11 +46,14 @@ def ls_cmd(
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         rows, out, failed = [], [], False
+        errors: list[str] = []
         for layout in layouts_under(root, jobs):
             try:
+                layout.check_oci_layout()
                 summ = summarize(layout, jobs, s.progress(json_out))
             except OcigcError as e:
                 failed = True
+                errors.append(str(e))
                 out.append({"name": layout.name, "location": layout.location, "error": str(e)})
                 rows.append([layout.name or ".", "-", "-", "-", "-", f"error: {e}"])
                 continue
@@ -61,6 +64,8 @@ def ls_cmd(
             echo_json({"root": root, "layouts": out})
         else:
             typer.echo(table(rows, ["LAYOUT", "TAGS", "MANIFESTS", "BLOBS", "SIZE", "UNREACHABLE"]))
+        for message in errors:
+            typer.echo(f"error: {message}", err=True)
         if failed:
             raise typer.Exit(EXIT_ERROR)
 
@@ -188,6 +193,10 @@ def check_cmd(
         else:
             for r in reports:
                 typer.echo(_render_check(r, s.verbose))
+        for r in reports:  # a layout that could not be checked at all is an error, on stderr too
+            for p in r.problems:
+                if p.code == "layout":
+                    typer.echo(f"error: {p.message}", err=True)
         raise typer.Exit(code)
 
 
