@@ -13,6 +13,7 @@ locking layer wraps around each merge.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ocigc.errors import LayoutError, LostRace
 from ocigc.index import Index
-from ocigc.journal import backup_index, write_record
+from ocigc.journal import BACKUP_DIR, backup_index, write_record
 from ocigc.layout import INDEX_FILE, Layout
 
 Mutation = Callable[[Index], Index | None]
@@ -41,55 +42,91 @@ class UpdateResult:
     backup: str | None = None
 
 
-def read_index_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> Index:
-    """Read ``index.json``; an empty or invalid file is retried, then reported (never treated as empty)."""
+def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> tuple[bytes, Index]:
+    """The exact bytes of ``index.json`` and their parse; an empty or invalid file is retried, then reported."""
     last: LayoutError | None = None
     for attempt in range(retries):
+        raw = layout.read_index_bytes()  # LayoutError when missing: not retried
         try:
-            return layout.read_index()
+            return raw, Index.parse(raw, layout.where(INDEX_FILE))
         except LayoutError as e:
-            if "missing" in str(e):
-                raise
             last = e
+        if attempt + 1 < retries:
             time.sleep(delay * (attempt + 1))
     assert last is not None
-    raise last
+    raise LayoutError(f"{last} (still after {retries} reads; another writer may be rewriting it in place)")
 
 
-def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: float = 0.0,
+def read_index_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> Index:
+    """Read ``index.json``; an empty or invalid file is retried, then reported (never treated as empty)."""
+    return _read_raw_retrying(layout, retries, delay)[1]
+
+
+def default_settle(layout: Layout) -> float:
+    """The lock protocol's settle delay for this layout (``OCIGC_LOCK_SETTLE``, else by file system)."""
+    from ocigc.lock import LockParams
+
+    return LockParams.from_env().resolve(layout).settle or 0.0
+
+
+def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: float | None = None,
                  hold: Callable[[], AbstractContextManager[object]] | None = None,
                  run: str | None = None) -> UpdateResult:
+    """Apply ``mutate`` to a fresh read of ``index.json`` under the update protocol (module docstring).
+
+    ``settle`` defaults to the lock protocol's settle delay (2 s on a FUSE mount, 0.1 s on a local
+    disk; ``OCIGC_LOCK_SETTLE`` overrides). ``hold`` wraps every attempt (read, write, verify).
+    """
+    if settle is None:
+        settle = default_settle(layout)
     races: list[str] = []
     first: Index | None = None
     for attempt in range(1, retries + 1):
         with (hold() if hold else nullcontext()):
-            current = read_index_retrying(layout)
+            raw_current, current = _read_raw_retrying(layout)
             first = first or current
             new = mutate(current)
             if new is None or new.dumps() == current.dumps():
                 return UpdateResult(first, current, False, attempt, races)
             raw_new = new.dumps()
-            backup = backup_index(layout, layout.read_index_bytes(), current.fingerprint)
+            backup = backup_index(layout, raw_current, current.fingerprint)
             layout.storage.write_bytes(INDEX_FILE, raw_new)
             problem = _verify_written(layout, raw_new, settle)
         if problem is None:
             return UpdateResult(first, new, True, attempt, races, backup)
         races.append(problem)
-        write_record(layout, "race", {"attempt": attempt, "problem": problem,
-                                      "expected_fingerprint": new.fingerprint}, run)
+        write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
+                                      "read_fingerprint": current.fingerprint,
+                                      "expected_fingerprint": new.fingerprint, "backup": backup}, run)
         time.sleep(random.uniform(0.05, 0.3) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the race with another writer {retries} times "
-                   f"({races[-1] if races else 'unknown'})")
+                   f"({races[-1] if races else 'unknown'}); backups in {layout.where(BACKUP_DIR)}")
 
 
 def _verify_written(layout: Layout, expected: bytes, settle: float) -> str | None:
     """None when ``index.json`` still holds ``expected`` right after the write and after ``settle``."""
-    got = layout.read_index_bytes()
+    got = _read_or_problem(layout)
     if got != expected:
-        return "index.json changed right after our write (another writer overwrote it)"
+        return f"index.json changed right after our write (another writer overwrote it: {_what(got)})"
     if settle > 0:
         time.sleep(settle)
-        got = layout.read_index_bytes()
+        got = _read_or_problem(layout)
         if got != expected:
-            return f"index.json changed within the settle delay of {settle:g}s (another writer overwrote it)"
+            return (f"index.json changed within the settle delay of {settle:g}s (another writer overwrote it: "
+                    f"{_what(got)})")
     return None
+
+
+def _read_or_problem(layout: Layout) -> bytes | str:
+    try:
+        return layout.read_index_bytes()
+    except (LayoutError, OSError) as e:
+        return f"unreadable: {e}"
+
+
+def _what(got: bytes | str) -> str:
+    if isinstance(got, str):
+        return got
+    if not got.strip():
+        return "now empty"
+    return f"now {len(got)} bytes, sha256:{hashlib.sha256(got).hexdigest()[:12]}"

@@ -57,6 +57,8 @@ SCOPE_REPO = "repo"
 SCOPE_INDEX = "index"
 SHARED, EXCLUSIVE = "S", "X"
 UNKNOWN_MODE = "?"
+#: Environment variable naming lock owners (comma-separated) whose locks a process treats as its own.
+INHERIT_ENV = "OCIGC_LOCK_INHERIT"
 
 Mode = Literal["shared", "exclusive"]
 
@@ -492,6 +494,9 @@ class LockHandle:
         self.run = run
         self.on_wait = on_wait
         self.owner = uuid.uuid4().hex
+        #: Owners whose locks count as ours: ``ocigc exec`` passes its own to the command it runs
+        #: (``OCIGC_LOCK_INHERIT``), so an ocigc writer inside ``exec`` does not wait for its parent.
+        self.inherited = frozenset(o for o in os.environ.get(INHERIT_ENV, "").split(",") if o)
         self.dir = LockDir(layout, self.params)
         self.identity = self.dir.identity
         self.mode: str | None = None
@@ -649,7 +654,8 @@ class LockHandle:
         """Conflicting locks of others in ``scope``; stale ones are broken (journaled) on the way."""
         while True:
             locks = self.dir.scan(scope)
-            conflicts = [c for c in locks if c.owner != self.owner and c.conflicts_with(mode)]
+            conflicts = [c for c in locks
+                         if c.owner != self.owner and c.owner not in self.inherited and c.conflicts_with(mode)]
             now_wall = time.time()
             broke = False
             live: list[LockInfo] = []
@@ -850,7 +856,8 @@ def break_locks(layout: Layout, *, owner: str | None = None, force: bool = False
 
 
 __all__ = [
-    "EXCLUSIVE", "LOCK_DIR", "SCOPE_INDEX", "SCOPE_REPO", "SHARED", "AcquireStats", "HostIdentity", "LockDir",
+    "EXCLUSIVE", "INHERIT_ENV", "LOCK_DIR", "SCOPE_INDEX", "SCOPE_REPO", "SHARED", "AcquireStats", "HostIdentity",
+    "LockDir",
     "LockError", "LockHandle", "LockInfo", "LockParams", "StaleVerdict", "acquire", "break_locks", "default_settle",
     "fs_type", "hold_for", "list_locks", "now_boot",
 ]
