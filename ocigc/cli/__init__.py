@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
-from ocigc.cli import maintain, read  # noqa: F401  (delete, sweep; ls, tags, inspect, graph, check)
-from ocigc.cli import transfer  # noqa: F401  (push, pull, tag)
+from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
+    doctor,  # doctor
+    locks,  # locks list|break, exec, trash list|restore|purge
+    maintain,  # delete, sweep
+    read,  # ls, tags, inspect, graph, check
+    transfer,  # push, pull, tag
+)
 from ocigc.cli.app import app
 
 
