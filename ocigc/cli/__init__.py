@@ -10,7 +10,6 @@ import os
 import sys
 
 from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
-    doctor,  # doctor
     locks,  # locks list|break, exec, trash list|restore|purge
     maintain,  # delete, sweep
     read,  # ls, tags, inspect, graph, check
