@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
+from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import (
@@ -28,11 +30,12 @@ from ocigc.errors import (
     EXIT_OK,
     UsageError,
 )
-from ocigc.gc import Confirm, Outcome, RunOptions, delete_refs, sweep_layout
+from ocigc.gc import Confirm, Outcome, RunOptions, delete_refs, no_lock
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.plan import DEFAULT_GRACE, DeleteOptions, Plan, SweepOptions
 from ocigc.refs import Reference, parse_reference
+from ocigc.retention import load_policy
 from ocigc.storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
@@ -67,7 +70,7 @@ def make_confirm(s: Settings, yes: bool, json_out: bool) -> Confirm | None:
 
 def render_plan(plan: Plan, verbose: int = 0, dry_run: bool = False) -> list[str]:
     head = f"{plan.command} {plan.name or plan.location}"
-    lines = [head]
+    lines = [head, *render_decisions(plan)]
     items: list[str] = []
     for e in plan.remove_entries:
         what = f"tag {e.ref_name}" if e.ref_name is not None else "untagged entry"
@@ -120,18 +123,23 @@ def render_outcome(o: Outcome, verbose: int) -> list[str]:
     return lines
 
 
-def emit(outcomes: list[Outcome], s: Settings, json_out: bool, command: str) -> None:
+def emit(outcomes: list[Outcome], s: Settings, json_out: bool, command: str,
+         on_error: Callable[[Outcome], None] | None = None) -> None:
+    """Render, then exit with the overall code. ``on_error`` replaces the ``error: ...`` lines (JSON logs)."""
     code = overall_exit(outcomes)
     if json_out:
         echo_json({"command": command, "exit_code": code, "layouts": [o.to_json() for o in outcomes]})
     else:
         for o in outcomes:
-            if s.quiet and not o.error:
+            if s.quiet and (not o.error or on_error is not None):
                 continue
             typer.echo("\n".join(render_outcome(o, s.verbose)), err=bool(o.error and s.quiet))
     for o in outcomes:
         if o.error:
-            typer.echo(f"error: {o.error}", err=True)
+            if on_error is not None:
+                on_error(o)
+            else:
+                typer.echo(f"error: {o.error}", err=True)
     raise typer.Exit(code)
 
 
@@ -175,17 +183,25 @@ def sweep_cmd(
                                        "30m, 2h, 7d).")] = "1h",
     untagged: Annotated[bool, typer.Option("--untagged", help="Also remove untagged entries no tag reaches "
                                            "(never referrers of a live subject).")] = False,
+    policy: PolicyOpt = None,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
+    json_report: JsonReportOpt = None,
+    log_format: LogFormatOpt = "text",
     jobs: JobsOpt = DEFAULT_JOBS,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Remove blobs no index.json entry reaches (and old leftovers of writers), layout by layout."""
+    """Remove blobs no index.json entry reaches (and old leftovers of writers), layout by layout.
+
+    With --policy, first remove the tags its rules do not keep (see 'ocigc policy check')."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors(), unattended("sweep", path, s, json_report, log_format, dry_run) as cron:
+        cron.use_policy(load_policy(policy) if policy else None)
         opts = SweepOptions(grace=parse_duration(grace, "grace period") if grace else DEFAULT_GRACE,
                             untagged=untagged, jobs=jobs)
-        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out))
-        outcomes = [sweep_layout(lay, opts, run, s.progress(json_out)) for lay in layouts_under(path, jobs)]
-        emit(outcomes, s, json_out, "sweep")
+        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out),
+                         locker=cron.locker(no_lock))
+        outcomes = [cron.sweep(lay, opts, run, s.progress(json_out or cron.json_logs))
+                    for lay in layouts_under(path, jobs)]
+        emit(outcomes, s, json_out, "sweep", on_error=cron.on_error())
