@@ -75,7 +75,7 @@ class ApplyResult:
 def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DEFAULT_JOBS,
                guard: Callable[[], None] = _noop,
                hold: Callable[[], AbstractContextManager[object]] | None = None,
-               dispose: Disposer = remove_file, progress: Progress | None = None, settle: float = 0.0,
+               dispose: Disposer = remove_file, progress: Progress | None = None, settle: float | None = None,
                run: str | None = None) -> ApplyResult:
     if plan.executed:
         raise RuntimeError("a plan runs once")

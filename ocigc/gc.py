@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ocigc.apply import ApplyResult, Disposer, apply_plan, remove_file
@@ -19,6 +19,16 @@ from ocigc.plan import DeleteOptions, Plan, SweepOptions, plan_delete, plan_swee
 from ocigc.progress import NullProgress, Progress
 from ocigc.refs import Reference
 from ocigc.survey import LayoutState
+from ocigc.trash import (
+    DEFAULT_RETENTION,
+    PurgeResult,
+    Resurrection,
+    TrashRun,
+    entries_to_record,
+    has_trash,
+    purge,
+    resurrect,
+)
 
 Mode = Literal["shared", "exclusive"]
 
@@ -59,6 +69,12 @@ class Outcome:
     error: OcigcError | None = None
     dry_run: bool = False
     declined: bool = False
+    #: With --trash: the trash run that holds what this run moved aside.
+    trash_run: str | None = None
+    #: Trash upkeep of a sweep: blobs brought back because a manifest references them again, and
+    #: trash runs purged after the retention.
+    resurrected: list[Resurrection] = field(default_factory=list)
+    trash: PurgeResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +84,9 @@ class Outcome:
             "error": str(self.error) if self.error else None,
             "exit_code": self.error.exit_code if self.error else 0,
             "declined": self.declined,
+            "trash_run": self.trash_run,
+            "resurrected": [r.to_json() for r in self.resurrected],
+            "trash": self.trash.to_json() if self.trash else None,
         }
 
 
@@ -75,10 +94,16 @@ class Outcome:
 class RunOptions:
     dry_run: bool = False
     jobs: int = 16
-    settle: float = 0.0
+    #: index.json settle delay; None: the lock protocol's (2 s on FUSE, 0.1 s on a local disk).
+    settle: float | None = None
     locker: Locker = no_lock
     dispose: Disposer = remove_file
     confirm: Confirm | None = None
+    #: Move blobs to .ocigc/trash/<run>/ instead of removing them (undo with 'ocigc trash restore').
+    trash: bool = False
+    #: A sweep purges trash runs older than this (after bringing back what is referenced again).
+    trash_retention: float = DEFAULT_RETENTION
+    command: str = ""
 
 
 def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: Progress | None = None) -> Outcome:
@@ -86,17 +111,30 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
     out = Outcome(layout, dry_run=run.dry_run)
     try:
         layout.check_oci_layout()
+        trashed = not run.dry_run and has_trash(layout)
+        if trashed:
+            # A push that referenced a blob an earlier sweep moved to the trash: bring it back
+            # before marking (restoring only adds files; the shared lock keeps purges out).
+            with run.locker(layout, "shared") as lock:
+                out.resurrected = resurrect(layout, jobs=run.jobs, guard=lock.ensure_held)
         state = LayoutState.load(layout, run.jobs, progress)
         listing = layout.list_blobs()
         out.plan = plan_sweep(layout, state, listing, opts)
-        if run.dry_run or out.plan.empty:
+        if run.dry_run or (out.plan.empty and not trashed):
             return out
-        if run.confirm and not run.confirm(out.plan):
+        if run.confirm and not out.plan.empty and not run.confirm(out.plan):
             out.declined = True
             return out
         with run.locker(layout, "exclusive") as lock:
-            out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                    dispose=run.dispose, progress=progress, settle=run.settle)
+            if trashed:
+                out.trash = purge(layout, older_than=run.trash_retention, guard=lock.ensure_held, jobs=run.jobs)
+            if not out.plan.empty:
+                dispose = run.dispose
+                if run.trash:
+                    bin_ = TrashRun(layout, "sweep", run.command)
+                    dispose, out.trash_run = bin_.dispose, bin_.run
+                out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
+                                        dispose=dispose, progress=progress, settle=run.settle)
     except OcigcError as e:
         out.error = e
     return out
@@ -116,11 +154,17 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             if run.confirm and not run.confirm(out.plan):
                 out.declined = True
                 return out
+            dispose = run.dispose
+            if run.trash and not out.plan.empty:
+                bin_ = TrashRun(layout, "delete", run.command)
+                identities = {(e.digest, e.ref_name) for e in out.plan.remove_entries}
+                bin_.record_entries(entries_to_record(state.index, identities), state.index.fingerprint)
+                dispose, out.trash_run = bin_.dispose, bin_.run
             # The index merge, re-mark and removals run under the short exclusive hold: a push
             # (shared) must not reference a blob between our re-mark and its removal.
             with lock.exclusive_hold():
                 out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                        dispose=run.dispose, progress=progress, settle=run.settle)
+                                        dispose=dispose, progress=progress, settle=run.settle)
     except OcigcError as e:
         out.error = e
     return out
