@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ocigc.cli.migrate  # registers migrate
 import ocigc.cli.policy  # noqa: F401  (policy check)
 from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
     locks,  # locks list|break, exec, trash list|restore|purge
