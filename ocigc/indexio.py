@@ -97,7 +97,7 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
         races.append(problem)
         write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
                                       "read_fingerprint": current.fingerprint,
-                                      "expected_fingerprint": new.fingerprint, "backup": backup}, run)
+                                      "expected_fingerprint": new.fingerprint, "backup": backup, "run": run})
         time.sleep(random.uniform(0.05, 0.3) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the race with another writer {retries} times "
                    f"({races[-1] if races else 'unknown'}); backups in {layout.where(BACKUP_DIR)}")

@@ -445,10 +445,11 @@ class LockDir:
     def break_lock(self, info: LockInfo, reason: str, *, breaker: str, run: str | None = None,
                    forced: bool = False) -> bool:
         """Journal the break, then remove exactly that file. True when we removed it."""
+        # One record per break (a unique name; ``run`` goes into the body).
         write_record(self.layout, "lock-break", {
             "lock": info.name, "scope": info.scope, "mode": info.mode_name, "owner": info.owner,
-            "holder": info.body, "reason": reason, "forced": forced, "breaker": breaker,
-        }, run)
+            "holder": info.body, "reason": reason, "forced": forced, "breaker": breaker, "run": run,
+        })
         removed = self.layout.storage.remove(f"{LOCK_DIR}/{info.name}")
         with self._mu:
             self._first_seen.pop(info.name, None)
@@ -592,8 +593,11 @@ class LockHandle:
         while True:
             self.stats.attempts += 1
             live = self._live_conflicts(scope, mode)
-            if live:
-                self._back_off(live, deadline, backoff)
+            # An exclusive acquirer that sees only shared holders puts its file up at once as a
+            # barrier and drains them (writer preference: a stream of pushes cannot starve a sweep).
+            blocking = [c for c in live if c.mode != SHARED] if mode == EXCLUSIVE else live
+            if blocking:
+                self._back_off(blocking, deadline, backoff)
                 backoff = min(backoff * 2, p.backoff_cap)
                 continue
             inst = self._write_new(scope, mode)

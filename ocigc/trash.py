@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,7 +148,7 @@ def _move(layout: Layout, src: str, dst: str) -> bool:
     return storage.remove(src)
 
 
-def entries_to_record(index: Index, identities: set[tuple[str, str | None]]) -> list[tuple[int, dict[str, Any]]]:
+def entries_to_record(index: Index, identities: Collection[tuple[str, str | None]]) -> list[tuple[int, dict[str, Any]]]:
     """The raw entries of ``index`` matching (digest, ref name) identities, with their positions."""
     raw = index.doc.get("manifests") or []
     return [(i, raw[i]) for i, e in enumerate(index.entries) if (e.digest, e.ref_name) in identities]
@@ -335,7 +335,7 @@ def resurrect(layout: Layout, *, jobs: int = DEFAULT_JOBS, guard: Callable[[], N
         # A manifest that was missing is re-read in the next round (not from the cache).
         known = _forget(graph, missing)
     if out:
-        write_record(layout, "trash-resurrect", {"restored": [r.to_json() for r in out]}, run)
+        write_record(layout, "trash-resurrect", {"restored": [r.to_json() for r in out], "run": run})
     return out
 
 
@@ -378,7 +378,7 @@ def restore(layout: Layout, run: str, *, hold: Callable[[], AbstractContextManag
     if info.entries:
         _restore_entries(layout, info, result, hold, settle, jobs, journal_run)
     _remove_run(layout, info)
-    write_record(layout, "trash-restore", result.to_json(), journal_run)
+    write_record(layout, "trash-restore", {**result.to_json(), "journal_run": journal_run})
     return result
 
 
@@ -504,7 +504,7 @@ def purge(layout: Layout, *, older_than: float | None = DEFAULT_RETENTION, guard
         _remove_run(layout, info)
         result.purged_runs.append(info.run)
     if result.purged_runs:
-        write_record(layout, "trash-purge", result.to_json(), run)
+        write_record(layout, "trash-purge", {**result.to_json(), "run": run})
     return result
 
 
