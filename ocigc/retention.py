@@ -44,6 +44,7 @@ from ocigc.descriptor import ANNOTATION_CREATED, Descriptor
 from ocigc.digest import ALGORITHMS, Digest
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import ManifestError, UsageError
+from ocigc.gc import RunOptions
 from ocigc.graph import RefGraph
 from ocigc.index import Index
 from ocigc.layout import Layout
@@ -208,6 +209,17 @@ class Policy:
         rule = self.rule_for(repository_name(layout))
         grace = rule.grace if rule is not None and rule.grace is not None else base.grace
         return replace(base, grace=grace, select_entries=self.selector(layout, grace, base.jobs))
+
+    def run_options(self, layout: Layout, base: RunOptions) -> RunOptions:
+        """``base`` with the matching rule's trash settings (else the command's)."""
+        rule = self.rule_for(repository_name(layout))
+        if rule is None:
+            return base
+        if rule.trash is not None:
+            base = replace(base, trash=rule.trash)
+        if rule.trash_retention is not None:
+            base = replace(base, trash_retention=rule.trash_retention)
+        return base
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "rules": [r.to_json() for r in self.rules],
@@ -719,6 +731,11 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
         sel.notes.append(f"rule {rule.name!r}: {refused}; proceeding (ambiguous_times = \"proceed\")")
 
     _classify(rule, ranked, now)
+    for t in attached:  # referrers are not ranked, but an explicit keep still wins
+        if rule.keep_latest and t.short == "latest":
+            _set(t, "keep", "keep_latest", "\"latest\" is always kept (keep_latest)", protected=True)
+        elif (pat := rule.keep_pattern(t.short)) is not None:
+            _set(t, "keep", "keep_tags", f"keep_tags {pat!r} matches", protected=True)
     _protect_young(rule, ranked, facts, now, grace)
     _per_manifest(index, graph, tags)
 
@@ -875,8 +892,9 @@ def _per_manifest(index: Index, graph: RefGraph, tags: list[_Tag]) -> None:
 
 def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest], keep_referrers: bool,
              protected: set[int]) -> None:
-    """Like ``ocigc.plan._cascade`` (a manifest's own untagged entries, then its referrers and theirs),
-    but never dropping a protected entry, nor anything a protected entry reaches."""
+    """Like ``ocigc.plan._cascade``: the untagged entries of what a removed manifest reaches (its own,
+    and the platform manifests of a removed index) that nothing else reaches, then referrers of
+    what goes and theirs; but never a protected entry, nor anything a protected entry reaches."""
     entries = index.entries
     everything = graph.reachable(e.digest for e in entries)
     while True:
@@ -884,15 +902,18 @@ def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[D
         keep = graph.reachable(remaining)
         gone = everything - keep
         shield = graph.reachable(entries[i].digest for i in protected if i not in drop)
+        part_of = _part_of(graph, targets)
         added = False
         for i, e in enumerate(entries):
             if i in drop or i in protected:
                 continue
-            if e.ref_name is None and e.digest in targets:
+            if e.ref_name is None and e.digest in part_of:
                 others = graph.reachable(x.digest for j, x in enumerate(entries)
                                          if j not in drop and not (x.digest == e.digest and x.ref_name is None))
                 if e.digest not in others:
-                    drop[i] = f"untagged entry of removed {e.digest.short}"
+                    owner = part_of[e.digest]
+                    drop[i] = (f"untagged entry of removed {owner.short}" if owner == e.digest
+                               else f"untagged entry of a manifest of removed {owner.short}")
                     added = True
                     continue
             if keep_referrers or e.digest in shield:
@@ -912,6 +933,17 @@ def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[D
                 added = True
         if not added:
             return
+
+
+def _part_of(graph: RefGraph, targets: set[Digest]) -> dict[Digest, Digest]:
+    """Everything the removed manifests reach -> the removed manifest it belongs to."""
+    out: dict[Digest, Digest] = {}
+    for t in sorted(targets):
+        for d in graph.reachable([t]):
+            out.setdefault(Digest(d), t)
+    for t in targets:
+        out[t] = t
+    return out
 
 
 def _decision(rule: Rule, repository: str, t: _Tag) -> dict[str, Any]:

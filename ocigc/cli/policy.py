@@ -137,6 +137,7 @@ class Unattended:
 
     def sweep(self, layout: Layout, base: SweepOptions, run: RunOptions, progress: Progress) -> Outcome:
         opts = self.policy.sweep_options(layout, base) if self.policy is not None else base
+        run = self.policy.run_options(layout, run) if self.policy is not None else run
         started = time.monotonic()
         out = sweep_layout(layout, opts, run, progress)
         lock = self.locks.record(layout) if self.locks is not None else None
