@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,11 @@ CONTROL_DIR = ".ocigc"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
+#: A temp file named after the blob it was meant to become (``<hex>.tmp``, ``<hex>.<n>.tmp``). Other
+#: ``*.tmp`` names in ``blobs/`` (``not-a-digest.tmp``) are foreign files: reported, never deleted.
+_BLOB_TEMP = re.compile(r"^[0-9a-f]{32,}\.(?:[^/]*\.)?tmp$")
+
+
 def is_temp_leftover(rel: str) -> bool:
     """Temp files other writers leave behind (oras, skopeo, umoci, regclient, ocigc)."""
     name = rel.rsplit("/", 1)[-1]
@@ -30,7 +36,7 @@ def is_temp_leftover(rel: str) -> bool:
         top == "ingest"  # oras-go
         or name.startswith("oci-put-blob")  # skopeo / containers/image
         or top.startswith(".umoci-")  # umoci
-        or name.endswith(".tmp")  # regclient and others
+        or _BLOB_TEMP.match(name) is not None  # regclient: <hex>.<random>.tmp next to the blob it becomes
         or name.startswith(TEMP_PREFIX)  # ocigc
     )
 
