@@ -19,6 +19,7 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
+from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
 from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
@@ -30,7 +31,7 @@ from ocigc.errors import (
     EXIT_OK,
     UsageError,
 )
-from ocigc.gc import Confirm, Outcome, RunOptions, delete_refs, no_lock
+from ocigc.gc import Confirm, Outcome, RunOptions, delete_refs
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.plan import DEFAULT_GRACE, DeleteOptions, Plan, SweepOptions
@@ -40,6 +41,8 @@ from ocigc.storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")]
+TrashOpt = Annotated[bool, typer.Option("--trash", help="Move blobs to .ocigc/trash/<run>/ instead of removing "
+                                        "them ('ocigc trash restore' undoes the run).")]
 ALL_LIMIT = 20
 
 
@@ -118,6 +121,16 @@ def render_outcome(o: Outcome, verbose: int) -> list[str]:
         lines.extend(f"  failed  {f}" for f in r.failed)
         if r.races:
             lines.append(f"  {len(r.races)} lost race(s) on index.json, retried")
+    lines.extend(f"  warning {res.message()}" for res in o.resurrected)
+    if o.trash:
+        lines.extend(f"  warning {res.message()}" for res in o.trash.resurrected)
+        if o.trash.purged_runs:
+            lines.append(f"  trash: purged {len(o.trash.purged_runs)} runs ({o.trash.purged_blobs} blobs) older "
+                         "than the retention")
+        lines.extend(f"  failed  {f}" for f in o.trash.failed)
+    if o.trash_run and o.result:
+        lines.append(f"  trash: moved to .ocigc/trash/{o.trash_run}/ (undo: ocigc trash restore "
+                     f"{o.layout.location} {o.trash_run})")
     if o.error:
         lines.append(f"  error: {o.error}")
     return lines
@@ -153,6 +166,8 @@ def delete_cmd(
     force: Annotated[bool, typer.Option("--force", help="Allow deleting a manifest that a live index lists "
                                         "(only its own index.json entries go).")] = False,
     yes: YesOpt = False,
+    trash: TrashOpt = False,
+    lock_wait: LockWaitOpt = "0",
     json_out: JsonOpt = False,
     jobs: JobsOpt = DEFAULT_JOBS,
     quiet: QuietOpt = False,
@@ -168,7 +183,9 @@ def delete_cmd(
                 raise UsageError(f"{text!r}: name a tag (LAYOUT:TAG) or a digest (LAYOUT@DIGEST)")
             by_layout.setdefault(ref.path, []).append(ref)
         layouts = {path: Layout.open(open_storage(path)) for path in by_layout}
-        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out))
+        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out), trash=trash,
+                         locker=make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line()),
+                         command=command_line())
         opts = DeleteOptions(keep_referrers=keep_referrers, force=force, jobs=jobs)
         outcomes = [delete_refs(layouts[p], rs, opts, run, s.progress(json_out)) for p, rs in by_layout.items()]
         emit(outcomes, s, json_out, "delete")
@@ -185,6 +202,11 @@ def sweep_cmd(
                                            "(never referrers of a live subject).")] = False,
     policy: PolicyOpt = None,
     yes: YesOpt = False,
+    trash: TrashOpt = False,
+    trash_retention: Annotated[str, typer.Option("--trash-retention", metavar="DURATION",
+                                                 help="Purge trash runs older than this (after restoring any "
+                                                      "blob referenced again).")] = "24h",
+    lock_wait: LockWaitOpt = "0",
     json_out: JsonOpt = False,
     json_report: JsonReportOpt = None,
     log_format: LogFormatOpt = "text",
@@ -200,8 +222,10 @@ def sweep_cmd(
         cron.use_policy(load_policy(policy) if policy else None)
         opts = SweepOptions(grace=parse_duration(grace, "grace period") if grace else DEFAULT_GRACE,
                             untagged=untagged, jobs=jobs)
-        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out),
-                         locker=cron.locker(no_lock))
+        run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out), trash=trash,
+                         trash_retention=parse_duration(trash_retention, "--trash-retention"),
+                         locker=cron.locker(make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line())),
+                         command=command_line())
         outcomes = [cron.sweep(lay, opts, run, s.progress(json_out or cron.json_logs))
                     for lay in layouts_under(path, jobs)]
         emit(outcomes, s, json_out, "sweep", on_error=cron.on_error())
