@@ -12,6 +12,7 @@ import sys
 import ocigc.cli.migrate  # registers migrate
 import ocigc.cli.policy  # noqa: F401  (policy check)
 from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
+    doctor,  # doctor
     locks,  # locks list|break, exec, trash list|restore|purge
     maintain,  # delete, sweep
     read,  # ls, tags, inspect, graph, check
