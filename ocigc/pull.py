@@ -428,12 +428,19 @@ def unpack(src: BinaryIO, staging: SafeDir, item: PullItem, counter: Counter, wh
     gz = _GunzipReader(_Raw(), where)  # type: ignore[arg-type]
     dirs: list[_DirMeta] = []
     try:
-        with tarfile.open(fileobj=gz, mode="r|") as tf:  # type: ignore[call-overload]
-            for member in tf:
-                _extract_member(tf, member, staging, item, dirs, where)
-    except tarfile.TarError as e:
-        raise UnsafeArtifact(f"{where}: not a valid tar archive ({e})") from None
-    gz.drain()
+        try:
+            with tarfile.open(fileobj=gz, mode="r|") as tf:  # type: ignore[call-overload]
+                for member in tf:
+                    _extract_member(tf, member, staging, item, dirs, where)
+        except tarfile.TarError as e:
+            raise UnsafeArtifact(f"{where}: not a valid tar archive ({e})") from None
+        gz.drain()
+    except UnsafeArtifact:
+        # a blob that is not what its descriptor says is an integrity failure first
+        while _Raw().read(CHUNK):
+            pass
+        _check_blob(Digest(f"{desc.digest.algorithm}:{raw_hash.hexdigest()}"), raw_size[0], desc, where)
+        raise
     while _Raw().read(CHUNK):
         pass
     got = Digest(f"{desc.digest.algorithm}:{raw_hash.hexdigest()}")

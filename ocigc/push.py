@@ -827,6 +827,8 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
         config_item = (cpath, cabs, cmt)
 
     storage = open_storage(req.layout_path)
+    if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:
+        raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
     with tempfile.TemporaryDirectory(prefix="ocigc-push-") as tmp:
         blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency, progress)
         layers = [b for b in blobs if b.label != "$config"]

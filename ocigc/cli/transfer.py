@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, info, settings
+from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
 from ocigc.cli.app import app
 from ocigc.descriptor import ANNOTATION_TITLE
 from ocigc.duration import parse_duration
@@ -89,9 +89,9 @@ def push_cmd(
         if json_out:
             echo_json(result.to_json())
             return
-        if not req.files:
-            info(ctx, "Uploading empty artifact")
         if not s.quiet:
+            if not req.files:
+                typer.echo("Uploading empty artifact", err=True)
             for b in result.blobs:
                 title = b.descriptor.get("annotations", {}).get(ANNOTATION_TITLE) or b.label
                 state = "Uploaded" if b.uploaded else "Exists  "

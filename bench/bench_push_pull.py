@@ -1,0 +1,292 @@
+"""Benchmark: ocigc push and pull against ``cp`` of the same bytes, on local disk and on s3fs.
+
+    .venv/bin/python bench/bench_push_pull.py                      # every case, local and s3fs
+    .venv/bin/python bench/bench_push_pull.py --targets local --cases 64M,1G
+
+For each case (single blobs 8 MiB .. 1 GiB, and 16MiBx8 / 64MiBx8 multi-blob artifacts) and each
+target (a local directory, an s3fs mount of a moto bucket started here), in one run, side by side:
+
+- ``cp`` of the payload files into the target (the push baseline) and back out (the pull baseline);
+- ``ocigc push`` / ``ocigc pull`` of the same files, twice over: the CLI end to end (interpreter
+  start-up included) and the library call alone in a fresh interpreter (``transfer``), whose peak
+  RSS (``ru_maxrss``) is the peak memory reported.
+
+Throughput ratio = cp time / ocigc time (1.0 = as fast as cp). Each measurement is repeated
+``--repeat`` times and the fastest kept, for cp and ocigc alike. Payloads and outputs are deleted
+after each case. Results are printed as a Markdown table and written as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MiB = 1024 * 1024
+CASES: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
+    "8M": (1, 8 * MiB), "64M": (1, 64 * MiB), "256M": (1, 256 * MiB), "1G": (1, 1024 * MiB),
+    "16Mx8": (8, 16 * MiB), "64Mx8": (8, 64 * MiB),
+}
+
+_DRIVER = r"""
+import json, os, resource, sys, time
+t0 = time.perf_counter()
+mode, args = sys.argv[1], json.loads(sys.argv[2])
+from ocigc.layout import Layout
+from ocigc.refs import parse_reference
+from ocigc.storage import open_storage
+t1 = time.perf_counter()
+if mode == "push":
+    from ocigc.push import PushRequest, push
+    push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
+else:
+    from ocigc.pull import pull
+    ref = parse_reference(args["layout"] + ":v1")
+    pull(Layout.open(open_storage(ref.path)), ref, args["out"], concurrency=args["jobs"])
+t2 = time.perf_counter()
+print(json.dumps({"seconds": t2 - t1, "import": t1 - t0,
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+@dataclass
+class Timing:
+    seconds: float
+    maxrss_mib: float | None = None
+
+
+@dataclass
+class CaseResult:
+    target: str
+    case: str
+    bytes: int
+    cp_push: float
+    cp_pull: float
+    push_cli: float
+    pull_cli: float
+    push_transfer: float
+    pull_transfer: float
+    push_rss_mib: float
+    pull_rss_mib: float
+    cli_rss_mib: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def push_ratio(self) -> float:
+        return self.cp_push / self.push_transfer
+
+    @property
+    def pull_ratio(self) -> float:
+        return self.cp_pull / self.pull_transfer
+
+    @property
+    def push_ratio_cli(self) -> float:
+        return self.cp_push / self.push_cli
+
+    @property
+    def pull_ratio_cli(self) -> float:
+        return self.cp_pull / self.pull_cli
+
+
+def _run_timed(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timing:
+    """Wall time and peak RSS of one child (``wait4`` gives that child's own rusage)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} -> {proc.returncode}\n{out}\n{err}")
+    return Timing(elapsed, usage.ru_maxrss / 1024)
+
+
+def _driver(mode: str, params: dict[str, Any], env: dict[str, str]) -> Timing:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, mode, json.dumps(params)], env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"driver {mode} failed after {time.perf_counter() - start:.1f}s:\n{proc.stderr}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Timing(data["seconds"], data["maxrss_kib"] / 1024)
+
+
+def _best(n: int, fn: Any, *args: Any, reset: Any = None) -> Timing:
+    best: Timing | None = None
+    for _ in range(n):
+        if reset is not None:
+            reset()
+        t = fn(*args)
+        if best is None or t.seconds < best.seconds:
+            best = Timing(t.seconds, max(t.maxrss_mib or 0, (best.maxrss_mib or 0) if best else 0))
+    assert best is not None
+    return best
+
+
+def _payload(directory: Path, files: int, size: int) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    names = []
+    block = os.urandom(MiB)
+    for i in range(files):
+        name = f"blob{i}.bin"
+        with open(directory / name, "wb") as f:
+            for j in range(size // MiB):
+                f.write(i.to_bytes(4, "big") + j.to_bytes(4, "big") + block[8:])
+        names.append(name)
+    return names
+
+
+def _rm(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _sync() -> None:
+    os.sync()
+
+
+def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, jobs: int,
+             ocigc: list[str], env: dict[str, str]) -> CaseResult:
+    files, size = CASES[case]
+    payload = scratch / f"payload-{case}"
+    names = _payload(payload, files, size)
+    total = files * size
+    cp_dir = base / f"cp-{case}"
+    lay = base / f"lay-{case}"
+    out_cp = scratch / f"out-cp-{case}"
+    out = scratch / f"out-{case}"
+    notes: list[str] = []
+    try:
+        def reset_cp() -> None:
+            _rm(cp_dir)
+            cp_dir.mkdir()
+            _sync()
+
+        def reset_lay() -> None:
+            _rm(lay)
+            _sync()
+
+        cp_push = _best(repeat, _run_timed, ["cp", *names, str(cp_dir)], None, payload, reset=reset_cp)
+        push_t = _best(repeat, _driver, "push", {"layout": str(lay), "files": names, "cwd": str(payload),
+                                                 "jobs": jobs}, env, reset=reset_lay)
+        reset_lay()
+        push_cli = _best(repeat, _run_timed, [*ocigc, "push", "-q", f"{lay}:v1", *names,
+                                              "--concurrency", str(jobs)], env, payload, reset=reset_lay)
+
+        def reset_out_cp() -> None:
+            _rm(out_cp)
+            out_cp.mkdir()
+            _sync()
+
+        def reset_out() -> None:
+            _rm(out)
+            _sync()
+
+        cp_pull = _best(repeat, _run_timed, ["cp", *[str(cp_dir / n) for n in names], str(out_cp)], None,
+                        reset=reset_out_cp)
+        pull_t = _best(repeat, _driver, "pull", {"layout": str(lay), "out": str(out), "jobs": jobs}, env,
+                       reset=reset_out)
+        pull_cli = _best(repeat, _run_timed, [*ocigc, "pull", "-q", f"{lay}:v1", "-o", str(out),
+                                              "--concurrency", str(jobs)], env, reset=reset_out)
+        for n in names:
+            if (out / n).stat().st_size != size:
+                raise RuntimeError(f"{out / n}: wrong size after pull")
+        return CaseResult(target, case, total, cp_push.seconds, cp_pull.seconds, push_cli.seconds, pull_cli.seconds,
+                          push_t.seconds, pull_t.seconds, push_t.maxrss_mib or 0, pull_t.maxrss_mib or 0,
+                          max(push_cli.maxrss_mib or 0, pull_cli.maxrss_mib or 0), notes)
+    finally:
+        for p in (payload, cp_dir, lay, out_cp, out):
+            _rm(p)
+
+
+def _table(results: list[CaseResult]) -> str:
+    head = ("| target | case | MiB | cp push s | ocigc push s | push ratio | cp pull s | ocigc pull s | pull ratio "
+            "| push ratio (CLI) | pull ratio (CLI) | peak RSS push/pull MiB |")
+    rows = [head, "|" + "---|" * 12]
+    for r in results:
+        rows.append(
+            f"| {r.target} | {r.case} | {r.bytes // MiB} | {r.cp_push:.2f} | {r.push_transfer:.2f} | "
+            f"{r.push_ratio:.2f} | {r.cp_pull:.2f} | {r.pull_transfer:.2f} | {r.pull_ratio:.2f} | "
+            f"{r.push_ratio_cli:.2f} | {r.pull_ratio_cli:.2f} | {r.push_rss_mib:.0f} / {r.pull_rss_mib:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--targets", default="local,s3fs", help="local,s3fs")
+    ap.add_argument("--cases", default=",".join(CASES), help=",".join(CASES))
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is kept")
+    ap.add_argument("--concurrency", type=int, default=5, help="ocigc --concurrency (oras' push default)")
+    ap.add_argument("--scratch", default=None, help="local directory for payloads and pulls (default: a temp dir)")
+    ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    opts = ap.parse_args(argv)
+    cases = [c for c in opts.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        ap.error(f"unknown cases {unknown}")
+    targets = [t for t in opts.targets.split(",") if t]
+    ocigc = [str(Path(sys.executable).with_name("ocigc"))]
+    env = dict(os.environ)
+    env.setdefault("NO_COLOR", "1")
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    results: list[CaseResult] = []
+    with tempfile.TemporaryDirectory(prefix="ocigc-bench-", dir=opts.scratch) as tmp:
+        scratch = Path(tmp)
+        for target in targets:
+            if target == "local":
+                base = scratch / "local-target"
+                base.mkdir()
+                for case in cases:
+                    results.append(run_case("local", base, case, scratch, opts.repeat, opts.concurrency, ocigc, env))
+                    print(_table(results[-1:]).splitlines()[-1], flush=True)
+            elif target == "s3fs":
+                from tests.harness.mounts import S3fsMount
+                from tests.harness.servers import MotoServer
+
+                server = MotoServer(scratch / "moto")
+                server.start()
+                mount: S3fsMount | None = None
+                try:
+                    bucket = server.create_bucket("bench")
+                    mount = S3fsMount(server, bucket, scratch / "mnt", scratch / "s3fs")
+                    (scratch / "s3fs").mkdir(exist_ok=True)
+                    mount.mount()
+                    for case in cases:
+                        results.append(run_case("s3fs", mount.mount_point, case, scratch, opts.repeat,
+                                                opts.concurrency, ocigc, env))
+                        print(_table(results[-1:]).splitlines()[-1], flush=True)
+                finally:
+                    if mount is not None:
+                        mount.unmount()
+                    server.stop()
+            else:
+                ap.error(f"unknown target {target!r}")
+    print()
+    print(f"{platform.node()} {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"repeat {opts.repeat}, concurrency {opts.concurrency}")
+    print(_table(results))
+    if opts.json_path:
+        Path(opts.json_path).write_text(json.dumps([{**asdict(r), "push_ratio": r.push_ratio,
+                                                     "pull_ratio": r.pull_ratio} for r in results], indent=1))
+    _ = resource  # (imported for documentation: ru_maxrss comes from wait4 / getrusage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
