@@ -81,9 +81,8 @@ def policy_check_cmd(
 def render_decisions(plan: Plan) -> list[str]:
     """Per tag: kept or removed, by which rule and criterion, and why (policy sweeps only)."""
     lines: list[str] = []
-    refused = {d["reason"] for d in plan.decisions if d.get("by") == "refused"}
-    for reason in sorted(refused):
-        lines.append(f"  refuse  {reason}")
+    if any(d.get("by") == "refused" for d in plan.decisions):
+        lines.extend(f"  refuse  {n}" for n in plan.notes if "refuses to act" in n)
     shown = [d for d in plan.decisions if d.get("by") != "refused"]
     width = min(40, max((len(str(d["tag"])) for d in shown), default=0))
     for d in shown:
@@ -181,8 +180,7 @@ class Unattended:
         self._log_layouts()
         if self.log is not None and self.report is not None:
             totals = self.report.to_json(code)["totals"]
-            level = logging.INFO if code == EXIT_OK else logging.ERROR
-            self.log.log(level, f"{self.command} finished with exit code {code}",
+            self.log.info(f"{self.command} finished with exit code {code}",
                          extra={"event": "finished", "exit_code": code, **totals})
         if self.report_file and self.report is not None:
             try:
