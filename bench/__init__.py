@@ -1,0 +1,1 @@
+"""ocigc benchmarks (not part of ``make test``): ``make bench`` or ``python -m bench [NAME ...]``."""

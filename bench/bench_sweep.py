@@ -1,0 +1,167 @@
+"""Sweep benchmark: ocigc sweep vs umoci gc vs the I/O floor, on local disk and on s3fs; op
+counts against the minimum; scaling from 1,000 to 100,000 blobs.
+
+    python -m bench sweep            # full run (about 10-20 minutes on 2 cores)
+    python -m bench sweep -- --quick # smaller sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import OCIGC, ObjectStore, object_store, present, ratio, save, timed
+from bench.gen import Generated, Spec, age_tree, generate, spec_for_blobs
+
+JOBS = 16
+#: The issue's headline case: about 2,000 blobs and 200 manifests.
+SPEC_2000 = Spec(repos=1, tags=125, layers=4, unique=12, pool=100, strays=50, seed=42)
+
+
+def io_floor(layout: Path, manifests: list[str], garbage: list[str], jobs: int = JOBS) -> None:
+    """The same listing, manifest reads, stats and unlinks as a sweep, in the simplest parallel loop."""
+    os.listdir(layout / "blobs" / "sha256")
+    (layout / "index.json").read_bytes()
+
+    def path(d: str) -> Path:
+        return layout / "blobs" / "sha256" / d.split(":", 1)[1]
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda d: path(d).read_bytes(), manifests))
+        list(pool.map(lambda d: path(d).stat(), garbage))
+        list(pool.map(lambda d: path(d).unlink(), garbage))
+
+
+def floor_script(layout: Path, manifests: list[str], garbage: list[str], workdir: Path) -> list[str]:
+    """A child process running io_floor, so it is timed like the tools."""
+    spec = workdir / f"floor-{layout.name}.txt"
+    spec.write_text("\n".join(["M " + m for m in manifests] + ["G " + g for g in garbage]))
+    code = (
+        "import sys; from pathlib import Path; from bench.bench_sweep import io_floor;"
+        "lines=Path(sys.argv[2]).read_text().splitlines();"
+        "io_floor(Path(sys.argv[1]), [l[2:] for l in lines if l[0]=='M'], [l[2:] for l in lines if l[0]=='G'])"
+    )
+    return [sys.executable, "-c", code, str(layout), str(spec)]
+
+
+def compare_case(name: str, gen: Generated, where: str, make_copy: Any, workdir: Path) -> dict[str, Any]:
+    repo = next(iter(gen.blobs))
+    manifests = sorted(gen.manifests[repo] & gen.reachable[repo])
+    garbage = sorted(gen.blobs[repo] - gen.reachable[repo])
+    copies = {k: make_copy(k) / repo for k in ("ocigc", "umoci", "floor", "check", "ls")}
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    r_ocigc = timed([OCIGC, "sweep", str(copies["ocigc"]), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"])
+    r_umoci = timed(["umoci", "gc", "--layout", str(copies["umoci"])])
+    r_floor = timed(floor_script(copies["floor"], manifests, garbage, workdir), env=env)
+    r_check = timed([OCIGC, "check", str(copies["check"]), "--jobs", str(JOBS)])
+    r_ls = timed([OCIGC, "ls", str(copies["ls"]), "--jobs", str(JOBS)])
+    for label, r in (("ocigc sweep", r_ocigc), ("umoci gc", r_umoci), ("floor", r_floor), ("ls", r_ls)):
+        if r.rc != 0:
+            raise SystemExit(f"{label} failed on {where}: rc={r.rc}\n{r.stderr[-2000:]}")
+    left_ocigc, left_umoci = present(copies["ocigc"]), present(copies["umoci"])
+    minimum = 1 + len(manifests) + 2 * len(garbage)
+    ops = sum(r_ocigc.ops.values())
+    return {
+        "case": name, "where": where, "blobs": len(gen.blobs[repo]), "manifests": len(gen.manifests[repo]),
+        "garbage": len(garbage),
+        "ocigc_sweep_s": round(r_ocigc.wall, 3), "umoci_gc_s": round(r_umoci.wall, 3),
+        "floor_s": round(r_floor.wall, 3), "check_s": round(r_check.wall, 3), "ls_s": round(r_ls.wall, 3),
+        "speedup_vs_umoci": ratio(r_umoci.wall, r_ocigc.wall), "vs_floor": ratio(r_ocigc.wall, r_floor.wall),
+        "ops": r_ocigc.ops, "ops_total": ops, "ops_minimum": minimum, "ops_ratio": ratio(ops, minimum),
+        "same_blobs_as_umoci": left_ocigc == left_umoci, "left_equals_reachable": left_ocigc == gen.reachable[repo],
+        "ocigc_peak_mb": round(r_ocigc.max_rss_mb, 1),
+    }
+
+
+def run_compare(spec: Spec, workdir: Path, with_s3fs: bool) -> list[dict[str, Any]]:
+    src = workdir / "src"
+    gen = generate(src, spec)
+    age_tree(src)
+    rows = []
+
+    def local_copy(kind: str) -> Path:
+        dst = workdir / "local" / kind
+        shutil.copytree(src, dst)
+        return dst
+
+    rows.append(compare_case("sweep", gen, "local", local_copy, workdir))
+    if with_s3fs:
+        with object_store(workdir / "store") as store:
+            def s3_copy(kind: str, store: ObjectStore = store) -> Path:
+                store.upload_tree(src, f"cmp/{kind}")
+                return store.path / "cmp" / kind
+
+            rows.append(compare_case("sweep", gen, "s3fs", s3_copy, workdir))
+    return rows
+
+
+def startup_seconds(rounds: int = 5) -> float:
+    """The fixed cost of starting the CLI (interpreter, imports): the best of a few ``ocigc --version``."""
+    return min(timed([OCIGC, "--version"]).wall for _ in range(rounds))
+
+
+def run_scaling(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
+    rows = []
+    base = startup_seconds()
+    for n in sizes:
+        root = workdir / f"scale-{n}"
+        gen = generate(root, spec_for_blobs(n, seed=n))
+        age_tree(root)
+        repo = next(iter(gen.blobs))
+        layout = root / repo
+        r_check = timed([OCIGC, "check", str(layout), "--jobs", str(JOBS)])
+        r_sweep = timed([OCIGC, "sweep", str(layout), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"])
+        if r_sweep.rc != 0:
+            raise SystemExit(f"sweep failed at {n}: {r_sweep.stderr[-2000:]}")
+        blobs = len(gen.blobs[repo])
+        rows.append({
+            "blobs": blobs, "manifests": len(gen.manifests[repo]),
+            "garbage": len(gen.blobs[repo] - gen.reachable[repo]),
+            "sweep_wall_s": round(r_sweep.wall, 3), "sweep_cpu_s": round(r_sweep.cpu, 3),
+            "sweep_peak_mb": round(r_sweep.max_rss_mb, 1), "sweep_us_per_blob": round(r_sweep.wall / blobs * 1e6, 1),
+            "check_wall_s": round(r_check.wall, 3), "check_cpu_s": round(r_check.cpu, 3),
+            "check_peak_mb": round(r_check.max_rss_mb, 1), "check_us_per_blob": round(r_check.wall / blobs * 1e6, 1),
+            "startup_s": round(base, 3),
+            "sweep_us_per_blob_net": round(max(0.0, r_sweep.wall - base) / blobs * 1e6, 1),
+            "check_us_per_blob_net": round(max(0.0, r_check.wall - base) / blobs * 1e6, 1),
+        })
+        shutil.rmtree(root)
+    return rows
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
+    ap.add_argument("--no-s3fs", action="store_true", help="local disk only")
+    args = ap.parse_args()
+    sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
+    with tempfile.TemporaryDirectory(prefix="ocigc-bench-") as tmp:
+        workdir = Path(tmp)
+        compare = run_compare(SPEC_2000, workdir, not args.no_s3fs)
+        print(table(compare, ["where", "blobs", "manifests", "garbage", "ocigc_sweep_s", "umoci_gc_s", "floor_s",
+                              "speedup_vs_umoci", "vs_floor", "check_s", "ls_s", "ops_total", "ops_minimum",
+                              "ops_ratio", "same_blobs_as_umoci", "left_equals_reachable"]))
+        scaling = run_scaling(sizes, workdir)
+        print(table(scaling, ["blobs", "manifests", "garbage", "sweep_wall_s", "sweep_cpu_s", "sweep_peak_mb",
+                              "sweep_us_per_blob", "sweep_us_per_blob_net", "check_wall_s", "check_cpu_s",
+                              "check_peak_mb", "check_us_per_blob", "check_us_per_blob_net", "startup_s"]))
+    path = save("sweep", {"compare": compare, "scaling": scaling})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
