@@ -875,6 +875,9 @@ def _per_manifest(index: Index, graph: RefGraph, tags: list[_Tag]) -> None:
         kept_roots = [t for t in tags if t.action != "remove"]
         reach_from: dict[Digest, str] = {}
         for t in kept_roots:
+            if t.entry.digest in reach_from:
+                reach_from.setdefault(t.entry.digest, t.name)
+                continue
             for d in graph.reachable([t.entry.digest]):
                 reach_from.setdefault(d, t.name)
         changed = False
@@ -904,18 +907,22 @@ def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[D
         shield = graph.reachable(entries[i].digest for i in protected if i not in drop)
         part_of = _part_of(graph, targets)
         added = False
+        # Untagged entries within what goes: dropped when no other remaining entry reaches them
+        # (an untagged index listing another candidate goes first, the candidate on the next pass).
+        cands = {i for i, e in enumerate(entries)
+                 if i not in drop and i not in protected and e.ref_name is None and e.digest in part_of}
+        base = graph.reachable(e.digest for i, e in enumerate(entries) if i not in drop and i not in cands)
+        below = graph.reachable(c for d in {entries[i].digest for i in cands} for c, _ in graph.children(d))
+        for i in sorted(cands):
+            d = entries[i].digest
+            if d not in base and d not in below:
+                owner = part_of[d]
+                drop[i] = (f"untagged entry of removed {owner.short}" if owner == d
+                           else f"untagged entry of a manifest of removed {owner.short}")
+                added = True
         for i, e in enumerate(entries):
-            if i in drop or i in protected:
+            if i in drop or i in protected or i in cands:
                 continue
-            if e.ref_name is None and e.digest in part_of:
-                others = graph.reachable(x.digest for j, x in enumerate(entries)
-                                         if j not in drop and not (x.digest == e.digest and x.ref_name is None))
-                if e.digest not in others:
-                    owner = part_of[e.digest]
-                    drop[i] = (f"untagged entry of removed {owner.short}" if owner == e.digest
-                               else f"untagged entry of a manifest of removed {owner.short}")
-                    added = True
-                    continue
             if keep_referrers or e.digest in shield:
                 continue
             subjects = {Digest(s) for s, kinds in graph.children(e.digest, include_subject=True)
