@@ -83,7 +83,7 @@ class TimedLocker:
     def __init__(self, inner: Locker, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.clock = clock
-        self.records: dict[str, LockRecord] = {}
+        self.records: dict[str, list[LockRecord]] = {}
 
     def __call__(self, layout: Layout, mode: Mode) -> AbstractContextManager[LockLike]:
         return self._locked(layout, mode)
@@ -91,7 +91,7 @@ class TimedLocker:
     @contextmanager
     def _locked(self, layout: Layout, mode: Mode) -> Iterator[LockLike]:
         rec = LockRecord(mode)
-        self.records[layout.location] = rec
+        self.records.setdefault(layout.location, []).append(rec)
         started = self.clock()
         try:
             with self.inner(layout, mode) as handle:
@@ -106,7 +106,17 @@ class TimedLocker:
                 rec.wait_seconds = self.clock() - started
 
     def record(self, layout: Layout) -> LockRecord | None:
-        return self.records.get(layout.location)
+        """Every lock taken on ``layout`` in this run, as one record (modes joined, waits summed)."""
+        recs = self.records.get(layout.location)
+        if not recs:
+            return None
+        out = LockRecord("+".join(r.mode for r in recs), sum(r.wait_seconds for r in recs),
+                         all(r.acquired for r in recs))
+        if len(recs) == 1:
+            out.stats = recs[0].stats
+        else:
+            out.stats = {"locks": [r.to_json() for r in recs]}
+        return out
 
 
 # --- the report ----------------------------------------------------------------------------------

@@ -336,3 +336,23 @@ def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Pa
     assert rc == 0, err
     assert tags_of(a_root / "app") == {"v1", "v2"}
     assert not blob_path(a_root / "app", descs["v0"]["digest"]).exists()
+
+
+# --- per-rule settings override the command line ----------------------------------------------------
+def test_rule_trash_and_grace_override_the_command_line(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    descs = make_root(root)
+    text = POLICY.replace('untagged = "delete"\n', 'untagged = "delete"\ntrash = true\ntrash_retention = "3d"\n')
+    report = tmp_path / "r.json"
+    rc, _, err = ocigc("sweep", root, "--policy", write_policy(tmp_path, text), "--grace", "5h", "--quiet",
+                       "--json-report", report)
+    assert rc == 0, err
+    runs = os.listdir(root / "app" / ".ocigc" / "trash")
+    assert len(runs) == 1
+    trashed = root / "app" / ".ocigc" / "trash" / runs[0] / "blobs" / "sha256"
+    assert descs["app"]["v0"]["digest"].split(":")[1] in os.listdir(trashed)
+    assert not (root / "frozen" / "db" / ".ocigc" / "trash").exists()  # rule "frozen" sets no trash
+    doc = json.loads(report.read_text())
+    by_name = {x["layout"]: x for x in doc["layouts"]}
+    assert by_name["app"]["trash_run"] == runs[0]
+    assert by_name["app"]["lock"]["mode"] == "exclusive" and by_name["app"]["lock"]["acquired"] is True
