@@ -698,9 +698,8 @@ class RegistryDest:
     def inspect(self, plan: RepoPlan, jobs: int) -> None:
         client, repo = self.client, self.repo
         head_jobs = max(2, jobs)
+        # Every check, even in a repository without tags: an interrupted run leaves blobs behind.
         tags = client.tags(repo)
-        if not tags and not self._exists(plan):
-            return  # a new repository: nothing of it is there yet
 
         def head_manifest(d: Digest) -> bool:
             node = plan.nodes[d]
@@ -735,12 +734,6 @@ class RegistryDest:
                 e.state = PRESENT
             else:
                 e.state = MOVE
-
-    def _exists(self, plan: RepoPlan) -> bool:
-        """A repository without tags may still hold untagged manifests: ask for one of ours."""
-        for d in plan.order[:1]:
-            return self.client.head_manifest(self.repo, d) is not None
-        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1495,8 +1488,9 @@ def _manifests_to_layout(rp: RepoPlan, dest: LayoutDest, counter: Counter) -> No
 
     if dest.handle is not None:
         dest.handle.ensure_held()
-    hold = dest.handle.exclusive_hold if dest.handle is not None else None
-    update_index(dest.layout, mutate, hold=hold)
+    if mutate(read_index_retrying(dest.layout)) is not None:  # the exclusive hold only when there is a change
+        hold = dest.handle.exclusive_hold if dest.handle is not None else None
+        update_index(dest.layout, mutate, hold=hold)
     rp.add(tags_written=changed["tags"],
            tags_present=sum(1 for e in entries if e.name is not None) - changed["tags"])
 

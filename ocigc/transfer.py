@@ -599,6 +599,9 @@ class RegistryClient:
         if mount_from and response.status_code == 201:
             self._count("mounts")
             return "mounted"
+        if mount_from and response.status_code in (401, 403, 404, 405):
+            # A token for one repository may not cover the other (or mounts are off): plain upload.
+            return self._upload_once(repo, digest, size, open_source, on_bytes, None)
         if response.status_code in TRANSIENT_STATUS:
             raise _Restart(f"{response.status_code} {response.reason}", True, _retry_after(response))
         if response.status_code != 202:
