@@ -735,7 +735,7 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
         if rule.keep_latest and t.short == "latest":
             _set(t, "keep", "keep_latest", "\"latest\" is always kept (keep_latest)", protected=True)
         elif (pat := rule.keep_pattern(t.short)) is not None:
-            _set(t, "keep", "keep_tags", f"keep_tags {pat!r} matches", protected=True)
+            _set(t, "keep", "keep_tags", f"keep_tags \"{pat}\" matches", protected=True)
     _protect_young(rule, ranked, facts, now, grace)
     _per_manifest(index, graph, tags)
 
@@ -786,9 +786,10 @@ def _set(t: _Tag, action: str, by: str, reason: str, protected: bool = False) ->
 
 
 def _when(t: _Tag) -> str:
+    """``2024-05-01T12:00:00Z from manifest-annotation``."""
     if t.stamp is None or t.stamp.time is None:
-        return ""
-    return f" ({format_time(t.stamp.time)}, {t.stamp.source})"
+        return "no time"
+    return f"{format_time(t.stamp.time)} from {t.stamp.source}"
 
 
 def manifest_ranks(ranked: list[_Tag]) -> dict[Digest, int]:
@@ -817,13 +818,13 @@ def _classify(rule: Rule, ranked: list[_Tag], now: float) -> None:
             keeps.append(("keep_latest", "\"latest\" is always kept (keep_latest)"))
         pat = rule.keep_pattern(t.short)
         if pat is not None:
-            keeps.append(("keep_tags", f"keep_tags {pat!r} matches"))
+            keeps.append(("keep_tags", f"keep_tags \"{pat}\" matches"))
         n = rank.get(t.entry.digest)
         if rule.keep_last is not None and n is not None and n <= rule.keep_last:
-            keeps.append(("keep_last", f"keep_last {rule.keep_last}: manifest #{n} newest{_when(t)}"))
+            keeps.append(("keep_last", f"keep_last {rule.keep_last}: manifest #{n} newest ({_when(t)})"))
         if rule.keep_within is not None and time_ is not None and now - time_ < rule.keep_within:
             keeps.append(("keep_within", f"keep_within {format_duration(rule.keep_within)}: "
-                                         f"{format_duration(now - time_)} old{_when(t)}"))
+                                         f"{format_duration(now - time_)} old, {_when(t)}"))
         if keeps:
             _set(t, "keep", keeps[0][0], "; ".join(k[1] for k in keeps), protected=True)
             continue
@@ -840,15 +841,16 @@ def _classify(rule: Rule, ranked: list[_Tag], now: float) -> None:
             if dpat is None:
                 _set(t, "keep", "no-delete-match", "matches no delete_tags pattern")
                 continue
-            met.append(f"delete_tags {dpat!r} matches")
+            met.append(f"delete_tags \"{dpat}\" matches")
         if rule.delete_older_than is not None:
             assert time_ is not None
             age = now - time_
             if age < rule.delete_older_than:
                 _set(t, "keep", "no-delete-match", f"not older than {format_duration(rule.delete_older_than)} "
-                     f"({format_duration(age)} old{_when(t)})")
+                     f"({format_duration(age)} old, {_when(t)})")
                 continue
-            met.append(f"older than {format_duration(rule.delete_older_than)} ({format_duration(age)}{_when(t)})")
+            met.append(f"older than {format_duration(rule.delete_older_than)} ({format_duration(age)} old, "
+                       f"{_when(t)})")
         _set(t, "remove", "delete_tags" if rule.delete_tags is not None and rule.delete_older_than is None
              else ("delete_older_than" if rule.delete_tags is None else "delete_tags+delete_older_than"),
              " and ".join(met))

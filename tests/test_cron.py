@@ -143,7 +143,8 @@ def test_refusal_is_shown_and_reported(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     rc, out, _ = ocigc("sweep", root, "--policy", write_policy(tmp_path), "--dry-run", "--json-report", report)
     assert rc == 0
-    assert "refuse  rule 'apps' refuses to act on 'app': 3 of 3 tagged manifests have" in out
+    assert "refuse  rule 'apps': times ambiguous: 3 of 3 tagged manifests have timestamps within 1m" in out
+    assert "all 3 tags kept" in out and 'ambiguous_times = "proceed"' in out
     doc = json.loads(report.read_text())
     assert doc["dry_run"] is True and doc["totals"]["tags_removed"] == 0
     assert {d["by"] for d in doc["layouts"][0]["plan"]["decisions"]} == {"refused"}

@@ -81,8 +81,10 @@ def policy_check_cmd(
 def render_decisions(plan: Plan) -> list[str]:
     """Per tag: kept or removed, by which rule and criterion, and why (policy sweeps only)."""
     lines: list[str] = []
-    if any(d.get("by") == "refused" for d in plan.decisions):
-        lines.extend(f"  refuse  {n}" for n in plan.notes if "refuses to act" in n)
+    refused = [d for d in plan.decisions if d.get("by") == "refused"]
+    if refused:
+        d = refused[0]
+        lines.append(f"  refuse  rule {d['rule']!r}: {d['reason']}; all {len(refused)} tags kept")
     shown = [d for d in plan.decisions if d.get("by") != "refused"]
     width = min(40, max((len(str(d["tag"])) for d in shown), default=0))
     for d in shown:
