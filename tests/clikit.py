@@ -150,6 +150,29 @@ def present(root: Path) -> set[str]:
     return out
 
 
+def closure(root: Path, digests: list[str] | set[str]) -> set[str]:
+    """Digests reachable from ``digests`` by a naive walk of the files (manifests[], config, layers[],
+    blobs[]; not subject), independent of ocigc's graph."""
+    stack, seen = list(digests), set()
+    while stack:
+        d = stack.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        alg, hexd = d.split(":")
+        try:
+            doc = json.loads((root / "blobs" / alg / hexd).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or ("schemaVersion" not in doc and "blobs" not in doc):
+            continue
+        kids = [*(doc.get("manifests") or []), *(doc.get("layers") or []), *(doc.get("blobs") or [])]
+        if isinstance(doc.get("config"), dict):
+            kids.append(doc["config"])
+        stack.extend(k["digest"] for k in kids if isinstance(k, dict) and isinstance(k.get("digest"), str))
+    return seen
+
+
 def index_tags(root: Path) -> list[str | None]:
     doc = json.loads((root / "index.json").read_text())
     return [(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in doc.get("manifests") or []]

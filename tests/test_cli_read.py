@@ -23,6 +23,7 @@ from tests.clikit import (
     OK,
     REAL,
     USAGE,
+    closure,
     copy_layout,
     facts,
     present,
@@ -50,29 +51,6 @@ def _walk(node: dict[str, Any], referrers: bool = True) -> list[dict[str, Any]]:
         for r in node["referrers"]:
             out.extend(_walk(r, referrers))
     return out
-
-
-def _content_closure(root: Path, digest: str) -> set[str]:
-    """Digests reachable from one manifest by a naive walk (manifests, config, layers, blobs)."""
-    stack, seen = [digest], set()
-    while stack:
-        d = stack.pop()
-        if d in seen:
-            continue
-        seen.add(d)
-        alg, hexd = d.split(":")
-        p = root / "blobs" / alg / hexd
-        try:
-            doc = json.loads(p.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(doc, dict) or ("schemaVersion" not in doc and "blobs" not in doc):
-            continue
-        kids = [*(doc.get("manifests") or []), *(doc.get("layers") or []), *(doc.get("blobs") or [])]
-        if isinstance(doc.get("config"), dict):
-            kids.append(doc["config"])
-        stack.extend(k["digest"] for k in kids)
-    return seen
 
 
 # --- version, help, usage -------------------------------------------------------------------------
@@ -230,7 +208,7 @@ def test_inspect_every_tag(name: str) -> None:
             assert tag in tree["tags"]
             got = {n["digest"] for n in nodes}
             # every child of the tagged manifest (and theirs) is in the tree, and only reachable digests are
-            assert _content_closure(lay, tree["digest"]) <= got
+            assert closure(lay, [tree["digest"]]) <= got
             assert got <= set(f["reachable"])
             assert all(n["present"] for n in nodes)
             # referrers hang under their subject
@@ -254,7 +232,7 @@ def test_inspect_referrer_chain_and_human_tree(mode: str) -> None:
     assert r.code == OK and r.stderr == ""
     text = r.stdout
     assert text.splitlines()[0].startswith(v1["digest"]) and "[v1]" in text.splitlines()[0]
-    for d in _content_closure(lay, v1["digest"]) | {sbom, sig}:
+    for d in closure(lay, [v1["digest"]]) | {sbom, sig}:
         assert d in text
     assert "referrer " + sbom in text and ("└── " in text or "├── " in text)
 
