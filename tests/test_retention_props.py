@@ -53,6 +53,7 @@ def _iso(t: float) -> str:
 def make_layout(root: Path, rng: random.Random, now: float) -> tuple[list[Tagged], float]:
     b = LayoutBuilder(root)
     images: list[tuple[dict[str, Any], float | None, str | None]] = []  # (desc, manifest time, subject)
+    derived: dict[str, float] = {}  # an index without times: the newest time of its manifests
     days = [1, 5, 5, 12, 30, 30, 45, 90]  # repeats: ties happen
     for i in range(rng.randint(2, 7)):
         t = now - rng.choice(days) * DAY - i if rng.random() < 0.8 else None
@@ -66,7 +67,11 @@ def make_layout(root: Path, rng: random.Random, now: float) -> tuple[list[Tagged
         t = now - rng.choice(days) * DAY if rng.random() < 0.7 else None
         if t is not None:
             doc["annotations"] = {CREATED: _iso(t)}
-        images.append((b.blob(json.dumps(doc).encode(), OCI_INDEX), t, None))
+        desc = b.blob(json.dumps(doc).encode(), OCI_INDEX)
+        times = [mt for d, mt, _ in images if d in kids and mt is not None]
+        if times:
+            derived[desc["digest"]] = max(times)
+        images.append((desc, t, None))
     for n in range(rng.randint(0, 3)):  # referrers (signatures)
         subject = rng.choice(images)[0]
         desc = b.manifest([f"sig-{n}-{rng.random()}".encode()], b"{}",
@@ -85,6 +90,8 @@ def make_layout(root: Path, rng: random.Random, now: float) -> tuple[list[Tagged
                 et = now - rng.choice(days) * DAY
                 extra["annotations"] = {CREATED: _iso(et)}
             b.add(desc, name, **extra)
+            if et is None:
+                et = derived.get(desc["digest"])
             tagged.append(Tagged(pos, name, desc["digest"], et, subject))
             pos += 1
         if rng.random() < 0.3:
