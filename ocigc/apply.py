@@ -34,6 +34,9 @@ from ocigc.survey import LayoutState
 #: Removes one file of the layout; returns False when it was already gone. The trash swaps it.
 Disposer = Callable[[Layout, str], bool]
 BATCH = 64
+#: With plain removal on a storage that has ``remove_many`` (an object store's DeleteObjects, 1,000
+#: keys per request), blobs go in batches of this size, ``guard()`` before each.
+MANY_BATCH = 1000
 
 
 def remove_file(layout: Layout, rel: str) -> bool:
@@ -127,11 +130,23 @@ def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Diges
     if not todo:
         return
     counter = progress.counter("remove", total=len(todo))
+    many: Callable[[list[str]], list[tuple[str, str]]] | None = None
+    if dispose is remove_file:
+        many = getattr(layout.storage, "remove_many", None)
     # Plan order (manifests parents first), in parallel batches; guard() before each batch.
-    batch = BATCH
+    batch = MANY_BATCH if many is not None else BATCH
     for start in range(0, len(todo), batch):
         guard()
         chunk = todo[start:start + batch]
+        if many is not None:
+            failures = dict(many([item.path for item in chunk]))
+            for item in chunk:
+                if item.path in failures:
+                    result.failed.append(f"{layout.where(item.path)}: {failures[item.path]}")
+                else:
+                    result.removed.append(item)
+            counter.add(len(chunk))
+            continue
 
         def one(item: BlobRemoval) -> str | None:
             try:

@@ -9,6 +9,11 @@ index, retried; after ``retries`` the update fails with LostRace (exit 3).
 The caller passes a *mutation* (old index -> new index), not new bytes, so a retry re-applies the
 change on top of whatever the other writer committed. ``hold`` is the short exclusive hold the
 locking layer wraps around each merge.
+
+On a store with conditional writes (``ocigc.storage.conditional``: the native S3 backend when its
+probe passed) the update is a compare-and-swap instead: read ``index.json`` with its ETag, apply
+the change, back up, ``PUT If-Match: <etag>``; no temp file, no rename, no settle. A 412 (or a
+409 that kept conflicting) is a lost race: re-read, re-apply, retry.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from ocigc.errors import LayoutError, LostRace
 from ocigc.index import Index
 from ocigc.journal import BACKUP_DIR, backup_index, write_record
 from ocigc.layout import INDEX_FILE, Layout
+from ocigc.storage import ConditionalStorage, PreconditionFailed, conditional
 
 Mutation = Callable[[Index], Index | None]
 
 #: How often an empty or unparsable index.json is re-read before giving up (s3fs can expose an
 #: empty object while another writer's upload is in flight).
 READ_RETRIES = 5
+#: Compare-and-swap attempts at least (each lost attempt means another writer's update landed).
+CAS_MIN_RETRIES = 16
 
 
 @dataclass
@@ -77,6 +85,9 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
     ``settle`` defaults to the lock protocol's settle delay (2 s on a FUSE mount, 0.1 s on a local
     disk; ``OCIGC_LOCK_SETTLE`` overrides). ``hold`` wraps every attempt (read, write, verify).
     """
+    store = conditional(layout.storage)
+    if store is not None:
+        return _update_cas(layout, store, mutate, max(retries, CAS_MIN_RETRIES), hold, run)
     if settle is None:
         settle = default_settle(layout)
     races: list[str] = []
@@ -101,6 +112,56 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
         time.sleep(random.uniform(0.05, 0.3) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the race with another writer {retries} times "
                    f"({races[-1] if races else 'unknown'}); backups in {layout.where(BACKUP_DIR)}")
+
+
+def _update_cas(layout: Layout, store: ConditionalStorage, mutate: Mutation, retries: int,
+                hold: Callable[[], AbstractContextManager[object]] | None, run: str | None) -> UpdateResult:
+    """``update_index`` by compare-and-swap on the ETag of ``index.json`` (module docstring)."""
+    races: list[str] = []
+    first: Index | None = None
+    for attempt in range(1, retries + 1):
+        with (hold() if hold else nullcontext()):
+            raw_current, etag, current = _read_etag_retrying(layout, store)
+            first = first or current
+            new = mutate(current)
+            if new is None or new.dumps() == current.dumps():
+                return UpdateResult(first, current, False, attempt, races)
+            raw_new = new.dumps()
+            backup = backup_index(layout, raw_current, current.fingerprint)
+            try:
+                store.put_if_match(INDEX_FILE, raw_new, etag)
+                return UpdateResult(first, new, True, attempt, races, backup)
+            except (PreconditionFailed, FileNotFoundError):
+                problem = (f"index.json changed between our read and our compare-and-swap write (ETag {etag} "
+                           "no longer current)")
+        races.append(problem)
+        write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
+                                      "read_fingerprint": current.fingerprint,
+                                      "expected_fingerprint": new.fingerprint, "backup": backup, "run": run})
+        time.sleep(random.uniform(0.0, 0.05) * attempt)
+    raise LostRace(f"{layout.where(INDEX_FILE)}: lost the compare-and-swap race with other writers {retries} times; "
+                   f"backups in {layout.where(BACKUP_DIR)}")
+
+
+def _read_etag_retrying(layout: Layout, store: ConditionalStorage, retries: int = READ_RETRIES,
+                        delay: float = 0.2) -> tuple[bytes, str, Index]:
+    """``index.json``'s bytes, ETag and parse; an empty or invalid object is retried, then reported."""
+    last: LayoutError | None = None
+    for attempt in range(retries):
+        try:
+            raw, etag = store.read_with_etag(INDEX_FILE)
+        except FileNotFoundError:
+            raise LayoutError(f"{layout.where(INDEX_FILE)}: missing") from None
+        except IsADirectoryError:
+            raise LayoutError(f"{layout.where(INDEX_FILE)}: is a directory") from None
+        try:
+            return raw, etag, Index.parse(raw, layout.where(INDEX_FILE))
+        except LayoutError as e:
+            last = e
+        if attempt + 1 < retries:
+            time.sleep(delay * (attempt + 1))
+    assert last is not None
+    raise LayoutError(f"{last} (still after {retries} reads; another writer may be rewriting it)")
 
 
 def _verify_written(layout: Layout, expected: bytes, settle: float) -> str | None:

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from ocigc.digest import ALGORITHMS, Digest
 from ocigc.errors import LayoutError, ManifestError
 from ocigc.index import Index
-from ocigc.storage import TEMP_PREFIX, DirEntry, FileStat, Storage
+from ocigc.storage import TEMP_PREFIX, DirEntry, FileStat, Storage, listing_stats
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -50,6 +50,9 @@ class BlobListing:
     temp: list[str] = field(default_factory=list)
     symlinks: list[str] = field(default_factory=list)
     unknown_algorithms: list[str] = field(default_factory=list)
+    #: Size and mtime of each digest when the listing itself carries them (an object-store listing):
+    #: callers use these instead of a stat per blob. Empty on a file system.
+    stats: dict[Digest, FileStat] = field(default_factory=dict)
 
 
 class Layout:
@@ -156,7 +159,8 @@ class Layout:
         self._dirs_checked.add(algorithm)
 
     def list_blobs(self) -> BlobListing:
-        """List ``blobs/<alg>/`` without stat-ing entries: one listing per directory."""
+        """List ``blobs/<alg>/`` without stat-ing entries: one listing per directory (on an object store,
+        the listing's sizes and times go to ``stats``)."""
         out = BlobListing()
         try:
             algs = self.storage.list_dir(BLOBS_DIR)
@@ -173,8 +177,16 @@ class Layout:
             if alg.name not in ALGORITHMS:
                 out.unknown_algorithms.append(rel)
                 continue
-            for entry in self.storage.list_dir(rel):
-                self._classify(out, alg.name, rel, entry)
+            stats = listing_stats(self.storage, rel)
+            if stats is None:
+                for entry in self.storage.list_dir(rel):
+                    self._classify(out, alg.name, rel, entry)
+                continue
+            for name, st in stats.items():
+                self._classify(out, alg.name, rel, DirEntry(name, st.is_dir))
+                digest = None if st.is_dir else Digest.from_blob_name(alg.name, name)
+                if digest is not None:
+                    out.stats[digest] = st
         return out
 
     @staticmethod

@@ -22,6 +22,15 @@ expiry plus the assumed clock skew is in the past, or its holder is a dead proce
 An empty or unreadable lock file is held until it is stale by observed age. Breaking a lock
 removes only that file and is journaled.
 
+Native mode (a store whose conditional writes passed the probe: ``s3://`` on AWS, MinIO, moto):
+an exclusive lock is one *lease object* per scope, ``<scope>.X.lease``, created with
+``If-None-Match: *`` (exactly one creator wins), renewed with ``If-Match: <our ETag>`` (a 412 means
+the lease was taken over: LockLost), taken over when stale with ``If-Match: <the ETag seen>``
+(exactly one breaker wins; the body's ``epoch`` goes up) and released with a conditional delete
+(never a successor's lease). Shared holders keep their unique files; an exclusive holder drains
+them behind its lease as above. Staleness of a lease is judged as for a file, with the observed
+age counted per ETag (a live holder renews every ``ttl/3``). See ``LeaseHandle``.
+
 On a FUSE mount of a bucket there is no atomic create across hosts, so the mutual exclusion is
 as good as its assumptions: ``close()`` returns after the upload, a listing shows every write
 that completed before it began, the settle delay exceeds the cross-host visibility delay, no
@@ -51,6 +60,7 @@ from ocigc import __version__
 from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.journal import write_record
 from ocigc.layout import CONTROL_DIR, Layout
+from ocigc.storage import ConditionalStorage, PreconditionFailed, conditional
 
 LOCK_DIR = f"{CONTROL_DIR}/locks"
 SCOPE_REPO = "repo"
@@ -178,7 +188,11 @@ def fs_type(path: str) -> str | None:
 
 
 def default_settle(layout: Layout | None) -> float:
-    """2 s on FUSE and network file systems (cross-host visibility), 0.1 s on a local disk."""
+    """2 s on FUSE and network file systems (cross-host visibility), 0.1 s on a local disk; what the
+    storage says (``settle_hint``) for a native object store with consistent listings."""
+    hint = getattr(layout.storage, "settle_hint", None) if layout is not None else None
+    if isinstance(hint, int | float):
+        return float(hint)
     path = layout.storage.local_path("") if layout is not None else None
     if path is None:
         return 2.0
@@ -252,6 +266,18 @@ def lock_name(scope: str, mode: str, owner: str, gen: int) -> str:
     return f"{scope}~{mode}~{owner}~{gen:08d}.json"
 
 
+LEASE_SUFFIX = ".X.lease"
+
+
+def lease_name(scope: str) -> str:
+    """The one lease object of an exclusive ``scope`` in native mode (``repo.X.lease``)."""
+    return f"{scope}{LEASE_SUFFIX}"
+
+
+def is_lease(name: str) -> bool:
+    return name.endswith(LEASE_SUFFIX) and name[:-len(LEASE_SUFFIX)] in (SCOPE_REPO, SCOPE_INDEX)
+
+
 @dataclass
 class LockInfo:
     """One lock file as seen in a listing. ``body`` is None when the file is empty or unreadable."""
@@ -263,11 +289,15 @@ class LockInfo:
     gen: int
     body: dict[str, Any] | None = None
     problem: str | None = None
-    #: Seconds this process has seen this name (0 on first sight).
+    #: Seconds this process has seen this name (0 on first sight); for a lease, this ETag of it.
     observed: float = 0.0
+    #: A lease object's ETag (or content hash) when read.
+    etag: str | None = None
 
     @classmethod
     def from_name(cls, name: str) -> LockInfo:
+        if is_lease(name):  # owner and generation come from the body
+            return cls(name, name[:-len(LEASE_SUFFIX)], EXCLUSIVE, "", 0)
         stem = name[:-5] if name.endswith(".json") else name
         parts = stem.split("~")
         if len(parts) == 4 and parts[0] in (SCOPE_REPO, SCOPE_INDEX) and parts[1] in (SHARED, EXCLUSIVE):
@@ -367,26 +397,75 @@ class LockDir:
         return sorted(e.name for e in entries if not e.is_dir)
 
     def scan(self, scope: str | None = None) -> list[LockInfo]:
-        """List and read every lock file (of ``scope``); bodies are cached by name (written once)."""
+        """List and read every lock file (of ``scope``); bodies are cached by name (written once).
+
+        A lease object is rewritten in place: it is read at every scan and its observed age is
+        counted per ETag (per content where the store has no ETags)."""
         names = self.names()
         t = now_boot()
         out: list[LockInfo] = []
         with self._mu:
             seen = set(names)
-            for gone in [n for n in self._first_seen if n not in seen]:
+            for gone in [n for n in self._first_seen if n.split("#", 1)[0] not in seen]:
                 del self._first_seen[gone]
                 self._bodies.pop(gone, None)
             for name in names:
-                self._first_seen.setdefault(name, t)
+                if not is_lease(name):
+                    self._first_seen.setdefault(name, t)
         for name in names:
             info = LockInfo.from_name(name)
             if scope is not None and info.scope != scope and info.mode != UNKNOWN_MODE:
                 continue
-            info.observed = t - self._first_seen.get(name, t)
-            if info.mode != UNKNOWN_MODE:
-                self._read_body(info)
+            if is_lease(name):
+                if not self._read_lease(info, t):
+                    continue  # released meanwhile
+            else:
+                info.observed = t - self._first_seen.get(name, t)
+                if info.mode != UNKNOWN_MODE:
+                    self._read_body(info)
             out.append(info)
         return out
+
+    def lease(self, name: str) -> LockInfo | None:
+        """The lease object ``name`` as it is now (None when there is none)."""
+        info = LockInfo.from_name(name)
+        return info if self._read_lease(info, now_boot()) else None
+
+    def _read_lease(self, info: LockInfo, t: float) -> bool:
+        """Read a lease object (never cached); False when it is gone."""
+        rel = f"{LOCK_DIR}/{info.name}"
+        storage = self.layout.storage
+        reader = getattr(storage, "read_with_etag", None)
+        try:
+            if reader is not None:
+                raw, etag = reader(rel)
+            else:
+                raw = storage.read_bytes(rel, limit=64 * 1024)
+                etag = hashlib.sha256(raw).hexdigest()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            info.problem = f"unreadable ({e.strerror or e})"
+            return True
+        info.etag = str(etag)
+        key = f"{info.name}#{info.etag}"
+        with self._mu:
+            for old in [k for k in self._first_seen if k.startswith(f"{info.name}#") and k != key]:
+                del self._first_seen[old]
+            self._first_seen.setdefault(key, t)
+            info.observed = t - self._first_seen[key]
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            info.problem = "empty" if not raw.strip() else "invalid JSON"
+            return True
+        info.body = body
+        info.owner = str(body.get("owner_id") or "")
+        gen = body.get("gen")
+        info.gen = gen if isinstance(gen, int) else 0
+        return True
 
     def _read_body(self, info: LockInfo) -> None:
         cached = self._bodies.get(info.name)
@@ -450,7 +529,12 @@ class LockDir:
             "lock": info.name, "scope": info.scope, "mode": info.mode_name, "owner": info.owner,
             "holder": info.body, "reason": reason, "forced": forced, "breaker": breaker, "run": run,
         })
-        removed = self.layout.storage.remove(f"{LOCK_DIR}/{info.name}")
+        rel = f"{LOCK_DIR}/{info.name}"
+        store = conditional(self.layout.storage) if is_lease(info.name) and info.etag else None
+        if store is not None and info.etag is not None:
+            removed = store.delete_if_match(rel, info.etag)  # never a lease renewed or taken over since
+        else:
+            removed = self.layout.storage.remove(rel)
         with self._mu:
             self._first_seen.pop(info.name, None)
             self._bodies.pop(info.name, None)
@@ -472,6 +556,11 @@ class _Instance:
     name: str = ""
     dropped: bool = False
     mu: threading.Lock = field(default_factory=threading.Lock)
+    #: Native mode: our lease object's current ETag and fencing epoch; ``borrowed`` when the lease
+    #: is an inherited owner's (``ocigc exec``): never renewed or released by us.
+    etag: str | None = None
+    epoch: int = 0
+    borrowed: bool = False
 
 
 @dataclass
@@ -569,8 +658,7 @@ class LockHandle:
             insts = list(self._held.values())
             self._held.clear()
         for inst in insts:
-            with contextlib.suppress(OSError):
-                self.layout.storage.remove(f"{LOCK_DIR}/{inst.name}")
+            self._delete(inst)
 
     # --- acquisition ---------------------------------------------------------------------------
     def acquire(self, mode: Mode, wait: float = 0.0) -> LockHandle:
@@ -607,6 +695,9 @@ class LockHandle:
                 self._delete(inst)
                 raise
             if after is None:
+                # A slow acquisition (settle, draining, a loaded mount) must not hand out a lease
+                # that is already close to its fence: refresh it first when it is due.
+                self._refresh_if_due(inst)
                 return self._register(inst)
             self._delete(inst)
             self._back_off(after, deadline, backoff)
@@ -799,6 +890,133 @@ class LockHandle:
             self._stop.wait(max(0.02, pause))
 
 
+class LeaseHandle(LockHandle):
+    """Native mode: exclusive scopes are lease objects written with conditional requests.
+
+    ``<scope>.X.lease`` is created with ``If-None-Match: *``: of two acquirers exactly one PUT
+    succeeds, with no settle delay. The loser reads the lease; a live one means back off (or
+    LockBusy), a stale one (the verdicts of ``LockDir``) is taken over with ``If-Match`` on the
+    ETag it read, so of several breakers exactly one wins; ``epoch`` in the body counts takeovers.
+    The holder renews with ``If-Match`` on its own ETag (412: the lease was taken over, LockLost)
+    and releases with a conditional delete. Shared locks are the unique files of ``LockHandle``
+    (created with ``If-None-Match``); an exclusive holder drains them behind its lease, and
+    exclusive lock files of lock-file-protocol writers (a host on a mount) count as conflicts.
+    """
+
+    def __init__(self, layout: Layout, store: ConditionalStorage, **kwargs: Any) -> None:
+        super().__init__(layout, **kwargs)
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"LeaseHandle({self.layout.location!r}, mode={self.mode!r}, owner={self.owner[:8]})"
+
+    # --- acquisition ---------------------------------------------------------------------------
+    def _acquire_instance(self, scope: str, mode: str, wait: float) -> _Instance:
+        if mode != EXCLUSIVE:
+            return super()._acquire_instance(scope, mode, wait)
+        p = self.params
+        deadline = now_boot() + wait
+        self._waiting = wait
+        backoff = random.uniform(p.backoff_min, p.backoff_max)
+        while True:
+            self.stats.attempts += 1
+            got = self._take_lease(scope)
+            if isinstance(got, LockInfo):
+                blocking = [got]
+            else:
+                inst = got
+                try:
+                    live = self._live_conflicts(scope, EXCLUSIVE)
+                    if live and all(c.mode == SHARED for c in live):
+                        live = [] if self._drain(inst, scope, deadline) else self._live_conflicts(scope, EXCLUSIVE)
+                except BaseException:
+                    self._delete(inst)
+                    raise
+                if not live:
+                    return self._register(inst)
+                self._delete(inst)
+                blocking = live
+            self._back_off(blocking, deadline, backoff)
+            backoff = min(backoff * 2, p.backoff_cap)
+
+    def _take_lease(self, scope: str) -> _Instance | LockInfo:
+        """Create the lease, or take over a stale one; else the live holder."""
+        name = lease_name(scope)
+        rel = f"{LOCK_DIR}/{name}"
+        holder: LockInfo | None = None
+        for _ in range(8):  # the lease may vanish or change between our create and our read
+            inst = _Instance(scope, EXCLUSIVE, 1, time.time(), now_boot(), name=name, epoch=1)
+            try:
+                inst.etag = self.store.put_if_absent(rel, self._lease_body(inst, None))
+                return inst
+            except FileExistsError:
+                pass
+            holder = self.dir.lease(name)
+            if holder is None:
+                continue
+            if holder.owner and holder.owner in self.inherited:
+                inst.borrowed, inst.epoch = True, int((holder.body or {}).get("epoch") or 0)
+                return inst
+            verdict = self.dir.verdict(holder)
+            if not verdict.stale or holder.etag is None:
+                return holder
+            inst.epoch = int((holder.body or {}).get("epoch") or 0) + 1
+            try:
+                inst.etag = self.store.put_if_match(rel, self._lease_body(inst, holder.owner or None), holder.etag)
+            except (PreconditionFailed, FileNotFoundError):
+                continue  # another breaker won, or the holder renewed or released: look again
+            write_record(self.layout, "lock-break", {
+                "lock": name, "scope": scope, "mode": "exclusive", "owner": holder.owner, "holder": holder.body,
+                "reason": verdict.reason, "forced": False, "breaker": self._whoami(), "run": self.run,
+                "takeover": True, "epoch": inst.epoch,
+            })
+            self.stats.broken.append(name)
+            return inst
+        return holder if holder is not None else LockInfo(name, scope, EXCLUSIVE, "", 0,
+                                                          problem="changing too fast to read")
+
+    def _lease_body(self, inst: _Instance, prev: str | None) -> bytes:
+        body = json.loads(self._body(inst, prev))
+        body["epoch"] = inst.epoch
+        body["lease"] = True
+        return json.dumps(body, indent=1).encode()
+
+    # --- refresh and release -------------------------------------------------------------------
+    def _refresh(self, inst: _Instance) -> None:
+        if not is_lease(inst.name):
+            super()._refresh(inst)
+            return
+        with inst.mu:
+            if inst.dropped:
+                return
+            started = now_boot()
+            where = self.dir.where(inst.name)
+            if inst.borrowed:
+                holder = self.dir.lease(inst.name)
+                if holder is None or holder.owner not in self.inherited:
+                    raise LockLost(f"{where}: the inherited lease is gone; stopped before the next destructive step")
+                inst.confirmed = started
+                return
+            nxt = _Instance(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started, name=inst.name,
+                            epoch=inst.epoch)
+            assert inst.etag is not None
+            try:
+                etag = self.store.put_if_match(f"{LOCK_DIR}/{inst.name}", self._lease_body(nxt, self.owner), inst.etag)
+            except (PreconditionFailed, FileNotFoundError):
+                raise LockLost(f"{where}: our lease was taken over or removed by another process (renewal "
+                               "refused); stopped before the next destructive step") from None
+            inst.gen, inst.etag, inst.confirmed = nxt.gen, etag, started
+
+    def _delete(self, inst: _Instance) -> None:
+        if not is_lease(inst.name):
+            super()._delete(inst)
+            return
+        if inst.borrowed or inst.etag is None:
+            return
+        with contextlib.suppress(OSError):
+            self.store.delete_if_match(f"{LOCK_DIR}/{inst.name}", inst.etag)
+
+
 def _user() -> str:
     try:
         import pwd
@@ -813,9 +1031,14 @@ def acquire(layout: Layout, mode: Mode, *, wait: float = 0.0, command: str = "",
             on_wait: Callable[[list[LockInfo]], None] | None = None) -> LockHandle:
     """Take the layout's ``repo`` lock in ``mode``; LockBusy (exit 75) names the holders when ``wait`` runs out.
 
+    On a store with conditional writes (probed at first use) the handle is a ``LeaseHandle``.
+
     ``params`` defaults to ``LockParams.from_env()`` (``OCIGC_LOCK_*`` variables). The handle is a
     context manager; a lease is refreshed in a background thread until ``release``.
     """
+    store = conditional(layout.storage)
+    if store is not None:  # native mode: lease objects (LeaseHandle)
+        return LeaseHandle(layout, store, command=command, params=params, run=run, on_wait=on_wait).acquire(mode, wait)
     handle = LockHandle(layout, command=command, params=params, run=run, on_wait=on_wait)
     return handle.acquire(mode, wait)
 
@@ -861,7 +1084,7 @@ def break_locks(layout: Layout, *, owner: str | None = None, force: bool = False
 
 __all__ = [
     "EXCLUSIVE", "INHERIT_ENV", "LOCK_DIR", "SCOPE_INDEX", "SCOPE_REPO", "SHARED", "AcquireStats", "HostIdentity",
-    "LockDir",
+    "LeaseHandle", "LockDir",
     "LockError", "LockHandle", "LockInfo", "LockParams", "StaleVerdict", "acquire", "break_locks", "default_settle",
     "fs_type", "hold_for", "list_locks", "now_boot",
 ]

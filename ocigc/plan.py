@@ -175,11 +175,15 @@ def _size(graph: RefGraph, d: Digest, stats: dict[Digest, FileStat | None]) -> i
 
 
 def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Digest], keep: set[Digest],
-                 reason: str, grace: float | None, jobs: int, now: float) -> None:
-    """Every present blob outside ``keep``: removed (manifests parents-first), or kept when young."""
+                 reason: str, grace: float | None, jobs: int, now: float,
+                 known: dict[Digest, FileStat] | None = None) -> None:
+    """Every present blob outside ``keep``: removed (manifests parents-first), or kept when young.
+
+    ``known``: sizes and mtimes the listing already gave (an object store): no stat for those."""
     candidates = sorted(present - keep)
     stats: dict[Digest, FileStat | None] = {}
     failed: set[Digest] = set()
+    known = known or {}
 
     def stat(d: Digest) -> FileStat | None:
         try:
@@ -188,8 +192,12 @@ def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Diges
             failed.add(d)
             return None
 
-    for d, st in zip(candidates, pmap(stat, candidates, jobs), strict=True):
+    unknown = [d for d in candidates if d not in known]
+    for d, st in zip(unknown, pmap(stat, unknown, jobs), strict=True):
         stats[d] = st
+    for d in candidates:
+        if d in known:
+            stats[d] = known[d]
     go: list[Digest] = []
     for d in candidates:
         st = stats[d]
@@ -288,7 +296,7 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
         dropped_by_policy = {r.position for r in plan.remove_entries}
         removals = [r for r in untagged_removals(index, graph, dropped_by_policy)
                     if r.position not in dropped_by_policy]
-        old = _old_enough(layout, [r.digest for r in removals], opts.grace, opts.jobs, now)
+        old = _old_enough(layout, [r.digest for r in removals], opts.grace, opts.jobs, now, listing.stats)
         for r in removals:
             if r.digest in old:
                 plan.remove_entries.append(r)
@@ -297,16 +305,20 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     dropped = {r.position for r in plan.remove_entries}
     roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
     keep = graph.reachable(roots)
-    choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now)
+    choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now,
+                 listing.stats)
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
     report_listing(plan, layout, listing)
     return plan
 
 
-def _old_enough(layout: Layout, digests: list[Digest], grace: float, jobs: int, now: float) -> set[Digest]:
+def _old_enough(layout: Layout, digests: list[Digest], grace: float, jobs: int, now: float,
+                known: dict[Digest, FileStat] | None = None) -> set[Digest]:
+    known = known or {}
+
     def old(d: Digest) -> bool:
         try:
-            st = layout.stat_blob(d)
+            st = known[d] if d in known else layout.stat_blob(d)
         except OSError:
             return False
         return st is None or now - st.mtime >= grace
@@ -334,7 +346,8 @@ def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: 
     for d in sorted(targets & keep):
         plan.notes.append(f"{d.short} stays: still reachable from another tag or index")
     doomed = graph.reachable([e.digest for e in index.entries]) - keep
-    choose_blobs(plan, layout, graph, listing.digests & doomed, keep, "no longer reachable", None, opts.jobs, now)
+    choose_blobs(plan, layout, graph, listing.digests & doomed, keep, "no longer reachable", None, opts.jobs, now,
+                 listing.stats)
     return plan
 
 

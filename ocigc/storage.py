@@ -2,7 +2,10 @@
 
 Paths are relative to the storage's base and use ``/``. A ``Storage`` can hand out a child
 rooted at a sub-directory (``child``), so a root of many layouts and each layout share one
-operation counter. A later native object-store backend implements the same protocol.
+operation counter. The native object-store backend (``ocigc.s3storage``, ``s3://bucket/prefix``)
+implements the same protocol, plus optional capabilities the core uses when present: conditional
+writes (``ConditionalStorage``), listings with sizes and times (``listing_stats``) and batched
+removals (``remove_many``).
 
 On a FUSE mount of a bucket every operation below is a network round trip, so callers list
 directories without stat-ing entries where they can and run many small reads in a pool
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 #: Prefix of every temporary file ocigc writes. Sweep treats older ones as leftovers.
 TEMP_PREFIX = ".ocigc-tmp-"
@@ -127,6 +130,63 @@ class Storage(Protocol):
     def local_path(self, rel: str = "") -> Path | None:
         """The local path of ``rel`` when this storage is a file system, else None."""
         ...
+
+
+class PreconditionFailed(OSError):
+    """A conditional write or delete lost: the object changed (or appeared) since it was read."""
+
+
+class ConditionalStorage(Storage, Protocol):
+    """Optional capabilities of a store with conditional requests (the native S3 backend).
+
+    Core code asks ``conditional(storage)`` and uses these only when it returns the storage;
+    the base ``Storage`` protocol stays as it is."""
+
+    def conditional_writes(self) -> bool:
+        """True when the store honours ``If-None-Match``/``If-Match`` (probed at first use)."""
+        ...
+
+    def read_with_etag(self, rel: str) -> tuple[bytes, str]:
+        """The whole object and its ETag; FileNotFoundError when missing."""
+        ...
+
+    def put_if_absent(self, rel: str, data: bytes) -> str:
+        """Create ``rel``; FileExistsError when it exists. Returns the new ETag."""
+        ...
+
+    def put_if_match(self, rel: str, data: bytes, etag: str) -> str:
+        """Replace ``rel`` only if its ETag is ``etag``; PreconditionFailed otherwise (FileNotFoundError
+        when it is gone). Returns the new ETag."""
+        ...
+
+    def delete_if_match(self, rel: str, etag: str) -> bool:
+        """Delete ``rel`` only if its ETag is ``etag``; False when it changed or is gone."""
+        ...
+
+
+def conditional(storage: Storage) -> ConditionalStorage | None:
+    """``storage`` when it supports conditional writes (probing the store at first use), else None."""
+    probe = getattr(storage, "conditional_writes", None)
+    if probe is None or not probe():
+        return None
+    return cast(ConditionalStorage, storage)
+
+
+def listing_stats(storage: Storage, rel: str) -> dict[str, FileStat] | None:
+    """Every entry of a directory with its size and mtime from the listing itself, when the storage
+    can (an object-store listing carries them: no stat per entry); None otherwise."""
+    fn = getattr(storage, "list_blobs_with_stats", None)
+    return cast(dict[str, FileStat], fn(rel)) if fn is not None else None
+
+
+#: ``--endpoint-url`` of the CLI for s3:// locations (None: boto3's own configuration, e.g.
+#: ``AWS_ENDPOINT_URL``).
+S3_ENDPOINT_URL: str | None = None
+
+
+def set_s3_endpoint(url: str | None) -> None:
+    global S3_ENDPOINT_URL
+    S3_ENDPOINT_URL = url or None
 
 
 def _norm(rel: str) -> str:
@@ -283,7 +343,8 @@ class LocalStorage:
 
 
 def open_storage(location: str, counter: OpCounter | None = None) -> Storage:
-    """A Storage for a location string: a local path (a plain directory or a mounted bucket)."""
+    """A Storage for a location string: ``s3://bucket/prefix`` (native, needs the s3 extra) or a local
+    path (a plain directory or a mounted bucket)."""
     if location.startswith("s3://"):
         try:
             from ocigc.s3storage import S3Storage  # type: ignore[import-not-found,unused-ignore]

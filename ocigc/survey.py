@@ -39,13 +39,18 @@ class LayoutState:
 
 
 def stat_blobs(layout: Layout, digests: Iterable[Digest], jobs: int = DEFAULT_JOBS,
-               progress: Progress | None = None) -> dict[Digest, FileStat | None]:
-    """Stat many blobs in a pool; None for a blob that is gone."""
-    seq = sorted(digests)
+               progress: Progress | None = None, known: dict[Digest, FileStat] | None = None,
+               ) -> dict[Digest, FileStat | None]:
+    """Stat many blobs in a pool; None for a blob that is gone. ``known``: stats a listing already gave."""
+    known = known or {}
+    digests = list(digests)
+    seq = sorted(d for d in digests if d not in known)
     counter = (progress or NullProgress()).counter("stat", total=len(seq))
     stats = pmap(layout.stat_blob, seq, jobs, on_done=counter.add)
     counter.close()
-    return dict(zip(seq, stats, strict=True))
+    out: dict[Digest, FileStat | None] = {d: known[d] for d in digests if d in known}
+    out.update(zip(seq, stats, strict=True))
+    return out
 
 
 @dataclass
@@ -68,7 +73,7 @@ class LayoutSummary:
 def summarize(layout: Layout, jobs: int = DEFAULT_JOBS, progress: Progress | None = None) -> LayoutSummary:
     state = LayoutState.load(layout, jobs, progress)
     listing = layout.list_blobs()
-    stats = stat_blobs(layout, listing.digests, jobs, progress)
+    stats = stat_blobs(layout, listing.digests, jobs, progress, listing.stats)
     reachable = state.reachable()
     out = LayoutSummary(layout.name, layout.location)
     out.tags = len(state.index.tags())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+import warnings
+from typing import Annotated, Any
 
 import typer
 
@@ -31,13 +33,31 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def show_warnings(quiet: bool) -> None:
+    """Warnings of the library (e.g. a store that ignores conditional writes) as one ``warning:`` line each."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if not quiet:
+            print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress bars.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr.")] = 0,
+    endpoint_url: Annotated[str | None, typer.Option(
+        "--endpoint-url", metavar="URL", envvar="OCIGC_ENDPOINT_URL",
+        help="S3 endpoint for s3:// locations (S3-compatible stores; default: AWS_ENDPOINT_URL or AWS).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Registry upkeep for OCI image layouts on object storage."""
+    from ocigc.storage import set_s3_endpoint
+
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
+    set_s3_endpoint(endpoint_url)
+    show_warnings(quiet)
