@@ -131,13 +131,12 @@ class RunReport:
     """Everything one run did, for ``--json-report``."""
 
     def __init__(self, command: str, root: str, *, dry_run: bool = False, argv: list[str] | None = None,
-                 policy: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> None:
+                 policy: dict[str, Any] | None = None) -> None:
         self.command = command
         self.root = root
         self.dry_run = dry_run
         self.argv = list(argv if argv is not None else sys.argv)
         self.policy = policy
-        self.options = options or {}
         self.started = time.time()
         self._t0 = time.monotonic()
         self.entries: list[_Entry] = []
@@ -176,22 +175,23 @@ class RunReport:
             "root": self.root, "argv": self.argv, "host": socket.gethostname(), "pid": os.getpid(),
             "started": iso(self.started), "finished": iso(finished),
             "duration_seconds": round(time.monotonic() - self._t0, 3), "dry_run": self.dry_run,
-            "policy": self.policy, "options": self.options, "exit_code": exit_code, "status": status(exit_code),
+            "policy": self.policy, "exit_code": exit_code, "status": status(exit_code),
             "totals": totals, "errors": self.errors, "layouts": layouts,
         }
 
     @staticmethod
-    def _layout(e: _Entry) -> dict[str, Any]:
+    def summary(e: _Entry) -> dict[str, Any]:
+        """Counts for one layout: tags kept/removed (planned in a dry run), entries, blobs, bytes."""
         o = e.outcome
         plan, result = o.plan, o.result
         decisions = plan.decisions if plan else []
-        out = o.to_json()
-        out.update({
+        acted = result is not None or o.dry_run
+        return {
             "seconds": round(e.seconds, 3),
             "lock": e.lock.to_json() if e.lock else None,
+            "refused": any(d.get("by") == "refused" for d in decisions),
             "tags_kept": sum(1 for d in decisions if d.get("action") == "keep"),
-            "tags_removed": sum(1 for d in decisions if d.get("action") == "remove")
-            if result or (plan and o.dry_run) else 0,
+            "tags_removed": sum(1 for d in decisions if d.get("action") == "remove") if acted else 0,
             "entries_planned": len(plan.remove_entries) if plan else 0,
             "entries_removed": result.removed_entries if result else 0,
             "blobs_planned": len(plan.blob_removals) if plan else 0,
@@ -199,8 +199,11 @@ class RunReport:
             "bytes_planned": plan.bytes_reclaimed if plan else 0,
             "bytes_removed": result.bytes_removed if result else 0,
             "files_removed": len(result.removed_files) if result else 0,
-        })
-        return out
+        }
+
+    @classmethod
+    def _layout(cls, e: _Entry) -> dict[str, Any]:
+        return {**e.outcome.to_json(), **cls.summary(e)}
 
     def write(self, path: str | os.PathLike[str], exit_code: int) -> None:
         data = json.dumps(self.to_json(exit_code), indent=2, default=str).encode() + b"\n"

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -107,7 +107,6 @@ class Unattended:
     report_file: str | None
     log_format: str = "text"
     dry_run: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
     report: RunReport | None = None
     log: logging.Logger | None = None
     locks: TimedLocker | None = None
@@ -118,7 +117,7 @@ class Unattended:
             from ocigc.errors import UsageError
 
             raise UsageError(f"--log-format must be text or json, got {self.log_format!r}")
-        self.report = RunReport(self.command, self.root, dry_run=self.dry_run, options=self.options)
+        self.report = RunReport(self.command, self.root, dry_run=self.dry_run)
         if self.log_format == "json":
             self.log = run_logger("json", level=logging.ERROR if self.settings.quiet else logging.INFO)
 
@@ -163,20 +162,14 @@ class Unattended:
             o = e.outcome
             if o.error is not None:
                 continue
-            plan, result = o.plan, o.result
-            self.log.info(f"{self.command} {o.layout.name or o.layout.location}: "
-                          + ("dry run" if o.dry_run else "done" if result else "nothing removed"),
-                          extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
-                                 "dry_run": o.dry_run,
-                                 "tags_removed": sum(1 for d in (plan.decisions if plan else [])
-                                                     if d.get("action") == "remove"),
-                                 "entries": result.removed_entries if result else len(plan.remove_entries)
-                                 if plan else 0,
-                                 "blobs": len(result.removed) if result else len(plan.blob_removals) if plan else 0,
-                                 "bytes": result.bytes_removed if result else plan.bytes_reclaimed if plan else 0,
-                                 "seconds": round(e.seconds, 3),
-                                 "lock_wait_seconds": round(e.lock.wait_seconds, 3) if e.lock else None,
-                                 "notes": [n for n in (plan.notes if plan else []) if "refuses" in n]})
+            x = RunReport.summary(e)
+            what = "dry run" if o.dry_run else "done" if o.result else "nothing removed"
+            refused = x["refused"]
+            self.log.log(logging.WARNING if refused else logging.INFO,
+                         f"{self.command} {o.layout.name or o.layout.location}: {what}"
+                         + ("; the policy refused to act (ambiguous times)" if refused else ""),
+                         extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
+                                "dry_run": o.dry_run, **x})
 
     def finish(self, code: int) -> None:
         self._log_layouts()
@@ -197,12 +190,12 @@ class Unattended:
 
 @contextmanager
 def unattended(command: str, root: str, s: Settings, report_file: str | None, log_format: str,
-               dry_run: bool = False, options: dict[str, Any] | None = None) -> Iterator[Unattended]:
+               dry_run: bool = False) -> Iterator[Unattended]:
     """Wrap a command body: every way out (done, an error, Ctrl-C) writes the report once.
 
     Use inside ``handle_errors()``. With JSON logs an error becomes one JSON line on stderr
     (instead of ``error: ...``) and the command exits with its code."""
-    run = Unattended(command, root, s, report_file, log_format, dry_run, options or {})
+    run = Unattended(command, root, s, report_file, log_format, dry_run)
     try:
         yield run
     except typer.Exit as e:
