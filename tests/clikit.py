@@ -57,12 +57,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(args: list[str | os.PathLike[str]], mode: str = "runner", cwd: Path | None = None) -> Result:
+def run(args: list[str | os.PathLike[str]], mode: str = "runner", cwd: Path | None = None,
+        timeout: float = SUBPROCESS_TIMEOUT) -> Result:
     """``ocigc ARGS`` in-process (``runner``) or as the installed script (``proc``)."""
     argv = [os.fspath(a) for a in args]
     if mode == "proc":
         p = subprocess.run([OCIGC, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           cwd=cwd, env=_env(), timeout=SUBPROCESS_TIMEOUT, check=False)
+                           cwd=cwd, env=_env(), timeout=timeout, check=False)
         res = Result(p.returncode, p.stdout, p.stderr)
     else:
         from ocigc.cli import app
