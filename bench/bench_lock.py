@@ -1,0 +1,355 @@
+"""Lock benchmark and soak on two real s3fs mounts of one moto bucket (two "hosts", A and B).
+
+``python -m bench lock``                     acquisition latency (settle included) + a short soak
+``python -m bench lock -- --soak-writers 4 --soak-ops 25 --soak-sweeps 20``   the long soak
+``python -m bench lock -- --quick``          fewer samples
+
+Latency: ``ocigc.lock.acquire`` in-process through mount A (uncontended shared and exclusive, the
+index.json hold), with the default settle delay of a FUSE mount (2 s) and with 0.5 s, plus the
+cost in storage operations. Soak: ``Soak`` (also used by ``tests/test_concurrency.py``) runs
+concurrent ``ocigc`` writers (push, tag, delete) from both mounts while sweeps run with
+``--grace 0``, then checks that nothing a writer committed is lost and ``ocigc check`` is clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.harness.tools import run_ocigc  # noqa: E402
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+RETRY_CODES = {3, 75}  # lost race after retries, lock busy: the caller tries again later
+WRITE_ENV = {"OCIGC_LOCK_HOLD_WAIT": "300"}
+
+
+# ------------------------------------------------------------------------------------------ soak
+@dataclass
+class SoakResult:
+    ops: Counter[str] = field(default_factory=Counter)
+    committed: int = 0
+    deleted: int = 0
+    lost: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    retries: int = 0
+    busy: int = 0
+    lost_race_exits: int = 0
+    index_races: int = 0
+    lock_breaks: int = 0
+    resurrected: int = 0
+    sweeps_done: int = 0
+    storage_ops: int = 0
+    seconds: float = 0.0
+    check_exit: int = -1
+    check_output: str = ""
+
+    @property
+    def operations(self) -> int:
+        return sum(self.ops.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"operations": self.operations, "by_kind": dict(self.ops), "committed": self.committed,
+                "deleted": self.deleted, "lost": self.lost, "unexpected": self.unexpected, "retries": self.retries,
+                "lock_busy_exits": self.busy, "lost_race_exits": self.lost_race_exits,
+                "index_races_journaled": self.index_races, "lock_breaks": self.lock_breaks,
+                "resurrected": self.resurrected, "sweeps_done": self.sweeps_done, "storage_ops": self.storage_ops,
+                "seconds": round(self.seconds, 1), "check_exit": self.check_exit}
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
+        return (f"soak: {self.operations} ocigc operations ({kinds}) in {self.seconds:.0f}s; "
+                f"{self.committed} writes committed, {len(self.lost)} lost; {self.deleted} deletes; "
+                f"{self.sweeps_done} sweeps; races detected: {self.index_races} index.json lost races journaled, "
+                f"{self.lost_race_exits} exit-3; retries: {self.retries} ({self.busy} lock-busy exits); "
+                f"{self.lock_breaks} lock breaks, {self.resurrected} resurrections; "
+                f"{self.storage_ops} storage operations; check exit {self.check_exit}")
+
+
+class Soak:
+    """Writers on both mounts plus sweeps; afterwards every committed tag must still be there."""
+
+    def __init__(self, mount_a: Path, mount_b: Path, workdir: Path, *, env_a: dict[str, str],
+                 env_b: dict[str, str], writers_per_host: int = 2, ops_per_writer: int = 5, sweeps: int = 4,
+                 name: str = "soak", seed: int = 0) -> None:
+        self.paths = {"a": mount_a / name, "b": mount_b / name}
+        self.envs = {"a": {**env_a, **WRITE_ENV}, "b": {**env_b, **WRITE_ENV}}
+        self.workdir = workdir
+        self.writers_per_host = writers_per_host
+        self.ops_per_writer = ops_per_writer
+        self.sweeps = sweeps
+        self.rng = random.Random(seed)
+        self.result = SoakResult()
+        self.expected: dict[str, str] = {}  # tag -> digest, committed and never deleted
+        self.gone: set[str] = set()  # tags deleted (exit 0): must be absent
+        self.mu = threading.Lock()
+        self.done = threading.Event()
+
+    # --- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        from tests.layoutkit import LayoutBuilder
+
+        b = LayoutBuilder(self.paths["a"])
+        for i in range(3):
+            b.image(f"base-{i}", [b"soak common layer", f"base layer {i}".encode()])
+        b.save()
+        self.files = self.workdir / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        (self.files / "shared.txt").write_text("a payload several pushes share (and deletes remove)\n")
+
+    def _ocigc(self, host: str, kind: str, *args: str) -> tuple[int, str, str]:
+        """Run one ocigc command (in the files dir), retrying lock-busy and lost-race exits; counts everything."""
+        for attempt in range(8):
+            r = run_ocigc(*args, env=self.envs[host], timeout=600, cwd=self.files)
+            with self.mu:
+                self.result.ops[kind] += 1
+                self.result.storage_ops += sum((r.op_counts or {}).values())
+                if r.returncode == 75:
+                    self.result.busy += 1
+                if r.returncode == 3:
+                    self.result.lost_race_exits += 1
+            if r.returncode not in RETRY_CODES:
+                return r.returncode, r.stdout, r.stderr
+            with self.mu:
+                self.result.retries += 1
+            time.sleep(self.rng.uniform(0.2, 1.0) * (attempt + 1))
+        return r.returncode, r.stdout, r.stderr
+
+    def _unexpected(self, what: str, rc: int, err: str) -> None:
+        with self.mu:
+            self.result.unexpected.append(f"{what}: exit {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+
+    # --- actors ------------------------------------------------------------------------------
+    def writer(self, host: str, w: int) -> None:
+        path = str(self.paths[host])
+        for i in range(self.ops_per_writer):
+            name = f"{host}{w}-{i}"
+            kind = ("push-shared", "tag", "push-unique", "delete")[(i + w) % 4]
+            if kind in ("push-shared", "push-unique"):
+                f = "shared.txt"
+                if kind == "push-unique":
+                    f = f"{name}.txt"
+                    (self.files / f).write_text(f"unique payload {name} {time.time()}\n")
+                tag = f"p-{name}"
+                rc, out, err = self._ocigc(host, "push", "push", f"{path}:{tag}", f"{f}:text/plain",
+                                           "--lock-wait", "120s")
+                if rc == 0:
+                    self._commit(tag, out)
+                else:
+                    self._unexpected(f"push {tag}", rc, err)
+            elif kind == "tag":
+                tag = f"t-{name}"
+                rc, out, err = self._ocigc(host, "tag", "tag", f"{path}:base-{i % 3}", tag, "--lock-wait", "120s")
+                if rc == 0:
+                    self._commit(tag, out)
+                else:
+                    self._unexpected(f"tag {tag}", rc, err)
+            else:
+                # push an artifact that shares its layer with other pushes, then delete it again
+                tag = f"d-{name}"
+                rc, out, err = self._ocigc(host, "push", "push", f"{path}:{tag}", "shared.txt:text/plain",
+                                           "--lock-wait", "120s")
+                if rc != 0:
+                    self._unexpected(f"push {tag}", rc, err)
+                    continue
+                rc, out, err = self._ocigc(host, "delete", "delete", f"{path}:{tag}", "--yes", "--lock-wait", "120s")
+                if rc == 0:
+                    with self.mu:
+                        self.gone.add(tag)
+                        self.result.deleted += 1
+                else:
+                    self._unexpected(f"delete {tag}", rc, err)
+
+    def _commit(self, tag: str, out: str) -> None:
+        m = DIGEST_RE.search(out)
+        with self.mu:
+            self.expected[tag] = m.group(0) if m else ""
+            self.result.committed += 1
+
+    def sweeper(self) -> None:
+        hosts = ["a", "b"]
+        for i in range(self.sweeps):
+            if self.done.is_set() and i > 0:
+                break
+            host = hosts[i % 2]
+            time.sleep(self.rng.uniform(0.5, 3.0))
+            args = ["sweep", str(self.paths[host]), "--grace", "0", "--yes", "--lock-wait", "120s", "--json"]
+            if i % 2:
+                args.append("--trash")
+            rc, out, err = self._ocigc(host, "sweep", *args)
+            if rc != 0:
+                self._unexpected("sweep", rc, err)
+                continue
+            with self.mu:
+                self.result.sweeps_done += 1
+                try:
+                    for lay in json.loads(out).get("layouts", []):
+                        self.result.resurrected += len(lay.get("resurrected") or [])
+                except ValueError:
+                    pass
+
+    # --- run and verify ----------------------------------------------------------------------
+    def run(self) -> SoakResult:
+        self.setup()
+        started = time.monotonic()
+        threads = [threading.Thread(target=self.writer, args=(h, w)) for h in ("a", "b")
+                   for w in range(self.writers_per_host)]
+        sweeper = threading.Thread(target=self.sweeper)
+        for t in [*threads, sweeper]:
+            t.start()
+        for t in threads:
+            t.join()
+        self.done.set()
+        sweeper.join()
+        # a final sweep after the writers (from B) with trash purge
+        rc, _, err = self._ocigc("b", "sweep", "sweep", str(self.paths["b"]), "--grace", "0", "--yes",
+                                 "--lock-wait", "120s", "--trash-retention", "0")
+        if rc != 0:
+            self._unexpected("final sweep", rc, err)
+        else:
+            self.result.sweeps_done += 1
+        self.result.seconds = time.monotonic() - started
+        self.verify()
+        return self.result
+
+    def verify(self) -> None:
+        from ocigc.journal import read_records
+        from ocigc.layout import Layout
+        from ocigc.storage import LocalStorage
+
+        doc = json.loads((self.paths["a"] / "index.json").read_text())
+        tags: dict[str, set[str]] = {}
+        for e in doc.get("manifests") or []:
+            name = (e.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+            if name:
+                tags.setdefault(name, set()).add(e["digest"])
+        for tag, digest in sorted(self.expected.items()):
+            if tag not in tags:
+                self.result.lost.append(f"{tag}: missing from index.json")
+            elif digest and digest not in tags[tag]:
+                self.result.lost.append(f"{tag}: now names {sorted(tags[tag])}, committed {digest}")
+        for tag in sorted(self.gone):
+            if tag in tags:
+                self.result.lost.append(f"{tag}: deleted (exit 0) but back in index.json")
+        r = run_ocigc("check", str(self.paths["b"]), env=self.envs["b"])
+        self.result.check_exit, self.result.check_output = r.returncode, r.stdout + r.stderr
+        layout = Layout(LocalStorage(self.paths["a"]))
+        self.result.index_races = len(read_records(layout, "race"))
+        self.result.lock_breaks = len(read_records(layout, "lock-break"))
+
+
+# ------------------------------------------------------------------------------------------ latency
+def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
+    from ocigc.layout import Layout
+    from ocigc.lock import LockParams, acquire
+    from ocigc.storage import OpCounter
+    from tests.layoutkit import LayoutBuilder
+
+    root = mount / f"lat-{settle:g}"
+    LayoutBuilder(root).save()
+    counter = OpCounter()
+    from ocigc.storage import LocalStorage
+
+    layout = Layout(LocalStorage(root, counter))
+    params = LockParams(settle=settle)
+    out: dict[str, Any] = {"settle_s": settle}
+    for mode in ("shared", "exclusive", "hold"):
+        times: list[float] = []
+        ops: list[int] = []
+        for _ in range(samples):
+            counter.reset()
+            t0 = time.perf_counter()
+            if mode == "hold":
+                with acquire(layout, "shared", params=params) as h:
+                    counter.reset()
+                    t0 = time.perf_counter()
+                    with h.exclusive_hold():
+                        times.append(time.perf_counter() - t0)
+                        ops.append(counter.total())
+                continue
+            h = acquire(layout, mode, params=params)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - t0)
+            ops.append(counter.total())
+            h.release()
+        out[mode] = {"median_s": round(statistics.median(times), 3), "p90_s": round(sorted(times)[int(0.9 * (len(times)
+                     - 1))], 3), "max_s": round(max(times), 3), "over_settle_ms": round(
+                     (statistics.median(times) - settle) * 1000, 1), "storage_ops": round(statistics.median(ops))}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--samples", type=int, default=None)
+    ap.add_argument("--soak-writers", type=int, default=2, help="writers per host")
+    ap.add_argument("--soak-ops", type=int, default=6, help="operations per writer")
+    ap.add_argument("--soak-sweeps", type=int, default=4)
+    ap.add_argument("--no-soak", action="store_true")
+    args = ap.parse_args(argv)
+    samples = args.samples or (3 if args.quick else 10)
+
+    from tests.harness.mounts import S3FS_RECOMMENDED_OPTIONS, S3fsMount
+    from tests.harness.servers import MotoServer
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ocigc-bench-lock-") as tmp:
+        work = Path(tmp)
+        server = MotoServer(work / "moto")
+        server.start()
+        mounts: list[Any] = []
+        try:
+            bucket = server.create_bucket("benchlock")
+            for n in ("a", "b"):
+                (work / n).mkdir()
+                m = S3fsMount(server, bucket, work / n / "mnt", work / n, S3FS_RECOMMENDED_OPTIONS)
+                m.mount()
+                mounts.append(m)
+            a, b = (Path(m.mount_point) for m in mounts)
+            results["latency"] = [latency(a, s, samples) for s in (2.0, 0.5)]
+            for row in results["latency"]:
+                print(f"settle {row['settle_s']:g}s: " + "; ".join(
+                    f"{k} median {v['median_s']}s (p90 {v['p90_s']}s, +{v['over_settle_ms']} ms over settle, "
+                    f"{v['storage_ops']} storage ops)" for k, v in row.items() if isinstance(v, dict)))
+            if not args.no_soak:
+                env = {"OCIGC_LOCK_TTL": "20", "OCIGC_LOCK_SETTLE": "0.5", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
+                       "OCIGC_LOCK_BACKOFF_MAX": "0.5", "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2"}
+                soak = Soak(a, b, work / "soak", env_a={**env, "OCIGC_LOCK_HOST_ID": "bench-a"},
+                            env_b={**env, "OCIGC_LOCK_HOST_ID": "bench-b"}, writers_per_host=args.soak_writers,
+                            ops_per_writer=args.soak_ops, sweeps=args.soak_sweeps)
+                res = soak.run()
+                print(res.summary())
+                if res.lost or res.unexpected or res.check_exit:
+                    print("FAILED:", json.dumps({"lost": res.lost, "unexpected": res.unexpected,
+                                                 "check": res.check_output[-2000:]}, indent=1))
+                results["soak"] = res.to_json()
+        finally:
+            for m in mounts:
+                m.unmount()
+            server.stop()
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"lock-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"cpus": os.cpu_count(), **results}, indent=1))
+    print(f"results: {path}")
+    soak_ok = "soak" not in results or not (results["soak"]["lost"] or results["soak"]["unexpected"]
+                                            or results["soak"]["check_exit"])
+    return 0 if soak_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
