@@ -41,7 +41,7 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +68,7 @@ from ocigc.errors import (
 from ocigc.index import Index
 from ocigc.indexio import update_index
 from ocigc.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
+from ocigc.lock import LockHandle, acquire, hold_for
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.refs import Reference, parse_reference
 from ocigc.storage import Storage, open_storage
@@ -394,6 +395,8 @@ class PushRequest:
     disable_path_validation: bool = False
     concurrency: int = DEFAULT_PUSH_CONCURRENCY
     lock_wait: float = 0.0
+    #: Takes the shared lock (default: ``shared_locker(lock_wait, "push")``).
+    locker: Locker | None = None
     #: Base directory for relative FILE paths (the working directory when None).
     cwd: str | None = None
 
@@ -458,14 +461,21 @@ class _FileItem:
 def ensure_layout(storage: Storage) -> Layout:
     """Open the layout, creating ``oci-layout``, ``index.json`` and ``blobs/sha256`` when missing
     (the files oras-go writes). An existing but invalid ``oci-layout`` is an error."""
+    if storage.stat(OCI_LAYOUT_FILE) is not None:  # the common case: one stat
+        layout = Layout.open(storage)
+        if storage.stat(INDEX_FILE) is None:
+            with contextlib.suppress(FileExistsError):
+                storage.write_new(INDEX_FILE, NEW_INDEX_CONTENT)
+        if storage.stat("blobs/sha256") is None:
+            storage.makedirs("blobs/sha256")
+        return layout
     st = storage.stat("")
     if st is None:
         storage.makedirs("")
     elif not st.is_dir:
         raise LayoutError(f"{storage.url}: not a directory")
-    if storage.stat(OCI_LAYOUT_FILE) is None:
-        with contextlib.suppress(FileExistsError):
-            storage.write_new(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)
+    with contextlib.suppress(FileExistsError):
+        storage.write_new(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT)
     layout = Layout.open(storage)
     if storage.stat(INDEX_FILE) is None:
         with contextlib.suppress(FileExistsError):
@@ -601,32 +611,17 @@ def _tar_walk(tf: tarfile.TarFile, path: str, name: str) -> None:
 
 
 # --- push -----------------------------------------------------------------------------------------
-def _lock_module() -> Any:
-    try:
-        from ocigc import lock  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # pragma: no cover - until the locking issue lands
-        return None
-    return lock
+#: Takes the layout's lock for a writer's run (the shared lock) and returns the handle.
+Locker = Callable[[Layout], contextlib.AbstractContextManager[LockHandle]]
 
 
-@contextlib.contextmanager
-def writer_lock(layout: Layout, wait: float, command: str) -> Iterator[Any]:
-    """The shared lock for the run of a writer (push, tag); yields the handle (None without locks)."""
-    lock = _lock_module()
-    if lock is None:  # pragma: no cover
-        yield None
-        return
-    with lock.acquire(layout, "shared", wait=wait, command=command) as handle:
-        yield handle
+def shared_locker(wait: float = 0.0, command: str = "") -> Locker:
+    """The default locker: the layout's shared lock, waiting up to ``wait`` seconds (else LockBusy, 75)."""
 
+    def locker(layout: Layout) -> contextlib.AbstractContextManager[LockHandle]:
+        return acquire(layout, "shared", wait=wait, command=command)
 
-def _hold(handle: Any) -> Callable[[], contextlib.AbstractContextManager[object]] | None:
-    return handle.exclusive_hold if handle is not None else None
-
-
-def _ensure_held(handle: Any) -> None:
-    if handle is not None:
-        handle.ensure_held()
+    return locker
 
 
 def _prepare_files(req: PushRequest, annotation_file: Mapping[str, Mapping[str, str]]) -> list[_FileItem]:
@@ -841,7 +836,8 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
             manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
 
         layout = ensure_layout(storage)
-        with writer_lock(layout, req.lock_wait, "push") as handle:
+        locker = req.locker or shared_locker(req.lock_wait, "push")
+        with locker(layout) as handle:
             subject = _resolve_subject(layout, layout.read_index(), req.subject) if req.subject else None
             manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
             if artifact_type and not spec_v1_0:
@@ -869,9 +865,9 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                     index = add_untagged(index, entry)
                 return index
 
-            _ensure_held(handle)
-            result = update_index(layout, mutate, hold=_hold(handle))
-            verify_present(layout, [*all_blobs, manifest_blob], [subject] if subject else [])
+            handle.ensure_held()
+            result = update_index(layout, mutate, hold=hold_for(handle))
+            verify_present(layout, [*all_blobs, manifest_blob])
     ref = f"{req.layout_path}:{','.join(req.tags)}" if req.tags else f"{req.layout_path}@{manifest_digest}"
     return PushResult(layout.location, ref, list(req.tags), entry, manifest_bytes,
                       [config_blob, *layers, manifest_blob], warnings, result.changed)
@@ -929,10 +925,10 @@ def _upload(layout: Layout, blobs: list[BlobSource], jobs: int, progress: Progre
     counter.close()
 
 
-def verify_present(layout: Layout, blobs: Sequence[BlobSource], extra: Sequence[Mapping[str, Any]] = ()) -> None:
+def verify_present(layout: Layout, blobs: Sequence[BlobSource]) -> None:
     """After the merge: every blob the manifest references opens with the right size."""
     problems = []
-    for desc in [*(b.descriptor for b in blobs), *extra]:
+    for desc in (b.descriptor for b in blobs):
         d = Digest(desc["digest"])
         got = blob_size_if_present(layout, d)
         if got is None:
@@ -954,7 +950,8 @@ class TagResult:
     changed: bool
 
 
-def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wait: float = 0.0) -> TagResult:
+def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wait: float = 0.0,
+        locker: Locker | None = None) -> TagResult:
     """Add tags to an existing manifest (``oras tag --oci-layout``), under the index.json protocol.
     Each new entry copies the source entry (annotations, artifactType, ...) with the new ref name."""
     if not new_tags:
@@ -964,7 +961,7 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
             raise UsageError(f"invalid tag {t!r}")
     storage = open_storage(layout_path)
     layout = Layout.open(storage)
-    with writer_lock(layout, lock_wait, "tag") as handle:
+    with (locker or shared_locker(lock_wait, "tag"))(layout) as handle:
         entry = resolve_manifest(layout, layout.read_index(), source)
         base = _without_ref_name(entry)
 
@@ -977,8 +974,8 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
                 index = set_tag(index, base, t)
             return index
 
-        _ensure_held(handle)
-        result = update_index(layout, mutate, hold=_hold(handle))
+        handle.ensure_held()
+        result = update_index(layout, mutate, hold=hold_for(handle))
         if blob_size_if_present(layout, Digest(base["digest"])) is None:
             raise IntegrityError(f"{layout.where(Digest(base['digest']).blob_path())}: tagged manifest vanished")
     return TagResult(layout.location, str(source), Digest(base["digest"]), list(new_tags), result.changed)

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
 
-from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
+from ocigc.cli._common import (
+    JsonOpt,
+    QuietOpt,
+    Settings,
+    VerboseOpt,
+    echo_json,
+    handle_errors,
+    human_bytes,
+    settings,
+)
 from ocigc.cli.app import app
+from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
 from ocigc.descriptor import ANNOTATION_TITLE
 from ocigc.duration import parse_duration
 from ocigc.errors import UsageError
 from ocigc.layout import Layout
+from ocigc.lock import LockHandle
 from ocigc.pull import DEFAULT_PULL_CONCURRENCY, pull
 from ocigc.push import (
     DEFAULT_PUSH_CONCURRENCY,
+    Locker,
     PushRequest,
     load_annotation_file,
     parse_annotation_flags,
@@ -24,9 +37,16 @@ from ocigc.push import (
 from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
 
-LockWaitOpt = Annotated[str, typer.Option(
-    "--lock-wait", metavar="DURATION",
-    help="How long to wait for a conflicting lock (a sweep) before giving up with exit 75 (0, 30s, 10m).")]
+
+def _locker(s: Settings, lock_wait: str) -> Locker:
+    """The shared lock with the waiting message the other writing commands print."""
+    wait = parse_duration(lock_wait, "--lock-wait")
+    shared = make_locker(s, wait, command_line())
+
+    def locker(layout: Layout) -> AbstractContextManager[LockHandle]:
+        return shared(layout, "shared")
+
+    return locker
 
 
 @app.command("push")
@@ -53,7 +73,7 @@ def push_cmd(
         "--disable-path-validation", help="Allow absolute paths and '..' in file names (their titles).")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Blobs in flight.")] =
     DEFAULT_PUSH_CONCURRENCY,
-    lock_wait: LockWaitOpt = "0",
+    lock_wait: LockWaitOpt = "5m",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -73,7 +93,7 @@ def push_cmd(
             artifact_type=artifact_type, annotations=parse_annotation_flags(annotation or []),
             annotation_file=afile, config=config, subject=subject,
             disable_path_validation=disable_path_validation, concurrency=concurrency,
-            lock_wait=parse_duration(lock_wait, "--lock-wait"),
+            locker=_locker(s, lock_wait),
         )
         if afile is not None and annotation:
             raise UsageError("--annotation and --annotation-file cannot both be given")
@@ -142,7 +162,7 @@ def tag_cmd(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(metavar="REF", help="PATH:TAG or PATH@DIGEST of an existing manifest.")],
     new_tags: Annotated[list[str], typer.Argument(metavar="NEWTAG...", help="Tags to add.")],
-    lock_wait: LockWaitOpt = "0",
+    lock_wait: LockWaitOpt = "5m",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -150,13 +170,14 @@ def tag_cmd(
     """Add tags to an existing manifest (a tag already on another manifest moves).
 
     Exit 0 ok, 1 error (no such tag or digest), 2 usage, 3 lost race, 75 lock busy."""
+    s = settings(ctx, quiet, verbose)
     with handle_errors():
         reference = parse_reference(ref)
         if reference.tag is None and reference.digest is None:
             raise UsageError(f"{ref!r}: give PATH:TAG or PATH@DIGEST")
         if reference.tag is not None and "," in reference.tag:
             raise UsageError(f"{ref!r}: one source tag; the new tags follow as arguments")
-        result = tag(reference.path, reference, new_tags, lock_wait=parse_duration(lock_wait, "--lock-wait"))
+        result = tag(reference.path, reference, new_tags, locker=_locker(s, lock_wait))
         if json_out:
             echo_json({"layout": result.layout, "source": result.source, "digest": result.digest,
                        "tags": result.tags, "changed": result.changed})
