@@ -182,7 +182,7 @@ def check_rfc3339(value: str, where: str) -> None:
 
 # --- streaming ---------------------------------------------------------------------------------
 class _Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
     def hexdigest(self) -> str: ...
 
 
@@ -207,40 +207,57 @@ class SizeExceeded(OcigcError):
     exit_code = IntegrityError.exit_code
 
 
-def copy_hashing(src: BinaryIO, write: Callable[[bytes], object], algorithm: str = "sha256", *,
+def _fill(src: BinaryIO, buf: bytearray) -> int:
+    """Read into ``buf`` (``readinto`` when the stream has it); 0 at EOF."""
+    readinto = getattr(src, "readinto", None)
+    if readinto is not None:
+        return int(readinto(buf) or 0)
+    data = src.read(len(buf))
+    buf[:len(data)] = data
+    return len(data)
+
+
+def copy_hashing(src: BinaryIO, write: Callable[[memoryview], object], algorithm: str = "sha256", *,
                  max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
                  where: str = "stream") -> tuple[Digest, int]:
     """Copy ``src`` to ``write`` until EOF, hashing every byte; returns the digest and the size.
 
     A helper thread reads and hashes while the calling thread writes, so hashing (CPU) overlaps
-    the write (I/O); at most ``PIPELINE_DEPTH`` chunks are in flight. With ``max_bytes`` the copy
-    stops with SizeExceeded as soon as the stream holds more than that.
+    the write (I/O). Chunks live in a fixed pool of ``PIPELINE_DEPTH + 2`` buffers of ``CHUNK``
+    bytes, reused (constant memory, no allocation per chunk); ``write`` gets a memoryview it must
+    not keep. With ``max_bytes`` the copy stops with SizeExceeded as soon as the stream holds more.
     """
     h = hashlib.new(algorithm)
-    first = src.read(CHUNK)
-    if len(first) < CHUNK:  # small: no thread
-        rest = src.read(CHUNK) if first else b""
-        if not rest:
-            if max_bytes is not None and len(first) > max_bytes:
+    first = bytearray(CHUNK)
+    n = _fill(src, first)
+    if n < CHUNK:  # small (or a short read): finish inline when the stream ends here
+        extra = bytearray(CHUNK)
+        m = _fill(src, extra) if n else 0
+        if not m:
+            if max_bytes is not None and n > max_bytes:
                 raise SizeExceeded(f"{where}: larger than the expected {max_bytes} bytes")
-            h.update(first)
-            if first:
-                write(first)
+            view = memoryview(first)[:n]
+            h.update(view)
+            if n:
+                write(view)
                 if on_bytes:
-                    on_bytes(len(first))
-            return Digest(f"{algorithm}:{h.hexdigest()}"), len(first)
-        first += rest
-    return _copy_pipelined(src, write, h, algorithm, first, max_bytes, on_bytes, where)
+                    on_bytes(n)
+            return Digest(f"{algorithm}:{h.hexdigest()}"), n
+        return _copy_pipelined(src, write, h, algorithm, [(first, n), (extra, m)], max_bytes, on_bytes, where)
+    return _copy_pipelined(src, write, h, algorithm, [(first, n)], max_bytes, on_bytes, where)
 
 
-def _copy_pipelined(src: BinaryIO, write: Callable[[bytes], object], h: _Hasher, algorithm: str, first: bytes,
-                    max_bytes: int | None, on_bytes: Callable[[int], None] | None,
-                    where: str) -> tuple[Digest, int]:
-    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+def _copy_pipelined(src: BinaryIO, write: Callable[[memoryview], object], h: _Hasher, algorithm: str,
+                    firsts: list[tuple[bytearray, int]], max_bytes: int | None,
+                    on_bytes: Callable[[int], None] | None, where: str) -> tuple[Digest, int]:
+    q: queue.Queue[tuple[bytearray, int] | BaseException | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(PIPELINE_DEPTH + 2 - len(firsts)):
+        free.put(bytearray(CHUNK))
     stop = threading.Event()
     total = [0]
 
-    def put(item: bytes | BaseException | None) -> bool:
+    def put(item: tuple[bytearray, int] | BaseException | None) -> bool:
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)
@@ -249,18 +266,34 @@ def _copy_pipelined(src: BinaryIO, write: Callable[[bytes], object], h: _Hasher,
                 continue
         return False
 
+    def take() -> bytearray | None:
+        while not stop.is_set():
+            try:
+                return free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
     def reader() -> None:
         try:
-            chunk = first
-            while chunk:
-                total[0] += len(chunk)
+            pending = list(firsts)
+            while True:
+                if pending:
+                    buf, n = pending.pop(0)
+                else:
+                    got = take()
+                    if got is None:
+                        return
+                    buf, n = got, _fill(src, got)
+                if not n:
+                    put(None)
+                    return
+                total[0] += n
                 if max_bytes is not None and total[0] > max_bytes:
                     raise SizeExceeded(f"{where}: larger than the expected {max_bytes} bytes")
-                h.update(chunk)
-                if not put(chunk):
+                h.update(memoryview(buf)[:n])
+                if not put((buf, n)):
                     return
-                chunk = src.read(CHUNK)
-            put(None)
         except BaseException as e:  # handed to the writer, which raises it
             put(e)
 
@@ -273,9 +306,11 @@ def _copy_pipelined(src: BinaryIO, write: Callable[[bytes], object], h: _Hasher,
                 break
             if isinstance(item, BaseException):
                 raise item
-            write(item)
+            buf, n = item
+            write(memoryview(buf)[:n])
+            free.put(buf)
             if on_bytes:
-                on_bytes(len(item))
+                on_bytes(n)
     finally:
         stop.set()
         t.join()

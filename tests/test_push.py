@@ -4,6 +4,7 @@ disk and on s3fs, index.json merging, errors."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,9 +19,12 @@ import pytest
 from ocigc.errors import IntegrityError
 from ocigc.layout import Layout
 from ocigc.push import (
+    CHUNK,
     EMPTY_JSON_DIGEST,
     BlobSource,
+    SizeExceeded,
     clean_path,
+    copy_hashing,
     descriptor_json,
     go_json,
     parse_file_ref,
@@ -85,6 +89,43 @@ def test_go_json_escapes_like_encoding_json() -> None:
     raw = go_json({"b": [1, True, None], "a": "<&>\u2028\n\t\x01\"\\é"})
     assert raw == b'{"b":[1,true,null],"a":"\\u003c\\u0026\\u003e\\u2028\\n\\t\\u0001\\"\\\\\xc3\xa9"}'
     assert json.loads(raw)["a"] == "<&>\u2028\n\t\x01\"\\é"
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 20 * CHUNK])
+def test_copy_hashing_copies_and_hashes_every_byte(size: int) -> None:
+    data = os.urandom(size)
+    out = io.BytesIO()
+    seen: list[int] = []
+    digest, n = copy_hashing(io.BytesIO(data), out.write, on_bytes=seen.append)
+    assert (digest, n) == (f"sha256:{hashlib.sha256(data).hexdigest()}", size)
+    assert out.getvalue() == data and sum(seen) == size
+
+
+def test_copy_hashing_short_reads_and_limits() -> None:
+    data = os.urandom(5 * CHUNK + 123)
+
+    class Trickle:  # a stream without readinto that returns little at a time, like a pipe
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def read(self, n: int = -1) -> bytes:
+            chunk = data[self.pos:self.pos + min(n, 70_001)]
+            self.pos += len(chunk)
+            return chunk
+
+    out = io.BytesIO()
+    digest, _ = copy_hashing(Trickle(), out.write, "sha512")  # type: ignore[arg-type]
+    assert digest == f"sha512:{hashlib.sha512(data).hexdigest()}" and out.getvalue() == data
+    with pytest.raises(SizeExceeded, match="larger than the expected"):
+        copy_hashing(io.BytesIO(data), io.BytesIO().write, max_bytes=len(data) - 1)
+    with pytest.raises(SizeExceeded):
+        copy_hashing(io.BytesIO(b"abc"), io.BytesIO().write, max_bytes=2)
+
+    def failing(_view: memoryview) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):  # the writer's error stops the reader thread
+        copy_hashing(io.BytesIO(data), failing)
 
 
 # --- oras conventions, byte for byte ----------------------------------------------------------------
