@@ -697,7 +697,7 @@ class RegistryDest:
 
     def inspect(self, plan: RepoPlan, jobs: int) -> None:
         client, repo = self.client, self.repo
-        head_jobs = max(2, jobs)
+        head_jobs = max(4, jobs * 2)
         # Every check, even in a repository without tags: an interrupted run leaves blobs behind.
         tags = client.tags(repo)
 
@@ -1331,9 +1331,18 @@ def _copy_blob(run: _Run, rp: RepoPlan, b: BlobItem) -> None:
             designated.set_result(holder)
 
 
-def _bytes_cb(run: _Run) -> Callable[[int], None] | None:
+def _bytes_cb(run: _Run) -> Callable[[int], None]:
+    """Progress of a transfer; also where a running transfer notices that the run stopped
+    (an interrupt or a fatal error): it raises, so an upload in flight ends at the next chunk."""
     bar = run.bytes_bar
-    return bar.add if bar is not None else None
+
+    def on_bytes(n: int) -> None:
+        if run.abort.is_set():
+            raise _Abort()
+        if bar is not None:
+            bar.add(n)
+
+    return on_bytes
 
 
 def _write_layout_blob(run: _Run, src: Source, dest: LayoutDest, b: BlobItem) -> None:
@@ -1346,14 +1355,13 @@ def _write_layout_blob(run: _Run, src: Source, dest: LayoutDest, b: BlobItem) ->
 
         def on_bytes(n: int) -> None:
             counted[0] += n
-            if cb is not None:
-                cb(n)
+            cb(n)
 
         try:
             dest.write_blob(b.digest, b.size, stream, on_bytes)
         except StreamInterrupted:
-            if cb is not None and counted[0]:
-                cb(-counted[0])
+            if counted[0] and run.bytes_bar is not None:
+                run.bytes_bar.add(-counted[0])
             raise
 
 

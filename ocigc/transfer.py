@@ -645,6 +645,8 @@ class RegistryClient:
         """A failed PUT: the source's fault (reported as is) or the network's (restart the upload)."""
         err = body.error if body is not None else None
         self._undo(on_bytes, body)
+        if err is None and not isinstance(e, (requests.RequestException, OSError)):
+            raise e  # not the network's: the caller's own (an abort raised from on_bytes, say)
         if err is not None:
             if isinstance(err, StreamInterrupted):
                 raise _Restart(str(err), transient=True) from None

@@ -269,3 +269,80 @@ def test_a_source_that_is_no_layout_is_a_clear_error(tmp_path: Path) -> None:
     assert r.code == 1 and "no OCI image layout found" in r.stderr
     r = run(["migrate", tmp_path / "empty", tmp_path / "empty"])
     assert r.code == 2 and "same" in r.stderr
+
+
+# ------------------------------------------------- a registry source with the referrers API (a stub)
+class _StubRegistry:
+    """Just enough of RegistryClient for a registry source: a registry *with* the referrers API
+    (the harness's distribution 2.8 has none), serving a LayoutBuilder's blobs."""
+
+    host = "stub.example:5000"
+
+    def __init__(self, root: Path, tags: dict[str, str]) -> None:
+        self.root = root
+        self.tag_map = tags
+        self.referrers_api = True
+
+    def _raw(self, digest: str) -> bytes:
+        alg, hexd = digest.split(":")
+        return (self.root / "blobs" / alg / hexd).read_bytes()
+
+    def tags(self, repo: str) -> list[str]:
+        return list(self.tag_map)
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, Any]:
+        from ocigc.digest import Digest
+
+        digest = self.tag_map.get(ref, ref)
+        raw = self._raw(digest)
+        return raw, json.loads(raw)["mediaType"], Digest(digest)
+
+    def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
+        out = []
+        for p in (self.root / "blobs" / "sha256").iterdir():
+            try:
+                doc = json.loads(p.read_bytes())
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and (doc.get("subject") or {}).get("digest") == digest:
+                out.append({"mediaType": doc["mediaType"], "digest": f"sha256:{p.name}", "size": p.stat().st_size,
+                            "artifactType": doc.get("artifactType")})
+        return out
+
+    def read_blob(self, repo: str, digest: str) -> bytes:
+        return self._raw(digest)
+
+    def open_blob(self, repo: str, digest: str) -> Any:
+        import io
+
+        data = self._raw(digest)
+        stream = io.BytesIO(data)
+        stream.size = len(data)  # type: ignore[attr-defined]
+        return stream
+
+
+def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
+    from ocigc.migrate import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
+    from ocigc.storage import LocalStorage
+
+    b = LayoutBuilder(tmp_path / "reg")
+    img = b.image("v1", [b"layer"])
+    sig = b.referrer(img, b"a signature")
+    sig_of_sig = b.referrer(sig, b"a countersignature")
+    b.save()
+    stub = _StubRegistry(tmp_path / "reg", {"v1": img["digest"]})
+    rp = RepoPlan("app", "app", f"{stub.host}/app", str(tmp_path / "out"))
+    rp.source = RegistrySource(stub, "app", 2)  # type: ignore[arg-type]
+    rp.dest = LayoutDest(LocalStorage(tmp_path / "out"))
+    plan = MigratePlan(parse_endpoint(f"{stub.host}/app"), parse_endpoint(str(tmp_path / "out")), MigrateOptions(),
+                       repos=[_plan_repo(rp, MigrateOptions(), 2)])
+    assert rp.ok, rp.errors
+    assert [(e.name, e.digest, e.referrer) for e in rp.entries] == [
+        ("v1", img["digest"], False), (None, sig["digest"], True), (None, sig_of_sig["digest"], True)]
+    assert rp.order.index(img["digest"]) < rp.order.index(sig["digest"]) < rp.order.index(sig_of_sig["digest"])
+    execute(plan)
+    assert not plan.failed
+    got = _entries(tmp_path / "out")
+    assert [e["digest"] for e in got] == [img["digest"], sig["digest"], sig_of_sig["digest"]]
+    assert got[1]["artifactType"] == "application/vnd.example.sig" and "annotations" not in got[1]
+    assert run(["check", tmp_path / "out"]).code == 0
