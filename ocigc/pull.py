@@ -633,7 +633,11 @@ def _run(fn: Callable[[PullItem], None], items: list[PullItem], jobs: int) -> No
 def _pull_one(layout: Layout, base: SafeDir, item: PullItem, overwrite: bool, counter: Counter) -> None:
     desc = item.descriptor
     where = f"{layout.where(desc.digest.blob_path())} ({item.title})"
-    with layout.open_blob(desc.digest) as src:
+    try:
+        src = layout.open_blob(desc.digest)
+    except FileNotFoundError:
+        raise IntegrityError(f"{where}: missing") from None
+    with src:
         if not item.unpack:
             with base.sub(item.parts[:-1], create=True, where=f" (for {item.title!r})") as d:
                 _write_file_into(d, item.parts[-1], src, desc, overwrite, counter, where)

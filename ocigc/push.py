@@ -553,7 +553,11 @@ def write_blob(layout: Layout, blob: BlobSource, counter: Counter | None = None)
                 counter.add(got_size)
         else:
             assert blob.path is not None
-            with open(blob.path, "rb") as src:
+            try:
+                src = open(blob.path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise IntegrityError(f"{where}: vanished while pushing; nothing stored") from None
+            with src:
                 got_digest, got_size = copy_hashing(src, out.write, digest.algorithm, max_bytes=size,
                                                     on_bytes=counter.add if counter else None, where=where)
         if got_digest != digest or got_size != size:

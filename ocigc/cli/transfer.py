@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated
 
 import typer
@@ -21,7 +22,7 @@ from ocigc.cli.app import app
 from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
 from ocigc.descriptor import ANNOTATION_TITLE
 from ocigc.duration import parse_duration
-from ocigc.errors import UsageError
+from ocigc.errors import OcigcError, UsageError
 from ocigc.layout import Layout
 from ocigc.lock import LockHandle
 from ocigc.pull import DEFAULT_PULL_CONCURRENCY, pull
@@ -36,6 +37,17 @@ from ocigc.push import (
 )
 from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """``handle_errors``, plus a file-system error (EIO on a mount, ENOSPC, ...) as one line, exit 1."""
+    with handle_errors():
+        try:
+            yield
+        except OSError as e:
+            where = e.filename or "I/O"
+            raise OcigcError(f"{where}: {e.strerror or e}") from None
 
 
 def _locker(s: Settings, lock_wait: str) -> Locker:
@@ -83,7 +95,7 @@ def push_cmd(
     Writes what `oras push --oci-layout` writes; exit 0 ok, 1 error, 2 usage, 3 lost race,
     4 integrity failure, 75 lock busy."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with _errors():
         reference = parse_reference(ref)
         if reference.digest is not None:
             raise UsageError(f"{ref!r}: push takes PATH:TAG, not a digest")
@@ -139,7 +151,7 @@ def pull_cmd(
     links pointing out of it and device files are refused before anything is written. Exit 0 ok,
     1 error or refused artifact, 2 usage, 4 integrity failure (missing or corrupt blob)."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with _errors():
         reference = parse_reference(ref)
         layout = Layout.open(open_storage(reference.path))
         result = pull(layout, reference, output, overwrite=overwrite, concurrency=concurrency,
@@ -171,7 +183,7 @@ def tag_cmd(
 
     Exit 0 ok, 1 error (no such tag or digest), 2 usage, 3 lost race, 75 lock busy."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with _errors():
         reference = parse_reference(ref)
         if reference.tag is None and reference.digest is None:
             raise UsageError(f"{ref!r}: give PATH:TAG or PATH@DIGEST")
