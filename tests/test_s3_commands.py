@@ -113,6 +113,17 @@ class S3Env:
         return dst
 
 
+def s3_env(moto_server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
+    """The harness's moto server as the process's AWS endpoint (for the ``s3`` fixtures of the modules)."""
+    for key, value in moto_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("OCIGC_S3_CONDITIONAL", raising=False)
+    monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
+    reset_clients()
+    yield S3Env(moto_server, bucket)
+    reset_clients()
+
+
 @pytest.fixture(scope="module")
 def s3_bucket(moto_server: Any) -> str:
     return str(moto_server.create_bucket("s3native"))
@@ -120,14 +131,8 @@ def s3_bucket(moto_server: Any) -> str:
 
 @pytest.fixture
 def s3(moto_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
-    """The harness's moto server as the process's AWS endpoint, and a module-wide bucket."""
-    for key, value in moto_server.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("OCIGC_S3_CONDITIONAL", raising=False)
-    monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
-    reset_clients()
-    yield S3Env(moto_server, s3_bucket)
-    reset_clients()
+    """A module-wide bucket on the harness's moto server, which is the process's AWS endpoint."""
+    yield from s3_env(moto_server, s3_bucket, monkeypatch)
 
 
 def fresh(name: str = "t") -> str:
