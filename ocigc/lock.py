@@ -1003,8 +1003,11 @@ class LeaseHandle(LockHandle):
             try:
                 etag = self.store.put_if_match(f"{LOCK_DIR}/{inst.name}", self._lease_body(nxt, self.owner), inst.etag)
             except (PreconditionFailed, FileNotFoundError):
-                raise LockLost(f"{where}: our lease was taken over or removed by another process (renewal "
-                               "refused); stopped before the next destructive step") from None
+                lost = (f"{where}: our lease was taken over or removed by another process (renewal refused); "
+                        "stopped before the next destructive step")
+                with self._mu:
+                    self._lost = lost
+                raise LockLost(lost) from None
             inst.gen, inst.etag, inst.confirmed = nxt.gen, etag, started
 
     def _delete(self, inst: _Instance) -> None:

@@ -652,9 +652,9 @@ class S3Storage:
                     b.probe_reason = why
                     b.conditional = ok
                     if not ok:
-                        warnings.warn(f"{b.where}: {why}; falling back to the lock-file protocol (no atomic "
-                                      "create, no compare-and-swap of index.json)", ConditionalWritesWarning,
-                                      stacklevel=2)
+                        warnings.warn(f"{b.where}: the server does not honour conditional writes ({why}); "
+                                      "falling back to the lock-file protocol (no atomic create, no "
+                                      "compare-and-swap of index.json)", ConditionalWritesWarning, stacklevel=2)
         return bool(b.conditional)
 
     @property
@@ -670,15 +670,15 @@ class S3Storage:
             try:
                 root._put(rel, b"ocigc conditional-write probe\n", IfNoneMatch="*")
             except (PreconditionFailed, OSError) as e:
-                return False, False, f"the server rejects If-None-Match ({e})"
+                return False, False, f"a PUT with If-None-Match failed: {e}"
             try:
                 root._put(rel, b"second\n", IfNoneMatch="*")
-                return False, False, "the server ignores If-None-Match: * (a second create of the same key succeeded)"
+                return False, False, "a second PUT with If-None-Match: * of the same key succeeded"
             except PreconditionFailed:
                 pass
             try:
                 root._put(rel, b"third\n", IfMatch='"00000000000000000000000000000000"')
-                return False, False, "the server ignores If-Match (a write with a wrong ETag succeeded)"
+                return False, False, "a PUT with If-Match on a wrong ETag succeeded"
             except (PreconditionFailed, FileNotFoundError):
                 pass
             try:
