@@ -890,10 +890,11 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
     pending_untagged = [r for r in roots if r.name is None and not all_untagged]
     nodes: dict[Digest, Node] = {}
     blobs: dict[Digest, BlobItem] = {}
-    _walk(src, [_root_desc(r) for r in chosen], nodes, blobs, rp.errors, jobs)
+    expanded: set[Digest] = set()
+    _walk(src, [_root_desc(r) for r in chosen], nodes, blobs, rp.errors, jobs, expanded)
     # Referrers of what is copied follow it: untagged layout entries whose subject is copied ...
     if pending_untagged:
-        _walk(src, [_root_desc(r) for r in pending_untagged], nodes, {}, rp.errors, jobs, shallow=True)
+        _walk(src, [_root_desc(r) for r in pending_untagged], nodes, {}, rp.errors, jobs, expanded, shallow=True)
     extra: list[Root] = []
     copied = set(_closure(nodes, [r.digest for r in chosen]))
     changed = True
@@ -904,7 +905,7 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
             if node is not None and node.subject is not None and node.subject.digest in copied:
                 pending_untagged.remove(r)
                 chosen.append(r)
-                _walk(src, [_root_desc(r)], nodes, blobs, rp.errors, jobs)
+                _walk(src, [_root_desc(r)], nodes, blobs, rp.errors, jobs, expanded)
                 copied |= set(_closure(nodes, [r.digest]))
                 changed = True
     # ... and what the registry's referrers API lists for copied manifests.
@@ -924,7 +925,7 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
                     new.append(Root(desc.digest, desc.media_type, desc.size, None))
         if not new:
             continue
-        _walk(src, [_root_desc(r) for r in new], nodes, blobs, rp.errors, jobs)
+        _walk(src, [_root_desc(r) for r in new], nodes, blobs, rp.errors, jobs, expanded)
         extra.extend(new)
         copied |= set(_closure(nodes, [r.digest for r in new]))
     if rp.errors:
@@ -961,27 +962,33 @@ def _root_desc(r: Root) -> Descriptor:
 
 
 def _walk(src: Source, starts: list[Descriptor], nodes: dict[Digest, Node], blobs: dict[Digest, BlobItem],
-          errors: list[str], jobs: int, shallow: bool = False) -> None:
+          errors: list[str], jobs: int, expanded: set[Digest], shallow: bool = False) -> None:
     """Read manifests level by level from ``starts`` (index children recursively), collect blobs.
 
-    ``shallow``: read only ``starts`` (to learn their subjects), nothing below them.
+    ``nodes`` caches what was read, ``expanded`` what was walked below. ``shallow``: read only
+    ``starts`` (to learn their subjects), nothing below them.
     """
-    level = list({d.digest: d for d in starts if d.digest not in nodes}.values())
+    level = list({d.digest: d for d in starts if d.digest not in expanded}.values())
     scanned: set[Digest] = set()
     while level:
-        results = pmap(lambda d: _read_node(src, d), level, jobs)
-        following: dict[Digest, Descriptor] = {}
-        scan: dict[Digest, Descriptor] = {}
-        for desc, res in zip(level, results, strict=True):
+        todo = [d for d in level if d.digest not in nodes]  # a shallow read earlier: not read again
+        for desc, res in zip(todo, pmap(lambda d: _read_node(src, d), todo, jobs), strict=True):
             if isinstance(res, str):
                 errors.append(res)
+            else:
+                nodes[desc.digest] = res
+        if shallow:
+            return
+        following: dict[Digest, Descriptor] = {}
+        scan: dict[Digest, Descriptor] = {}
+        for desc in level:
+            node = nodes.get(desc.digest)
+            if node is None:
                 continue
-            nodes[desc.digest] = res
-            if shallow:
-                continue
-            for kind, child in res.children:
+            expanded.add(desc.digest)
+            for kind, child in node.children:
                 if kind == mf.CHILD:
-                    if child.digest not in nodes and child.digest not in following:
+                    if child.digest not in expanded and child.digest not in following:
                         following[child.digest] = child
                     continue
                 blobs.setdefault(child.digest, BlobItem(child.digest, child.size, child.media_type))

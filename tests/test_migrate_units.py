@@ -232,6 +232,8 @@ def test_tag_filters_copy_the_closure_and_referrers_of_what_is_selected(tmp_path
     assert [e["digest"] for e in got] == [img["digest"], sig["digest"]]
     assert not (tmp_path / "dst" / "app" / "blobs" / "sha256" /
                 b.blob(b"layer-two", "x", write=False)["digest"].split(":")[1]).exists()
+    r = run(["check", tmp_path / "dst"])  # the referrer came with its blobs
+    assert r.code == 0, str(r)
 
 
 def test_merge_into_an_existing_layout_moves_tags_and_keeps_the_rest(tmp_path: Path) -> None:
