@@ -292,7 +292,7 @@ def test_round_trip(layout_dir: Path, tmp_path: Path, kind: str) -> None:
     assert rc == 0, err
 
 
-def test_annotations_annotation_file_and_config(tmp_path: Path) -> None:
+def test_annotations_annotation_file_and_config(layout_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("a")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x").write_text("x")
@@ -303,7 +303,7 @@ def test_annotations_annotation_file_and_config(tmp_path: Path) -> None:
         "a.txt": {"org.example.f": "3"},
         "d": {"org.example.dir": "4"},
     }))
-    lay = tmp_path / "lay"
+    lay = layout_dir
     ok("push", f"{lay}:t", "a.txt", "d", "--annotation-file", afile, "--artifact-type", "application/x.test",
        cwd=tmp_path)
     m = manifest_of(lay, "t")
