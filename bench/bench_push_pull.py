@@ -8,7 +8,8 @@ target (a local directory, an s3fs mount of a moto bucket started here), in one 
 
 - ``cp`` of the payload files into the target (the push baseline; also ``cp`` + ``sync FILE...``,
   the durability push has: it fsyncs every blob before the rename) and back out (the pull baseline);
-- ``ocigc push`` / ``ocigc pull`` of the same files, twice over: the CLI end to end (interpreter
+- ``ocigc push`` / ``ocigc pull`` of the same files (push also once with ``os.fsync`` stubbed out,
+  to show what the blobs' fsync costs), twice over: the CLI end to end (interpreter
   start-up included) and the library call alone in a fresh interpreter (``transfer``), whose peak
   RSS (``ru_maxrss``) is the peak memory reported.
 
@@ -51,6 +52,8 @@ from ocigc.layout import Layout
 from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
 t1 = time.perf_counter()
+if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
+    os.fsync = lambda fd: None
 if mode == "push":
     from ocigc.push import PushRequest, push
     push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
@@ -81,6 +84,7 @@ class CaseResult:
     push_cli: float
     pull_cli: float
     push_transfer: float
+    push_nofsync: float
     pull_transfer: float
     push_rss_mib: float
     pull_rss_mib: float
@@ -195,6 +199,8 @@ def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, job
                         {**os.environ, "D": str(cp_dir)}, payload, reset=reset_cp)
         push_t = _best(repeat, _driver, "push", {"layout": str(lay), "files": names, "cwd": str(payload),
                                                  "jobs": jobs}, env, reset=reset_lay)
+        push_nf = _best(repeat, _driver, "push", {"layout": str(lay), "files": names, "cwd": str(payload),
+                                                  "jobs": jobs, "nofsync": True}, env, reset=reset_lay)
         reset_lay()
         push_cli = _best(repeat, _run_timed, [*ocigc, "push", "-q", f"{lay}:v1", *names,
                                               "--concurrency", str(jobs)], env, payload, reset=reset_lay)
@@ -217,9 +223,9 @@ def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, job
         for n in names:
             if (out / n).stat().st_size != size:
                 raise RuntimeError(f"{out / n}: wrong size after pull")
-        return CaseResult(target, case, total, cp_push.seconds, cp_sync.seconds, cp_pull.seconds, push_cli.seconds,
-                          pull_cli.seconds,
-                          push_t.seconds, pull_t.seconds, push_t.maxrss_mib or 0, pull_t.maxrss_mib or 0,
+        return CaseResult(target, case, total, cp_push.seconds, cp_sync.seconds, cp_pull.seconds,
+                          push_cli.seconds, pull_cli.seconds, push_t.seconds, push_nf.seconds, pull_t.seconds,
+                          push_t.maxrss_mib or 0, pull_t.maxrss_mib or 0,
                           max(push_cli.maxrss_mib or 0, pull_cli.maxrss_mib or 0), notes)
     finally:
         for p in (payload, cp_dir, lay, out_cp, out):
@@ -227,13 +233,15 @@ def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, job
 
 
 def _table(results: list[CaseResult]) -> str:
-    head = ("| target | case | MiB | cp s | cp+sync s | ocigc push s | push / cp | push / cp+sync | cp pull s "
-            "| ocigc pull s | pull / cp | push / cp (CLI) | pull / cp (CLI) | peak RSS push / pull / CLI MiB |")
-    rows = [head, "|" + "---|" * 14]
+    head = ("| target | case | MiB | cp s | cp+sync s | ocigc push s | push / cp | push / cp+sync "
+            "| push w/o fsync / cp | cp pull s | ocigc pull s | pull / cp | push / cp (CLI) | pull / cp (CLI) "
+            "| peak RSS push / pull / CLI MiB |")
+    rows = [head, "|" + "---|" * 15]
     for r in results:
         rows.append(
             f"| {r.target} | {r.case} | {r.bytes // MiB} | {r.cp_push:.2f} | {r.cp_sync_push:.2f} | "
-            f"{r.push_transfer:.2f} | {r.push_ratio:.2f} | {r.push_ratio_sync:.2f} | {r.cp_pull:.2f} | "
+            f"{r.push_transfer:.2f} | {r.push_ratio:.2f} | {r.push_ratio_sync:.2f} | "
+            f"{r.cp_push / r.push_nofsync:.2f} | {r.cp_pull:.2f} | "
             f"{r.pull_transfer:.2f} | {r.pull_ratio:.2f} | {r.push_ratio_cli:.2f} | {r.pull_ratio_cli:.2f} | "
             f"{r.push_rss_mib:.0f} / {r.pull_rss_mib:.0f} / {r.cli_rss_mib:.0f} |")
     return "\n".join(rows)
@@ -247,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=5, help="ocigc --concurrency (oras' push default)")
     ap.add_argument("--scratch", default=None, help="local directory for payloads and pulls (default: a temp dir)")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    ap.add_argument("--settle", default=None,
+                    help="OCIGC_LOCK_SETTLE for ocigc (default: the lock protocol's own, 2 s on FUSE, 0.1 s local)")
     opts = ap.parse_args(argv)
     cases = [c for c in opts.cases.split(",") if c]
     unknown = [c for c in cases if c not in CASES]
@@ -257,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    if opts.settle is not None:
+        env["OCIGC_LOCK_SETTLE"] = opts.settle
+    else:
+        env.pop("OCIGC_LOCK_SETTLE", None)
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-", dir=opts.scratch) as tmp:
         scratch = Path(tmp)
@@ -290,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ap.error(f"unknown target {target!r}")
     print()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{platform.node()} {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"repeat {opts.repeat}, concurrency {opts.concurrency}")
+          f"repeat {opts.repeat}, concurrency {opts.concurrency}, lock settle {opts.settle or 'default'}, "
+          f"load average at the end {load:.1f}")
     print(_table(results))
     if opts.json_path:
         Path(opts.json_path).write_text(json.dumps([{**asdict(r), "push_ratio": r.push_ratio,
