@@ -44,6 +44,7 @@ from ocigc.descriptor import ANNOTATION_TITLE, INDEX_TYPES, OCI_EMPTY, Descripto
 from ocigc.digest import Digest
 from ocigc.errors import IntegrityError, InvalidDigest, ManifestError, OcigcError, UsageError
 from ocigc.layout import MAX_MANIFEST_BYTES, Layout
+from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.push import (
     ANNOTATION_CONTENT_DIGEST,
@@ -590,8 +591,9 @@ def pull(layout: Layout, ref: Reference, out_dir: str, *, overwrite: bool = Fals
     os.makedirs(out_dir, exist_ok=True)
     out_abs = os.path.abspath(out_dir)
     todo = plan(items, out_abs, overwrite)
-    for item in todo:  # every blob is there before the first byte is written
-        if layout.stat_blob(item.descriptor.digest) is None:
+    present = pmap(lambda i: layout.stat_blob(i.descriptor.digest) is not None, todo, max(concurrency, 4))
+    for item, ok in zip(todo, present, strict=True):  # every blob is there before the first byte is written
+        if not ok:
             raise IntegrityError(f"{layout.where(item.descriptor.digest.blob_path())}: blob of {item.title!r} "
                                  f"is missing")
     counter = progress.counter("pull", total=sum(i.descriptor.size for i in todo) or None, unit="B")

@@ -69,6 +69,7 @@ from ocigc.index import Index
 from ocigc.indexio import update_index
 from ocigc.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.lock import LockHandle, acquire, hold_for
+from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.refs import Reference, parse_reference
 from ocigc.storage import Storage, open_storage
@@ -906,7 +907,7 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
 
             handle.ensure_held()
             result = update_index(layout, mutate, hold=hold_for(handle))
-            verify_present(layout, [*all_blobs, manifest_blob])
+            verify_present(layout, [*all_blobs, manifest_blob], req.concurrency)
     ref = f"{req.layout_path}:{','.join(req.tags)}" if req.tags else f"{req.layout_path}@{manifest_digest}"
     return PushResult(layout.location, ref, list(req.tags), entry, manifest_bytes,
                       [config_blob, *layers, manifest_blob], warnings, result.changed)
@@ -964,12 +965,13 @@ def _upload(layout: Layout, blobs: list[BlobSource], jobs: int, progress: Progre
     counter.close()
 
 
-def verify_present(layout: Layout, blobs: Sequence[BlobSource]) -> None:
+def verify_present(layout: Layout, blobs: Sequence[BlobSource], jobs: int = DEFAULT_PUSH_CONCURRENCY) -> None:
     """After the merge: every blob the manifest references opens with the right size."""
     problems = []
-    for desc in (b.descriptor for b in blobs):
+    descs = [b.descriptor for b in blobs]
+    sizes = pmap(lambda desc: blob_size_if_present(layout, Digest(desc["digest"])), descs, jobs)
+    for desc, got in zip(descs, sizes, strict=True):
         d = Digest(desc["digest"])
-        got = blob_size_if_present(layout, d)
         if got is None:
             problems.append(f"{d} missing")
         elif got != desc["size"]:
