@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -1297,23 +1298,23 @@ def _run_pool(tasks: list[Callable[[], None]], jobs: int, run: _Run) -> None:
 
 
 def _copy_blob(run: _Run, rp: RepoPlan, b: BlobItem) -> None:
-    if run.abort.is_set():
-        raise _Abort()
     dest, src = rp.dest, rp.source
     assert dest is not None and src is not None
     designated: Future[str | None] | None = None
     if isinstance(dest, RegistryDest) and b.state == COPY:
         designated = run.claim((dest.client.host, b.digest))
     holder: str | None = None
-    try:
+    try:  # from the claim on: whatever happens, the waiters of ``designated`` get an answer
+        if run.abort.is_set():
+            raise _Abort()
         if rp.failed is not None:
             return
         if isinstance(dest, RegistryDest):
             mount_from = b.mount_from
             if b.state == MOUNT:
                 fut = run.uploads.get((dest.client.host, b.digest))
-                if fut is not None:
-                    mount_from = fut.result()  # the repository that uploaded it in this run (None: it failed)
+                if fut is not None:  # the repository that uploads it in this run (None: that failed)
+                    mount_from = _wait(run, fut)
             how = dest.client.upload_blob(dest.repo, b.digest, b.size, lambda: src.open_blob(b.digest, b.size),
                                           on_bytes=_bytes_cb(run), mount_from=mount_from)
             if how == "mounted":
@@ -1336,6 +1337,15 @@ def _copy_blob(run: _Run, rp: RepoPlan, b: BlobItem) -> None:
     finally:
         if designated is not None:
             designated.set_result(holder)
+
+
+def _wait(run: _Run, fut: Future[str | None]) -> str | None:
+    while True:
+        try:
+            return fut.result(timeout=0.5)
+        except FuturesTimeout:
+            if run.abort.is_set():
+                raise _Abort() from None
 
 
 def _bytes_cb(run: _Run) -> Callable[[int], None]:

@@ -319,9 +319,9 @@ def test_registry_killed_mid_migration_then_rerun_completes_without_reuploading(
         registry_factory: Callable[..., RegistryServer], tmp_path: Path) -> None:
     src = tmp_path / "src"
     want: dict[str, dict[str, str]] = {}
-    for i in range(3):
+    for i in range(2):
         b = LayoutBuilder(src / f"repo{i}")
-        img = b.image("v1", [os.urandom(192 * 1024) for _ in range(24)])
+        img = b.image("v1", [os.urandom(128 * 1024) for _ in range(16)])
         b.save()
         want[f"repo{i}"] = {"v1": img["digest"]}
     server = registry_factory()

@@ -163,15 +163,16 @@ def test_credentials_from_a_credential_helper(tmp_path: Path, monkeypatch: pytes
 
 
 # ------------------------------------------------------------------------------ layout -> layout
-def _root(tmp_path: Path, names: list[str] = ROOT_FIXTURES) -> Path:
+def _root(tmp_path: Path, names: list[str] = ROOT_FIXTURES, nested: bool = True) -> Path:
     root = tmp_path / "src"
     root.mkdir()
     for name in names:
         copy_layout(LAYOUTS / name, root / name)
         (root / name / "EXPECT.json").unlink()
-    (root / "team").mkdir()
-    copy_layout(LAYOUTS / "multiarch", root / "team" / "app")
-    (root / "team" / "app" / "EXPECT.json").unlink()
+    if nested:
+        (root / "team").mkdir()
+        copy_layout(LAYOUTS / "multiarch", root / "team" / "app")
+        (root / "team" / "app" / "EXPECT.json").unlink()
     return root
 
 
@@ -256,13 +257,13 @@ def test_layout_destination_on_s3fs(layout_dir: Path, tmp_path: Path, monkeypatc
 
     One host: the lock protocol's cross-host settle delay (2 s on FUSE) is not what this tests."""
     monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.2")
-    src = _root(tmp_path, ["oras-artifact"])
+    src = _root(tmp_path, ["oras-artifact"], nested=False)
     plan = migrate(str(src), str(layout_dir), MigrateOptions(verify=True))
     assert not plan.failed and not plan.verify_errors
     for rel in _layouts(src):
         assert _entries(layout_dir / rel) == _entries(src / rel)
     # The destination holds the shared lock during the run and nothing after it.
-    assert not list((layout_dir / "multiarch" / ".ocigc" / "locks").glob("*"))
+    assert not list((layout_dir / "oras-artifact" / ".ocigc" / "locks").glob("*"))
 
 
 def test_a_source_that_is_no_layout_is_a_clear_error(tmp_path: Path) -> None:
