@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from ocigc.apply import ApplyResult, Disposer, apply_plan, remove_file
 from ocigc.errors import OcigcError
+from ocigc.indexio import read_index_retrying
 from ocigc.layout import Layout
 from ocigc.plan import DeleteOptions, Plan, SweepOptions, plan_delete, plan_sweep
 from ocigc.progress import NullProgress, Progress
@@ -117,7 +118,7 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
             # before marking (restoring only adds files; the shared lock keeps purges out).
             with run.locker(layout, "shared") as lock:
                 out.resurrected = resurrect(layout, jobs=run.jobs, guard=lock.ensure_held)
-        state = LayoutState.load(layout, run.jobs, progress)
+        state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
         listing = layout.list_blobs()
         out.plan = plan_sweep(layout, state, listing, opts)
         if run.dry_run or (out.plan.empty and not trashed):
@@ -172,6 +173,6 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
 
 def _plan_delete(layout: Layout, refs: list[Reference], opts: DeleteOptions, run: RunOptions,
                  progress: Progress) -> tuple[Plan, LayoutState]:
-    state = LayoutState.load(layout, run.jobs, progress)
+    state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
     listing = layout.list_blobs()
     return plan_delete(layout, state, listing, refs, opts), state
