@@ -234,6 +234,9 @@ class RegistryClient:
         self._oras = oras.provider.Registry(hostname=host, insecure=self.options.plain_http,
                                             tls_verify=not self.options.insecure, auth_backend="token")
         self.session: requests.Session = self._oras.session
+        #: Passed with every request, as oras-py does: a session-wide ``verify=False`` would lose to
+        #: REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in requests' merge of the environment.
+        self._verify = not self.options.insecure
         adapter = _BlockAdapter(pool_connections=4, pool_maxsize=max(10, self.options.pool_size))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -371,7 +374,8 @@ class RegistryClient:
         for attempt in range(3):
             sent = {**(headers or {}), **self._auth_headers(scope)}
             response = self.session.request(method, url, headers=sent, data=data, stream=stream,
-                                            allow_redirects=allow_redirects, timeout=self.options.timeout)
+                                            allow_redirects=allow_redirects, timeout=self.options.timeout,
+                                            verify=self._verify)
             if response.status_code != 401 or attempt == 2:
                 return response
             response.close()
@@ -387,7 +391,7 @@ class RegistryClient:
             try:
                 response = self._send(method, url, scope, headers=headers, data=data, stream=stream)
             except requests.exceptions.SSLError as e:
-                raise RegistryUnavailable(f"{self.host}: TLS error ({_short(e)}); for a plain-HTTP registry "
+                raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)}); for a plain-HTTP registry "
                                           "pass --plain-http, to skip verification --insecure") from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 problem = _connection_problem(e)
@@ -592,7 +596,7 @@ class RegistryClient:
         try:
             response = self._send("POST", url, scope, headers={"Content-Length": "0"}, data=b"")
         except requests.exceptions.SSLError as e:
-            raise RegistryUnavailable(f"{self.host}: TLS error ({_short(e)})") from None
+            raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)})") from None
         except (requests.ConnectionError, requests.Timeout) as e:
             raise _Restart(_connection_problem(e), transient=True) from None
         response.close()
@@ -618,7 +622,7 @@ class RegistryClient:
             headers = {"Content-Type": "application/octet-stream", **self._auth_headers(scope)}
             try:
                 response = self.session.request("PUT", put_url, data=data, headers=headers,
-                                                timeout=self.options.timeout)
+                                                timeout=self.options.timeout, verify=self._verify)
             except Exception as e:
                 self._source_or_network(e, body, on_bytes, digest)
         finally:
@@ -654,7 +658,7 @@ class RegistryClient:
                 raise err from None
             raise TransferError(f"blob {digest}: cannot read the source ({_short(err)})") from None
         if isinstance(e, requests.exceptions.SSLError):
-            raise RegistryUnavailable(f"{self.host}: TLS error ({_short(e)})") from None
+            raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)})") from None
         if isinstance(e, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
             raise _Restart(_connection_problem(e), transient=True) from None
         raise e
@@ -671,6 +675,12 @@ class RegistryClient:
 def _short(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text[:200]
+
+
+def _tls_problem(e: BaseException) -> str:
+    """``certificate verify failed: self-signed certificate`` out of urllib3's nested message."""
+    m = re.search(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+?)(?: \(_ssl|['\")]|$)", str(e))
+    return m.group(1).strip() if m else _short(e)
 
 
 def _connection_problem(e: BaseException) -> str:

@@ -349,3 +349,63 @@ def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entri
     assert [e["digest"] for e in got] == [img["digest"], sig["digest"], sig_of_sig["digest"]]
     assert got[1]["artifactType"] == "application/vnd.example.sig" and "annotations" not in got[1]
     assert run(["check", tmp_path / "out"]).code == 0
+
+
+# ---------------------------------------------------------------------------- TLS: --insecure
+@pytest.fixture
+def self_signed_https(tmp_path: Path) -> Any:
+    """An HTTPS server with a self-signed certificate that answers GET /v2/ with {} (a registry ping)."""
+    import datetime
+    import http.server
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_insecure_skips_certificate_verification_and_the_default_does_not(
+        self_signed_https: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocigc.transfer import RegistryUnavailable
+
+    with pytest.raises(RegistryUnavailable, match=r"certificate verify failed.*--insecure"):
+        RegistryClient(self_signed_https, RegistryOptions(retries=0)).ping()
+    # Even with REQUESTS_CA_BUNDLE set (it overrides a session-wide verify=False in requests).
+    import certifi
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    RegistryClient(self_signed_https, RegistryOptions(insecure=True, retries=0)).ping()
