@@ -201,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-mib", default="16,8,4", help="sizes of the shared base layers (MiB)")
     ap.add_argument("--unique-mib", type=float, default=2.0, help="size of each repository's own layers (MiB)")
     ap.add_argument("--jobs", type=int, default=8)
-    ap.add_argument("--memory-mib", default="16,512", help="blob sizes of the peak-memory cases (MiB)")
+    ap.add_argument("--memory-mib", default=None, help="blob sizes of the peak-memory cases (MiB; default 16,512)")
     ap.add_argument("--quick", action="store_true", help="5 repositories, small layers, small memory cases")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     if args.quick:
-        args.repos, args.shared_mib, args.unique_mib, args.memory_mib = 5, "2,1", 0.5, "8,64"
+        args.repos, args.shared_mib, args.unique_mib = 5, "2,1", 0.5
+    if args.memory_mib is None:
+        args.memory_mib = "8,64" if args.quick else "16,512"
     shared = [float(x) for x in args.shared_mib.split(",") if x]
     work = Path(tempfile.mkdtemp(prefix="ocigc-bench-migrate-"))
     results: dict[str, Any] = {"repos": args.repos, "tags_per_repo": 3, "shared_mib": shared,
