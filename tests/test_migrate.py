@@ -234,7 +234,13 @@ def test_registry_to_layouts_to_registry_keeps_every_digest(
         assert a == b, rel
         for tag in a:
             assert _head_digest(registry, f"m1/{rel}", tag) == _head_digest(fresh, rel, tag), (rel, tag)
-    # Registry -> registry works too (the same host: blobs are mounted, not copied).
+    # Registry -> registry works too: between two registries (blobs stream from one into the
+    # other), and within one (blobs are mounted, not copied).
+    plan = migrate(prefix, f"{fresh.host}/direct", options(include=("umoci/*", "artifacts"), verify=True))
+    assert not plan.failed and not plan.verify_errors and plan.stats()["blobs_uploaded"] > 0
+    for rel in ("umoci/app", "artifacts"):
+        for tag, digest in source_root.expected[rel].items():
+            assert _head_digest(fresh, f"direct/{rel}", tag) == digest
     plan = migrate(fresh.host, f"{fresh.host}/again", options(include=("umoci/*",)))
     assert not plan.failed and plan.stats()["blobs_uploaded"] == 0 and plan.stats()["blobs_mounted"] > 0
     assert _head_digest(fresh, "again/umoci/app", "v1") == source_root.expected["umoci/app"]["v1"]
