@@ -280,12 +280,6 @@ def test_json_log_formatter() -> None:
 
 
 # --- overlapping runs -------------------------------------------------------------------------------
-def _sweep_takes_the_lock() -> bool:
-    """Whether the sweep command is wired to the lock (it then offers --lock-wait)."""
-    return "--lock-wait" in CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
-
-
-@pytest.mark.xfail(not _sweep_takes_the_lock(), strict=False, reason="waiting for lock wiring")
 @pytest.mark.parametrize("hosts", ["one-host-local", "two-hosts-s3fs"])
 def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Path,
                                                          request: pytest.FixtureRequest) -> None:
