@@ -58,6 +58,8 @@ class SoakResult:
     seconds: float = 0.0
     check_exit: int = -1
     check_output: str = ""
+    details: list[str] = field(default_factory=list)
+    breaks: list[str] = field(default_factory=list)
 
     @property
     def operations(self) -> int:
@@ -69,7 +71,7 @@ class SoakResult:
                 "lock_busy_exits": self.busy, "lost_race_exits": self.lost_race_exits,
                 "index_races_journaled": self.index_races, "lock_breaks": self.lock_breaks,
                 "resurrected": self.resurrected, "sweeps_done": self.sweeps_done, "storage_ops": self.storage_ops,
-                "seconds": round(self.seconds, 1), "check_exit": self.check_exit}
+                "seconds": round(self.seconds, 1), "check_exit": self.check_exit, "lock_break_reasons": self.breaks}
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
@@ -131,8 +133,10 @@ class Soak:
         return r.returncode, r.stdout, r.stderr
 
     def _unexpected(self, what: str, rc: int, err: str) -> None:
+        lines = err.strip().splitlines()
         with self.mu:
-            self.result.unexpected.append(f"{what}: exit {rc}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+            self.result.unexpected.append(f"{what}: exit {rc}: {lines[-1] if lines else ''}")
+            self.result.details.append(f"--- {what}: exit {rc}\n" + "\n".join(lines[-40:]))
 
     # --- actors ------------------------------------------------------------------------------
     def writer(self, host: str, w: int) -> None:
@@ -250,7 +254,10 @@ class Soak:
         self.result.check_exit, self.result.check_output = r.returncode, r.stdout + r.stderr
         layout = Layout(LocalStorage(self.paths["a"]))
         self.result.index_races = len(read_records(layout, "race"))
-        self.result.lock_breaks = len(read_records(layout, "lock-break"))
+        breaks = read_records(layout, "lock-break")
+        self.result.lock_breaks = len(breaks)
+        self.result.breaks = [f"{b.get('lock')}: {b.get('reason')} (holder {(b.get('holder') or {}).get('command')!r}, "
+                              f"by {b.get('breaker')})" for b in breaks]
 
 
 # ------------------------------------------------------------------------------------------ latency
@@ -300,6 +307,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--soak-ops", type=int, default=6, help="operations per writer")
     ap.add_argument("--soak-sweeps", type=int, default=4)
     ap.add_argument("--no-soak", action="store_true")
+    ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args(argv)
     samples = args.samples or (3 if args.quick else 10)
 
@@ -320,22 +328,26 @@ def main(argv: list[str]) -> int:
                 m.mount()
                 mounts.append(m)
             a, b = (Path(m.mount_point) for m in mounts)
-            results["latency"] = [latency(a, s, samples) for s in (2.0, 0.5)]
+            results["latency"] = [] if args.no_latency else [latency(a, s, samples) for s in (2.0, 1.2)]
             for row in results["latency"]:
                 print(f"settle {row['settle_s']:g}s: " + "; ".join(
                     f"{k} median {v['median_s']}s (p90 {v['p90_s']}s, +{v['over_settle_ms']} ms over settle, "
-                    f"{v['storage_ops']} storage ops)" for k, v in row.items() if isinstance(v, dict)))
+                    f"{v['storage_ops']} storage ops)" for k, v in row.items() if isinstance(v, dict)), flush=True)
             if not args.no_soak:
-                env = {"OCIGC_LOCK_TTL": "20", "OCIGC_LOCK_SETTLE": "0.5", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
+                # settle must exceed the mount's stat cache expiry (s3fs stat_cache_expire=1): see docs/locking.md
+                env = {"OCIGC_LOCK_TTL": "30", "OCIGC_LOCK_SETTLE": "1.2", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
                        "OCIGC_LOCK_BACKOFF_MAX": "0.5", "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2"}
                 soak = Soak(a, b, work / "soak", env_a={**env, "OCIGC_LOCK_HOST_ID": "bench-a"},
                             env_b={**env, "OCIGC_LOCK_HOST_ID": "bench-b"}, writers_per_host=args.soak_writers,
                             ops_per_writer=args.soak_ops, sweeps=args.soak_sweeps)
                 res = soak.run()
                 print(res.summary())
+                for line in res.breaks:
+                    print(f"lock break: {line}")
                 if res.lost or res.unexpected or res.check_exit:
                     print("FAILED:", json.dumps({"lost": res.lost, "unexpected": res.unexpected,
                                                  "check": res.check_output[-2000:]}, indent=1))
+                    print("\n".join(res.details))
                 results["soak"] = res.to_json()
         finally:
             for m in mounts:
@@ -345,7 +357,7 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"lock-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"cpus": os.cpu_count(), **results}, indent=1))
-    print(f"results: {path}")
+    print(f"results: {path}", flush=True)
     soak_ok = "soak" not in results or not (results["soak"]["lost"] or results["soak"]["unexpected"]
                                             or results["soak"]["check_exit"])
     return 0 if soak_ok else 1

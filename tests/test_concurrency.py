@@ -35,10 +35,12 @@ from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import ocigc_command, run_ocigc
 from tests.layoutkit import LayoutBuilder
 
-#: Short lease for tests; settle well above the visibility delay measured below (~0 on moto).
-TTL = 10.0
+#: Short lease for tests (still long enough for a loaded 2-core machine). The settle delay must
+#: exceed the cross-mount visibility delay measured below AND the mounts' stat cache expiry
+#: (the harness mounts s3fs with stat_cache_expire=1): see docs/locking.md, assumption A3.
+TTL = 20.0
 BASE_ENV = {
-    "OCIGC_LOCK_TTL": str(TTL), "OCIGC_LOCK_SETTLE": "0.5", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
+    "OCIGC_LOCK_TTL": str(TTL), "OCIGC_LOCK_SETTLE": "1.2", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
     "OCIGC_LOCK_BACKOFF_MAX": "0.4", "OCIGC_LOCK_BACKOFF_CAP": "1.5", "OCIGC_LOCK_POLL": "0.2",
     "OCIGC_LOCK_MAX_SKEW": "2", "OCIGC_LOCK_HOLD_WAIT": "120",
 }

@@ -39,7 +39,7 @@ from tests.layoutkit import LayoutBuilder
 
 FAST = LockParams(ttl=3.0, settle=0.05, backoff_min=0.02, backoff_max=0.05, backoff_cap=0.1, poll=0.05,
                   max_skew=1.0, hold_wait=5.0)
-FAST_ENV = {"OCIGC_LOCK_TTL": "3", "OCIGC_LOCK_SETTLE": "0.05", "OCIGC_LOCK_BACKOFF_MIN": "0.02",
+FAST_ENV = {"OCIGC_LOCK_TTL": "9", "OCIGC_LOCK_SETTLE": "0.05", "OCIGC_LOCK_BACKOFF_MIN": "0.02",
             "OCIGC_LOCK_BACKOFF_MAX": "0.05", "OCIGC_LOCK_BACKOFF_CAP": "0.1", "OCIGC_LOCK_POLL": "0.05",
             "OCIGC_LOCK_MAX_SKEW": "1"}
 
@@ -311,8 +311,8 @@ def test_params_from_environment(monkeypatch: pytest.MonkeyPatch, layout: Layout
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("OCIGC_LOCK_HOST_ID", "host-a")
     p = LockParams.from_env().resolve(layout)
-    assert (p.ttl, p.settle, p.refresh, p.host_id) == (3.0, 0.05, 1.0, "host-a")
-    assert p.fence_margin == pytest.approx(0.75)
+    assert (p.ttl, p.settle, p.refresh, p.host_id) == (9.0, 0.05, 3.0, "host-a")
+    assert p.fence_margin == pytest.approx(2.25)
     monkeypatch.setenv("OCIGC_LOCK_TTL", "soon")
     with pytest.raises(LockError, match="OCIGC_LOCK_TTL"):
         LockParams.from_env()
