@@ -382,40 +382,54 @@ def _select(layout: Layout, index: Index, graph: RefGraph, ref: Reference, opts:
 
 
 def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest], opts: DeleteOptions) -> None:
-    """Drop untagged entries of manifests that go, and (unless kept) the referrers of what goes."""
+    """Drop the untagged entries that only kept alive what is deleted (the manifest's own entries, the
+    platform manifests of a deleted index), and (unless kept) the referrers of what goes."""
     while True:
-        remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
-        keep = graph.reachable(remaining)
-        gone = graph.reachable([e.digest for e in index.entries]) - keep
-        added = False
-        for i, e in enumerate(index.entries):
-            if i in drop:
-                continue
-            own_untagged = e.ref_name is None and e.digest in targets
-            if own_untagged and e.digest not in _reachable_without(graph, index, drop, e.digest):
-                drop[i] = f"untagged entry of deleted {e.digest.short}"
-                added = True
-                continue
-            if opts.keep_referrers:
-                continue
-            subjects = {s for s, kinds in graph.children(e.digest, include_subject=True) if "subject" in kinds}
-            gone_subjects = subjects & (gone | {t for t in targets if t not in keep})
-            fallback = _fallback_subject(e, gone | targets)
-            if gone_subjects or fallback:
-                subj = sorted(gone_subjects)[0] if gone_subjects else fallback
-                assert subj is not None
-                drop[i] = f"referrer of deleted {subj.short}"
-                targets.add(e.digest)
-                added = True
+        added = _drop_untagged_below(index, graph, drop, targets)
+        if not opts.keep_referrers:
+            added |= _drop_referrers(index, graph, drop, targets)
         if not added:
             return
 
 
-def _reachable_without(graph: RefGraph, index: Index, drop: dict[int, str], digest: Digest) -> set[Digest]:
-    """What the remaining roots reach, not counting ``digest``'s own untagged entries."""
-    roots = [e.digest for i, e in enumerate(index.entries)
-             if i not in drop and not (e.digest == digest and e.ref_name is None)]
-    return graph.reachable(roots)
+def _drop_untagged_below(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest]) -> bool:
+    below = graph.reachable(targets)
+    candidates = {i for i, e in enumerate(index.entries) if i not in drop and e.ref_name is None and e.digest in below}
+    if not candidates:
+        return False
+    base = graph.reachable([e.digest for i, e in enumerate(index.entries) if i not in drop and i not in candidates])
+    added = False
+    for i in sorted(candidates):
+        e = index.entries[i]
+        if e.digest in base:
+            continue
+        if e.digest in targets:
+            drop[i] = f"untagged entry of deleted {e.digest.short}"
+        else:
+            parent = next((t for t in sorted(targets) if e.digest in graph.reachable([t])), None)
+            drop[i] = f"untagged child of deleted {parent.short}" if parent else "untagged child of what is deleted"
+        added = True
+    return added
+
+
+def _drop_referrers(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest]) -> bool:
+    keep = graph.reachable([e.digest for i, e in enumerate(index.entries) if i not in drop])
+    gone = graph.reachable([e.digest for e in index.entries]) - keep
+    gone |= {t for t in targets if t not in keep}
+    added = False
+    for i, e in enumerate(index.entries):
+        if i in drop:
+            continue
+        subjects = {s for s, kinds in graph.children(e.digest, include_subject=True) if "subject" in kinds}
+        gone_subjects = subjects & gone
+        fallback = _fallback_subject(e, gone)
+        if gone_subjects or fallback:
+            subj = sorted(gone_subjects)[0] if gone_subjects else fallback
+            assert subj is not None
+            drop[i] = f"referrer of deleted {subj.short}"
+            targets.add(e.digest)
+            added = True
+    return added
 
 
 def _fallback_subject(entry: Descriptor, gone: set[Digest]) -> Digest | None:

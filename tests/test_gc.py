@@ -359,3 +359,24 @@ def test_real_fixtures_sweep_like_the_catalog(tmp_path: Path) -> None:
         assert {b.digest for b in out.plan.blob_removals} == set(stats["unreferenced_blobs_from_index_walk"]), name
         checked += 1
     assert checked >= 30
+
+
+def test_delete_index_drops_untagged_platform_entries_nothing_else_keeps(tmp_path: Path) -> None:
+    """oras lists each platform manifest as an untagged entry: deleting the index takes them along."""
+    b = LayoutBuilder(tmp_path)
+    amd = b.manifest([b"amd64"], b'{"architecture":"amd64"}')
+    arm = b.manifest([b"arm64"], b'{"architecture":"arm64"}')
+    short = [{k: d[k] for k in ("mediaType", "digest", "size")} for d in (amd, arm)]
+    i1 = b.index(short)
+    i2 = b.index(short[1:])
+    b.add(i1, "v1")
+    b.add(amd, None)
+    b.add(arm, None)
+    b.add(i2, "v2")
+    b.save()
+    out = delete(tmp_path, ":v1")
+    assert tags(tmp_path) == [None, "v2"]  # arm64's untagged entry stays: v2 lists it
+    reasons = {e.digest: e.reason for e in out.plan.remove_entries}
+    assert reasons[amd["digest"]].startswith("untagged child of deleted")
+    assert not blob_path(tmp_path, amd["digest"]).exists() and blob_path(tmp_path, arm["digest"]).exists()
+    assert_no_dangling(tmp_path)
