@@ -137,7 +137,7 @@ def test_exclusive_exec_from_two_mounts_never_overlaps(s3fs_mounts: S3fsPair, tm
     make_layout(a)
     log = tmp_path / "sections"
     log.mkdir()
-    n = 8
+    n = 6
 
     def one(i: int) -> Callable[[], Any]:
         path, host = (a, "a") if i % 2 == 0 else (b, "b")
@@ -331,9 +331,11 @@ def test_plain_writer_rewriting_index_json_is_detected_and_reported(s3fs_mounts:
         writes = int((writer.communicate(timeout=60)[0] or "0").strip() or 0)
     races = read_records(Layout(LocalStorage(a)), "race")
     assert races, f"no lost race journaled (rc={r.returncode}, {r.stderr})"
-    assert all("overwrote" in x["problem"] for x in races)
+    assert all("overwrote" in x["problem"] or "unreadable" in x["problem"] for x in races)
     if r.returncode == 3:
         assert "lost the race" in r.stderr
+    elif r.returncode == 1:  # the O_TRUNC window kept index.json empty for every re-read: fail closed
+        assert "never treated as an empty index" in r.stderr or "invalid JSON" in r.stderr, r.stderr
     else:
         assert r.returncode == 0, r.stderr
     print(f"\nplain writer ({writes} rewrites from B) vs ocigc tag on A: {len(races)} lost race(s) journaled, "
@@ -348,7 +350,7 @@ def test_soak_writers_and_sweeps_from_two_mounts(s3fs_mounts: S3fsPair, tmp_path
     from bench.bench_lock import Soak
 
     soak = Soak(s3fs_mounts.a, s3fs_mounts.b, tmp_path, env_a=host_env("a"), env_b=host_env("b"),
-                writers_per_host=2, ops_per_writer=3, sweeps=2)
+                writers_per_host=2, ops_per_writer=2, sweeps=2)
     result = soak.run()
     print("\n" + result.summary())
     assert result.lost == [], f"committed writes lost: {result.lost}"
