@@ -25,6 +25,7 @@ from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LayoutError, LockLost, UsageError
 from ocigc.index import Index
+from ocigc.indexio import read_index_retrying
 from ocigc.journal import run_id, write_record
 from ocigc.layout import INDEX_FILE, Layout
 from ocigc.lock import INHERIT_ENV, LockHandle, LockInfo, acquire, break_locks, list_locks
@@ -175,7 +176,7 @@ def locks_break_cmd(
 # --------------------------------------------------------------------------------------------
 def _read_index(layout: Layout) -> Index | None:
     try:
-        return layout.read_index()
+        return read_index_retrying(layout)
     except LayoutError:
         return None
 
