@@ -1,8 +1,8 @@
 """`make demo`: build a small layout in ./demo and show ocigc's main job on it.
 
-The layout holds three tags of an image that share layers, an artifact with a referrer (a
-signature), and some garbage a writer left behind. Then: ls, check, a dry-run sweep, a delete,
-a sweep.
+The layout holds three tags of an image that share layers and some garbage a writer left
+behind; `ocigc push` adds an artifact and a signature of it (a referrer). Then: ls, tags,
+inspect, check, a dry-run sweep, a delete, a sweep.
 """
 
 from __future__ import annotations
@@ -46,22 +46,9 @@ def build() -> None:
     v1 = manifest([base, libs, b"app v1"], {"created": "2026-01-01T00:00:00Z", "v": 1})
     v2 = manifest([base, libs, b"app v2"], {"created": "2026-02-01T00:00:00Z", "v": 2})
     v3 = manifest([base, b"app v3"], {"created": "2026-03-01T00:00:00Z", "v": 3})
-    empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blob(b"{}", "x")["digest"], "size": 2}
-    art = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "artifactType": "application/vnd.unknown.artifact.v1", "config": empty,
-           "layers": [dict(blob(b"hello world\n", "text/plain"),
-                           annotations={"org.opencontainers.image.title": "hello.txt"})],
-           "annotations": {"org.opencontainers.image.created": "2026-03-02T00:00:00Z"}}
-    artifact = blob(json.dumps(art, separators=(",", ":")).encode(), art["mediaType"])
-    sig = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "artifactType": "application/vnd.example.signature", "config": empty,
-           "layers": [blob(b"-----signature-----", "application/vnd.example.signature")],
-           "subject": artifact}
-    signature = blob(json.dumps(sig, separators=(",", ":")).encode(), sig["mediaType"])
     ref = "org.opencontainers.image.ref.name"
     entries = [dict(v1, annotations={ref: "v1"}), dict(v2, annotations={ref: "v2"}),
-               dict(v3, annotations={ref: "latest"}), dict(artifact, annotations={ref: "notes"}),
-               dict(signature, artifactType="application/vnd.example.signature")]
+               dict(v3, annotations={ref: "latest"})]
     (LAYOUT / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
     # Garbage a writer left behind: an old manifest nobody lists, and an interrupted upload.
     manifest([b"abandoned build"], {"v": 0})
@@ -82,9 +69,19 @@ def run(*args: str) -> None:
             sys.exit(rc)
 
 
+def push_artifacts() -> None:
+    """An artifact and its signature, pushed the way `oras push --oci-layout` would."""
+    (DEMO / "hello.txt").write_text("hello world\n")
+    (DEMO / "hello.sig").write_text("-----signature-----\n")
+    run("push", "hello:notes", "hello.txt:text/plain")
+    run("push", "hello", "hello.sig:application/vnd.example.signature", "--subject", "notes",
+        "--artifact-type", "application/vnd.example.signature")
+
+
 def main() -> None:
     build()
-    print(f"Built a small layout in {LAYOUT} (3 image tags sharing layers, an artifact with a signature, garbage).")
+    print(f"Built a small layout in {LAYOUT}: 3 image tags sharing layers, and garbage a writer left behind.")
+    push_artifacts()
     run("ls", ".")
     run("tags", "hello", "--all")
     run("inspect", "hello:notes")
