@@ -50,7 +50,7 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
-def _env() -> dict[str, str]:
+def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1"})
     env.pop("OCIGC_STORAGE_STATS", None)
@@ -63,7 +63,7 @@ def run(args: list[str | os.PathLike[str]], mode: str = "runner", cwd: Path | No
     argv = [os.fspath(a) for a in args]
     if mode == "proc":
         p = subprocess.run([OCIGC, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           cwd=cwd, env=_env(), timeout=timeout, check=False)
+                           cwd=cwd, env=cli_env(), timeout=timeout, check=False)
         res = Result(p.returncode, p.stdout, p.stderr)
     else:
         from ocigc.cli import app

@@ -68,7 +68,7 @@ def planned(r: Result) -> set[str]:
 
 def assert_clean(root: Path) -> None:
     """No dangling reference (independent walk) and ``ocigc check`` agrees."""
-    missing = {d for d in independent_reachable(root) if d not in present(root)}
+    missing = independent_reachable(root) - present(root)
     assert not missing, missing
     r = run(["check", "--json", root])
     assert r.code == OK, r

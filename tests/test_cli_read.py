@@ -448,7 +448,7 @@ def test_real_fixture(name: str) -> None:
     # check: content reachable but absent -> 4; wrong descriptor sizes reported; garbage counted
     r = run(["check", "--json", lay])
     problems = _problems(r.json())
-    missing = {d for d in independent_reachable(lay) if d not in present(lay)}
+    missing = independent_reachable(lay) - present(lay)
     if missing:
         assert r.code == INTEGRITY, r
         assert {p["digest"] for p in problems if p["severity"] == "dangling"} == missing
