@@ -102,7 +102,7 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
     _remove_blobs(layout, plan.remove_manifests, reachable, result, jobs, guard, dispose, progress, ordered=True)
     _remove_blobs(layout, plan.remove_blobs, reachable, result, jobs, guard, dispose, progress, ordered=False)
     _remove_leftovers(layout, plan, result, guard)
-    result.index_after = _verify(layout, fresh, jobs)
+    result.index_after = _verify(layout, fresh, jobs, set(plan.dangling))
     result.seconds = time.monotonic() - started
     result.journal = write_record(layout, plan.command, {"plan": plan.to_json(), "result": result.to_json()},
                                   result.run)
@@ -183,13 +183,14 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
             layout.storage.remove_dir(d)
 
 
-def _verify(layout: Layout, state: LayoutState, jobs: int) -> str:
-    """Every blob the current index.json reaches exists; returns the fingerprint checked."""
+def _verify(layout: Layout, state: LayoutState, jobs: int, known_missing: set[Digest] | None = None) -> str:
+    """Every blob the current index.json reaches exists (but those already missing before the run);
+    returns the fingerprint checked."""
     index = read_index_retrying(layout)
     if index.fingerprint != state.index.fingerprint:
         state = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
     present = layout.list_blobs().digests
-    missing = sorted(state.reachable() - present)
+    missing = sorted(state.reachable() - present - (known_missing or set()))
     if missing:
         write_record(layout, "integrity", {"missing": missing, "index": index.fingerprint})
         raise IntegrityError(f"{layout.where(missing[0].blob_path())}: referenced blob is missing after the "

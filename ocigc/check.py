@@ -85,7 +85,7 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
         report.add(ERROR, "unparsable", err, d)
     # A symlinked blobs/<alg>/ is never listed (reported below): what it holds is unknown, not missing.
     unlisted = {path.split("/")[1] for path in listing.symlinks if path.count("/") == 1}
-    for d in sorted(reachable - present):
+    for d in sorted(reachable - present - listing.symlinked):
         if d.algorithm in unlisted:
             continue
         node = graph.node(d)

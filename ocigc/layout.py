@@ -49,6 +49,8 @@ class BlobListing:
     foreign: list[str] = field(default_factory=list)
     temp: list[str] = field(default_factory=list)
     symlinks: list[str] = field(default_factory=list)
+    #: Digest-named symlinks: present for reachability, never removed.
+    symlinked: set[Digest] = field(default_factory=set)
     unknown_algorithms: list[str] = field(default_factory=list)
     #: Size and mtime of each digest when the listing itself carries them (an object-store listing):
     #: callers use these instead of a stat per blob. Empty on a file system.
@@ -193,7 +195,12 @@ class Layout:
     def _classify(out: BlobListing, alg: str, rel: str, entry: DirEntry) -> None:
         path = f"{rel}/{entry.name}"
         if entry.is_symlink:
+            # Never a deletion candidate: ocigc neither reads nor deletes through a symlink (reported only).
             out.symlinks.append(path)
+            linked = Digest.from_blob_name(alg, entry.name)
+            if linked is not None:
+                out.symlinked.add(linked)
+            return
         digest = None if entry.is_dir else Digest.from_blob_name(alg, entry.name)
         if digest is not None:
             out.digests.add(digest)

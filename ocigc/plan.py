@@ -113,6 +113,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: Per-tag decisions of a retention policy (kept/removed and the rule that decided).
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    #: Blobs that what remains references but that were already missing before this run
+    #: (a dangling reference the run neither caused nor can fix: reported, exit 4).
+    dangling: list[Digest] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     executed: bool = False
 
@@ -139,11 +142,24 @@ class Plan:
             "kept": [b.to_json() for b in self.kept],
             "kept_files": [f.to_json() for f in self.kept_files],
             "reported": self.reported, "notes": self.notes, "decisions": self.decisions,
+            "dangling": list(self.dangling),
             "bytes_reclaimed": self.bytes_reclaimed,
         }
 
 
 # --- shared steps ---------------------------------------------------------------------------------
+def refuse_dangling(layout: Layout, plan: Plan) -> None:
+    """Fail closed (exit 4) when what remains already references a missing blob: like restic's prune
+    with an incomplete index, remove nothing until the damage is looked at (`ocigc check`; deleting the
+    broken tag itself is allowed, since its missing blobs are not among what remains)."""
+    if not plan.dangling:
+        return
+    first = plan.dangling[0]
+    more = f" (and {len(plan.dangling) - 1} more)" if len(plan.dangling) > 1 else ""
+    raise IntegrityError(f"{layout.where(first.blob_path())}: referenced blob is missing{more} (a dangling "
+                         "reference from before this run); refusing to remove anything from this layout")
+
+
 def refuse_unsafe(layout: Layout, graph: RefGraph, reachable: set[Digest]) -> None:
     """Fail closed: a reachable manifest that is missing or cannot be parsed stops the layout."""
     missing = sorted(graph.missing_manifests(reachable))
@@ -305,6 +321,8 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     dropped = {r.position for r in plan.remove_entries}
     roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
     keep = graph.reachable(roots)
+    plan.dangling = sorted(keep - listing.digests - listing.symlinked)
+    refuse_dangling(layout, plan)
     choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now,
                  listing.stats)
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
@@ -340,6 +358,8 @@ def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: 
     remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
     keep = graph.reachable(remaining)
     refuse_unsafe(layout, graph, keep)
+    plan.dangling = sorted(keep - listing.digests - listing.symlinked)
+    refuse_dangling(layout, plan)
     for i in sorted(drop):
         e = index.entries[i]
         plan.remove_entries.append(EntryRemoval(i, e.digest, e.ref_name, drop[i]))

@@ -78,17 +78,7 @@ CASES: dict[str, Case] = {
     "symlink-escape": Case(_blob("symlink-escape"), ERROR, True, OK, None),
     "symlink-escape-dir": Case("blobs/sha256", ERROR, True, ERROR, "ok"),
 }
-LEAD_BUGS = {
-    # ocigc/plan.py + ocigc/gc.py (the lead's): refuse_unsafe only looks at missing *manifests*, so a
-    # missing layer passes planning. The sweep of bad/layer-missing exits 0 ("nothing to remove")
-    # while the same layout plus one garbage blob exits 4 after deleting it ("missing after the run").
-    ("layer-missing", "sweep-code"): "sweep of a layout with a dangling layer exits 0 (4 once it had garbage "
-                                     "to delete): plan.refuse_unsafe checks missing manifests only",
-    # ... and `delete LAYOUT:ok` rewrites index.json and removes ok's blobs, then exits 4 blaming the
-    # run for a blob that was missing before it ("referenced blob is missing after the run").
-    ("layer-missing", "delete"): "delete on a layout with a pre-existing dangling layer changes the layout, then "
-                                 "exits 4 'missing after the run': plan.refuse_unsafe checks missing manifests only",
-}
+LEAD_BUGS: dict[tuple[str, str], str] = {}
 READ_COMMANDS = [["ls"], ["tags", "--all"], ["inspect"], ["graph"], ["graph", "-f", "graphml"], ["check"]]
 
 
@@ -336,9 +326,6 @@ def test_symlinked_blob_leading_outside_is_never_read_or_deleted_through(tmp_pat
     assert doc["exit_code"] == ERROR
 
 
-@pytest.mark.xfail(strict=True, reason="plan.choose_blobs (lead): a symlink in blobs/ named like a digest is "
-                   "planned for removal (and aged by its target's mtime) while the same plan reports it as "
-                   "'symlink in blobs/ (never followed or deleted)'")
 def test_symlinked_blob_is_reported_and_kept(tmp_path: Path) -> None:
     outside = tmp_path / "outside-file"
     outside.write_bytes(b"precious")
