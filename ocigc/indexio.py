@@ -50,6 +50,10 @@ class UpdateResult:
     backup: str | None = None
 
 
+class UnreadableIndex(LayoutError):
+    """``index.json`` stayed empty or invalid on every re-read (a writer rewriting it in place, or a corrupt file)."""
+
+
 def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> tuple[bytes, Index]:
     """The exact bytes of ``index.json`` and their parse; an empty or invalid file is retried, then reported."""
     last: LayoutError | None = None
@@ -62,7 +66,7 @@ def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float
         if attempt + 1 < retries:
             time.sleep(delay * (attempt + 1))
     assert last is not None
-    raise LayoutError(f"{last} (still after {retries} reads; another writer may be rewriting it in place)")
+    raise UnreadableIndex(f"{last} (still after {retries} reads; another writer may be rewriting it in place)")
 
 
 def read_index_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> Index:
@@ -94,7 +98,15 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
     first: Index | None = None
     for attempt in range(1, retries + 1):
         with (hold() if hold else nullcontext()):
-            raw_current, current = _read_raw_retrying(layout)
+            try:
+                raw_current, current = _read_raw_retrying(layout)
+            except UnreadableIndex as e:
+                # Under our hold only a writer that is not ocigc can keep it empty or torn: a lost race.
+                races.append(str(e))
+                write_record(layout, "race", {"attempt": attempt, "problem": f"unreadable: {e}",
+                                              "index": layout.where(INDEX_FILE), "run": run})
+                time.sleep(random.uniform(0.2, 0.6) * attempt)
+                continue
             first = first or current
             new = mutate(current)
             if new is None or new.dumps() == current.dumps():

@@ -312,7 +312,7 @@ PLAIN_WRITER = textwrap.dedent("""
         with open(path, "wb") as f:      # like oras-go: os.WriteFile (O_TRUNC) from its start-time snapshot
             f.write(snapshot)
         n += 1
-        time.sleep(0.15)
+        time.sleep(0.3)
     print(n)
 """)
 
@@ -334,8 +334,6 @@ def test_plain_writer_rewriting_index_json_is_detected_and_reported(s3fs_mounts:
     assert all("overwrote" in x["problem"] or "unreadable" in x["problem"] for x in races)
     if r.returncode == 3:
         assert "lost the race" in r.stderr
-    elif r.returncode == 1:  # the O_TRUNC window kept index.json empty for every re-read: fail closed
-        assert "never treated as an empty index" in r.stderr or "invalid JSON" in r.stderr, r.stderr
     else:
         assert r.returncode == 0, r.stderr
     print(f"\nplain writer ({writes} rewrites from B) vs ocigc tag on A: {len(races)} lost race(s) journaled, "
