@@ -899,6 +899,10 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
             manifest_blob.uploaded = write_blob(layout, manifest_blob)
 
             def mutate(index: Index) -> Index:
+                # Inside the short exclusive hold: a delete or sweep (which remove blobs only under an
+                # exclusive hold) may have removed a blob we skipped as present; store it again before
+                # index.json names it, so the merge never commits a dangling reference.
+                pmap(lambda b: write_blob(layout, b), [*all_blobs, manifest_blob], req.concurrency)
                 for tag in req.tags:
                     index = set_tag(index, entry, tag)
                 if not req.tags:
