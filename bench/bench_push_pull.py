@@ -49,16 +49,16 @@ import json, os, resource, sys, time
 t0 = time.perf_counter()
 mode, args = sys.argv[1], json.loads(sys.argv[2])
 from ocigc.layout import Layout
+from ocigc.pull import pull
+from ocigc.push import PushRequest, push
 from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
-t1 = time.perf_counter()
 if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
     os.fsync = lambda fd: None
+t1 = time.perf_counter()
 if mode == "push":
-    from ocigc.push import PushRequest, push
     push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
 else:
-    from ocigc.pull import pull
     ref = parse_reference(args["layout"] + ":v1")
     pull(Layout.open(open_storage(ref.path)), ref, args["out"], concurrency=args["jobs"])
 t2 = time.perf_counter()
