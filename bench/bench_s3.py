@@ -19,6 +19,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,20 +30,27 @@ JOBS = 16
 _REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/[0-9.]+')
 
 
-def requests_since(log: Path, offset: int) -> tuple[Counter[str], int]:
-    """Requests in moto's log after byte ``offset``, by method; and the new offset."""
+def requests_since(log: Path, offset: int, prefix: str = "") -> tuple[Counter[str], int, int]:
+    """Requests in moto's log after byte ``offset`` that concern keys under ``prefix``, by method; the
+    number of other requests (whoever else used the server or the mount meanwhile); the new offset."""
     with open(log, "rb") as f:
         f.seek(offset)
         data = f.read()
     counts: Counter[str] = Counter()
+    others = 0
     for line in data.decode(errors="replace").splitlines():
         m = _REQUEST.search(line)
-        if m:
-            method, path = m.groups()
-            kind = "LIST" if method == "GET" and ("list-type" in path or "delimiter" in path or "prefix=" in path) \
-                else ("DELETE-MANY" if method == "POST" and "delete" in path else method)
-            counts[kind] += 1
-    return counts, offset + len(data)
+        if not m:
+            continue
+        method, path = m.groups()
+        path = unquote(path)
+        if prefix and f"/{prefix}" not in path and f"prefix={prefix}" not in path and "delete" not in path:
+            others += 1
+            continue
+        kind = "LIST" if method == "GET" and ("list-type" in path or "delimiter" in path or "prefix=" in path) \
+            else ("DELETE-MANY" if method == "POST" and "delete" in path else method)
+        counts[kind] += 1
+    return counts, others, offset + len(data)
 
 
 def blob_keys(store: ObjectStore, prefix: str) -> set[str]:
@@ -57,15 +65,16 @@ def blob_keys(store: ObjectStore, prefix: str) -> set[str]:
 
 def run_case(label: str, argv: list[str], env: dict[str, str], store: ObjectStore, log: Path,
              prefix: str, reachable: set[str]) -> dict[str, Any]:
-    _, offset = requests_since(log, 0)
+    _, _, offset = requests_since(log, 0)
     r = timed(argv, env=env)
     if r.rc != 0:
         raise SystemExit(f"{label}: sweep failed (rc={r.rc})\n{r.stderr[-3000:]}")
-    counts, _ = requests_since(log, offset)
+    counts, others, _ = requests_since(log, offset, prefix.split("/", 1)[0])  # s3fs also HEADs the parents
     left = blob_keys(store, prefix)
     return {"where": label, "wall_s": round(r.wall, 2), "cpu_s": round(r.cpu, 2), "requests": sum(counts.values()),
-            "by_method": dict(sorted(counts.items())), "ocigc_ops": r.ops, "peak_mb": round(r.max_rss_mb, 1),
-            "left_equals_reachable": left == reachable, "stderr": r.stderr.strip()[-500:]}
+            "other_requests": others, "by_method": dict(sorted(counts.items())), "ocigc_ops": r.ops,
+            "peak_mb": round(r.max_rss_mb, 1), "left_equals_reachable": left == reachable,
+            "stderr": r.stderr.strip()[-500:]}
 
 
 def main() -> None:
@@ -103,12 +112,12 @@ def main() -> None:
                "requests_ratio": ratio(fuse["requests"], native["requests"]),
                "wall_ratio": ratio(fuse["wall_s"], native["wall_s"])}
     print(f"\n{summary['blobs']} blobs, {summary['manifests']} manifests, {summary['garbage']} unreachable\n")
-    print("| where | wall s | CPU s | requests | by method | left = reachable |")
-    print("|---|---|---|---|---|---|")
+    print("| where | wall s | CPU s | requests | by method | other requests meanwhile | left = reachable |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         methods = ", ".join(f"{k} {v}" for k, v in r["by_method"].items())
         print(f"| {r['where']} | {r['wall_s']} | {r['cpu_s']} | {r['requests']} | {methods} | "
-              f"{r['left_equals_reachable']} |")
+              f"{r['other_requests']} | {r['left_equals_reachable']} |")
     print(f"\nnative: {summary['requests_ratio']}x fewer requests, {summary['wall_ratio']}x less wall time")
     path = save("s3", {"summary": summary, "rows": rows})
     print(f"results: {path}")
