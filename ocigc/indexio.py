@@ -18,6 +18,7 @@ the change, back up, ``PUT If-Match: <etag>``; no temp file, no rename, no settl
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import time
@@ -58,11 +59,18 @@ def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float
     """The exact bytes of ``index.json`` and their parse; an empty or invalid file is retried, then reported."""
     last: LayoutError | None = None
     for attempt in range(retries):
-        raw = layout.read_index_bytes()  # LayoutError when missing: not retried
         try:
-            return raw, Index.parse(raw, layout.where(INDEX_FILE))
-        except LayoutError as e:
-            last = e
+            raw = layout.read_index_bytes()  # LayoutError when missing: not retried
+        except OSError as e:
+            if e.errno not in (errno.EIO, errno.ESTALE, errno.EAGAIN):
+                raise
+            # s3fs answers EIO while another host replaces the object: a transient read failure.
+            last = LayoutError(f"{layout.where(INDEX_FILE)}: read failed ({e.strerror or e})")
+        else:
+            try:
+                return raw, Index.parse(raw, layout.where(INDEX_FILE))
+            except LayoutError as e:
+                last = e
         if attempt + 1 < retries:
             time.sleep(delay * (attempt + 1))
     assert last is not None
