@@ -315,7 +315,7 @@ def test_dry_run_changes_nothing(s3: S3Env, tmp_path: Path) -> None:
     assert s3.keys(prefix) == before
 
 
-@pytest.mark.parametrize("seed", [1, 7, 23, 42])
+@pytest.mark.parametrize("seed", [1, 7, 42])
 def test_sweep_and_delete_match_local_disk(s3: S3Env, tmp_path: Path, seed: int) -> None:
     """The same random layout swept (and a tag deleted) on local disk and on s3://: same plans, same result."""
     local = tmp_path / "local"

@@ -30,7 +30,7 @@ from ocigc.storage import conditional
 from tests.layoutkit import REF_NAME, LayoutBuilder
 from tests.test_s3_commands import S3Env, fresh, s3_env
 
-ROUNDS = 20
+ROUNDS = 16
 #: Process start method: fork (each child builds its own boto3 client after the fork: ``_layout``).
 MP = "fork"
 WRITERS = 3
