@@ -138,7 +138,7 @@ def test_delete_dry_run_is_the_plan_and_changes_nothing(tmp_path: Path, mode: st
     lay = fixture_copy("oras-artifact", tmp_path / "lay")
     before = snapshot(lay)
     dry = run(["delete", "-n", "--json", f"{lay}:v1"], mode)
-    human = run(["delete", "--dry-run", f"{lay}:v1"], mode)
+    human = run(["delete", "--dry-run", f"{lay}:v1"])
     assert dry.code == OK and human.code == OK
     assert snapshot(lay) == before  # not a byte, not a lock file, not a timestamp
     assert not (lay / ".ocigc").exists()
@@ -170,12 +170,12 @@ def test_delete_cascades_to_referrers_unless_kept(tmp_path: Path) -> None:
     assert_clean(b)
 
 
-def test_delete_several_refs_and_layouts_in_one_call(tmp_path: Path, mode: str) -> None:
+def test_delete_several_refs_and_layouts_in_one_call(tmp_path: Path) -> None:
     a = fixture_copy("skopeo-copy", tmp_path / "a")
     b = fixture_copy("refnames", tmp_path / "b")
     fa = facts(LAYOUTS / "skopeo-copy")
     # latest and stable name one digest: deleting both removes its exclusive blobs; dup names two entries
-    r = run(["delete", "--json", f"{a}:latest", f"{a}:stable", f"{b}:dup"], mode)
+    r = run(["delete", "--json", f"{a}:latest", f"{a}:stable", f"{b}:dup"])
     assert r.code == OK, r
     assert [lay["location"] for lay in r.json()["layouts"]] == [str(a), str(b)]
     assert index_tags(a) == ["v2"]
@@ -191,7 +191,7 @@ def test_delete_several_refs_and_layouts_in_one_call(tmp_path: Path, mode: str) 
     assert_clean(b)
 
 
-def test_delete_by_digest_and_platform_refusal(tmp_path: Path, mode: str) -> None:
+def test_delete_by_digest_and_platform_refusal(tmp_path: Path) -> None:
     f = facts(LAYOUTS / "multiarch")
     lay = fixture_copy("multiarch", tmp_path / "m")
     [multi] = f["tags"]["multi"]
@@ -200,12 +200,12 @@ def test_delete_by_digest_and_platform_refusal(tmp_path: Path, mode: str) -> Non
     amd64 = next(p["digest"] for p in platforms if p["platform"]["architecture"] == "amd64")
     before = snapshot(lay, control=False)
     # one platform of a live multi-arch index: refused, nothing changed
-    r = run(["delete", f"{lay}@{amd64}"], mode)
+    r = run(["delete", f"{lay}@{amd64}"])
     assert r.code == ERROR and len(r.error_lines) == 1
     assert "listed by index" in r.error_lines[0] and amd64.split(":")[1] in r.error_lines[0]
     assert snapshot(lay, control=False) == before
     # --force drops only arm64's own (untagged) entry; its blob stays while the index lists it
-    r = run(["delete", "--force", "--json", f"{lay}@{arm64}"], mode)
+    r = run(["delete", "--force", "--json", f"{lay}@{arm64}"])
     assert r.code == OK, r
     assert removed(r) == set() and index_tags(lay) == ["multi", "nested"]
     assert arm64 in present(lay)
@@ -281,11 +281,11 @@ def test_sweep_grace_keeps_young_blobs(layout_dir: Path) -> None:
         assert r.code == USAGE and len(r.error_lines) == 1 and bad in r.error_lines[0]
 
 
-def test_sweep_untagged(tmp_path: Path, mode: str) -> None:
+def test_sweep_untagged(tmp_path: Path) -> None:
     lay = fixture_copy("refnames", tmp_path / "r")
     f = facts(LAYOUTS / "refnames")
     assert run(["sweep", "--grace", "0", "--json", lay]).json()["layouts"][0]["plan"]["remove_entries"] == []
-    r = run(["sweep", "--grace", "0", "--untagged", "--json", lay], mode)
+    r = run(["sweep", "--grace", "0", "--untagged", "--json", lay])
     assert r.code == OK
     assert {e["digest"] for e in outcome(r)["plan"]["remove_entries"]} == set(f["untagged_sweep_removes"])
     gone = closure(LAYOUTS / "refnames", f["untagged_sweep_removes"]) - closure(

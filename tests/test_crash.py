@@ -36,7 +36,7 @@ class Size:
 
 
 SIZES = {"local": Size(garbage=1500, doomed_layers=300, rounds=8),
-         "s3fs": Size(garbage=100, doomed_layers=30, rounds=2)}
+         "s3fs": Size(garbage=30, doomed_layers=10, rounds=1)}  # every file is S3 requests: bounded
 
 
 @dataclass
@@ -191,18 +191,29 @@ def test_sweep_killed_at_random_points(layout_dir: Path, templates: dict[str, Te
         lay = fresh_copy(template, layout_dir / f"round{i}")
         killed += kill_after(["sweep", "--grace", "0", "--yes", "--quiet", str(lay)], rng.uniform(begin * 0.8, end))
         assert_recovers(lay, template, final, deleting=False)
-    # and a deterministic point inside the removals: once a random share of the garbage is gone
+    # and a deterministic point in the destructive phase: locally once a random share of the garbage
+    # is gone; on the mount (where the removals run in parallel and end in a moment) once the sweep
+    # holds its exclusive lock (it holds it for at least the 2 s settle before removing anything)
     lay = fresh_copy(template, layout_dir / "mid-removal")
-    before = len(present(lay))
-    target = before - rng.randint(1, size.garbage // 2)
-    killed += kill_when(["sweep", "--grace", "0", "--yes", "--quiet", str(lay)],
-                        lambda: len(os.listdir(lay / "blobs" / "sha256")) <= target, poll=0.01)
+    if where == "local":
+        target = len(present(lay)) - rng.randint(1, size.garbage // 2)
+
+        def point() -> bool:
+            return len(os.listdir(lay / "blobs" / "sha256")) <= target
+    else:
+        locks = lay / ".ocigc" / "locks"
+
+        def point() -> bool:
+            return locks.is_dir() and any(p.name.startswith("repo~X~") for p in locks.iterdir())
+    killed += kill_when(["sweep", "--grace", "0", "--yes", "--quiet", str(lay)], point,
+                        poll=0.01 if where == "local" else 0.2)  # a listing of the mount is an S3 LIST
     assert_recovers(lay, template, final, deleting=False)
-    assert killed >= 1  # at least one kill hit a live process (the others found it done: still checked)
+    assert killed >= 1  # at least the mid-removal kill hit a live process
 
 
 # --- delete -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+# (on the s3fs mount, delete is killed at the deterministic points of the next test only: bounded run time)
+@pytest.mark.parametrize("layout_dir", ["local"], indirect=True)
 def test_delete_killed_at_random_points(layout_dir: Path, templates: dict[str, Template],
                                         request: pytest.FixtureRequest) -> None:
     where = _where(request)
@@ -216,12 +227,12 @@ def test_delete_killed_at_random_points(layout_dir: Path, templates: dict[str, T
     probe = fresh_copy(template, layout_dir / "probe")
     begin, end = timeline(args(probe), probe)
     assert index_tags(probe) == [t for t in index_tags(template.path) if t not in template.deleted and t is not None]
-    killed = 0
     for i in range(size.rounds):
         lay = fresh_copy(template, layout_dir / f"round{i}")
-        killed += kill_after(args(lay), rng.uniform(begin * 0.8, end))
+        kill_after(args(lay), rng.uniform(begin * 0.8, end))
         assert_recovers(lay, template, final, deleting=True)
-    assert killed >= 1
+    # (a delay may fall after the run ended: still checked; the kills that must hit a live run are
+    # the deterministic ones of test_delete_killed_inside_the_index_rewrite_window)
 
 
 @pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
