@@ -181,7 +181,7 @@ def _read_etag_retrying(layout: Layout, store: ConditionalStorage, retries: int 
         if attempt + 1 < retries:
             time.sleep(delay * (attempt + 1))
     assert last is not None
-    raise LayoutError(f"{last} (still after {retries} reads; another writer may be rewriting it)")
+    raise UnreadableIndex(f"{last} (still after {retries} reads; another writer may be rewriting it)")
 
 
 def _verify_written(layout: Layout, expected: bytes, settle: float) -> str | None:
