@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ocigc.errors import OcigcError
+from ocigc.storage import LOCAL_FSTYPES
 
 # ------------------------------------------------------------------------------------ constants
 
@@ -78,11 +79,6 @@ ADAPTER_BINARIES: dict[str, tuple[str, ...]] = {
 }
 _ALIASES = {"s3fs": S3FS, "rclone": RCLONE, "goofys": GOOFYS, "mountpoint-s3": MOUNTPOINT, "mount-s3": MOUNTPOINT}
 
-LOCAL_FSTYPES = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "ramfs", "overlay", "f2fs", "jfs",
-    "reiserfs", "bcachefs", "apfs", "hfs", "hfsplus", "vfat", "exfat", "ntfs", "ntfs3", "9p",
-    "virtiofs", "fuseblk", "squashfs", "nilfs2",
-})
 NETWORK_FSTYPES = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "afs", "ocfs2", "gfs2",
 })

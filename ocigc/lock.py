@@ -60,7 +60,7 @@ from ocigc import __version__
 from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.journal import write_record
 from ocigc.layout import CONTROL_DIR, Layout
-from ocigc.storage import ConditionalStorage, PreconditionFailed, conditional
+from ocigc.storage import LOCAL_FSTYPES, ConditionalStorage, PreconditionFailed, conditional, fs_type
 
 LOCK_DIR = f"{CONTROL_DIR}/locks"
 SCOPE_REPO = "repo"
@@ -71,13 +71,6 @@ UNKNOWN_MODE = "?"
 INHERIT_ENV = "OCIGC_LOCK_INHERIT"
 
 Mode = Literal["shared", "exclusive"]
-
-#: File systems where a listing reflects every completed write at once (a short settle suffices).
-LOCAL_FSTYPES = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "ramfs", "overlay", "f2fs", "jfs",
-    "reiserfs", "bcachefs", "apfs", "hfs", "vfat", "exfat", "ntfs", "ntfs3", "9p", "virtiofs",
-})
-
 
 class LockError(OcigcError):
     """The lock protocol cannot work here (our own lock file is not visible, unreadable, ...)."""
@@ -163,28 +156,6 @@ class LockParams:
     def stale_after(self) -> float:
         """Observed age after which a lock file is stale (a live holder renames every ``refresh``)."""
         return self.ttl + (self.settle or 0.0) + self.poll
-
-
-def fs_type(path: str) -> str | None:
-    """The file-system type of the mount holding ``path`` (Linux /proc/self/mountinfo), or None."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, best_type = "", None
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields = left.split()
-        if len(fields) < 5:
-            continue
-        mnt = fields[4].replace("\\040", " ")
-        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, best_type = mnt, right.split()[0]
-    return best_type
 
 
 def default_settle(layout: Layout | None) -> float:

@@ -77,7 +77,7 @@ from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.push import copy_hashing, ensure_layout
 from ocigc.refs import TAG_RE
-from ocigc.storage import Storage, open_storage
+from ocigc.storage import Storage, open_storage, open_write_content
 from ocigc.transfer import (
     BlobNotFound,
     RegistryClient,
@@ -677,7 +677,7 @@ class LayoutDest:
         assert self.layout is not None
         self._blob_dir(digest)
         where = self.layout.where(digest.blob_path())
-        with self.storage.open_write(digest.blob_path()) as out:
+        with open_write_content(self.storage, digest.blob_path()) as out:
             got, n = copy_hashing(src, out.write, digest.algorithm, max_bytes=size, on_bytes=on_bytes, where=where)
             if got != digest or n != size:
                 raise IntegrityError(f"{where}: the source gave {n} bytes hashing to {got}, not {digest} "

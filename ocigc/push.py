@@ -19,10 +19,17 @@ The layout written is the one ``oras push --oci-layout`` writes (oras CLI ``cmd/
   when pushed without a tag (the way oras records referrers); a tag that moves leaves its old
   manifest as an untagged entry when nothing else lists it (oras-go and containers/image do the same).
 
-Blobs are hashed before upload (so a blob already present with the right size is not written
-again) and hashed again while they stream into a temp name that is then renamed into place, so a
-file that changes in between is caught and never stored under a wrong digest. Memory stays
-constant whatever the size.
+How blobs are stored depends on where the layout is (memory stays constant whatever the size):
+
+- on a local disk, in one pass: each file streams into a temp file in ``blobs/<alg>/`` while it is
+  hashed (dirty pages are flushed in the background as it goes); once the digest is known the temp
+  file is fsynced and renamed to it, or dropped when a blob of that digest and size is there
+  already. The bytes hashed are the bytes stored, whatever the source file does meanwhile;
+- on a mounted bucket or ``s3://``, where writing is the expensive part, in two passes: files are
+  hashed first, blobs already present with the right size are not written again, and the others
+  are hashed again as they stream out, so that a file that changed in between is caught and never
+  stored under a wrong digest. On an object-store FUSE mount the blob is written straight to its
+  final name (``LocalStorage.open_write_content``): a rename there is a server-side copy.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from ocigc.lock import LockHandle, acquire, hold_for
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.refs import Reference, parse_reference
-from ocigc.storage import Storage, open_storage
+from ocigc.storage import Storage, open_storage, open_write_content
 
 # --- oras conventions -------------------------------------------------------------------------
 MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -446,6 +453,8 @@ class BlobSource:
     data: bytes | None = None  # small inline blobs (the empty config, the manifest)
     label: str = ""
     uploaded: bool = False
+    #: A temp file in the layout already holding these bytes (one-pass push on a local disk).
+    staged: str | None = None
 
     @property
     def digest(self) -> Digest:
@@ -536,24 +545,31 @@ def blob_size_if_present(layout: Layout, digest: Digest) -> int | None:
 
 
 def write_blob(layout: Layout, blob: BlobSource, counter: Counter | None = None) -> bool:
-    """Store one blob unless it is present with the right size. Streams through a temp name and
-    checks digest and size of what was written; returns True when it wrote."""
+    """Store one blob unless it is present with the right size; returns True when it wrote.
+
+    A staged blob's temp file is published under the digest; any other streams from its source
+    (``open_write_content``) while digest and size of what is written are checked."""
     digest, size = blob.digest, blob.size
     present = blob_size_if_present(layout, digest)
     if present == size:
         if counter is not None:
             counter.add(size)
-        return False
+        return False  # a staged temp file stays until the push ends (``discard_staged``)
     rel = digest.blob_path()
+    if blob.staged is not None:
+        staged, blob.staged = blob.staged, None
+        layout.storage.publish_temp(staged, rel)  # type: ignore[attr-defined]
+        return True
     where = blob.path or blob.label or str(digest)
-    with layout.storage.open_write(rel) as out:
+    with open_write_content(layout.storage, rel) as out:
         if blob.data is not None:
             got_digest, got_size = Digest.from_bytes(blob.data, digest.algorithm), len(blob.data)
             out.write(blob.data)
             if counter is not None:
                 counter.add(got_size)
         else:
-            assert blob.path is not None
+            if blob.path is None:  # a packed directory, stored earlier and removed since
+                raise IntegrityError(f"{blob.label or digest}: {digest} was removed while pushing; push again")
             try:
                 src = open(blob.path, "rb")  # noqa: SIM115 - closed below
             except FileNotFoundError:
@@ -565,6 +581,88 @@ def write_blob(layout: Layout, blob: BlobSource, counter: Counter | None = None)
             raise IntegrityError(f"{where}: changed while pushing (hashed {digest} ({size} bytes), "
                                  f"then read {got_digest} ({got_size} bytes)); nothing stored")
     return True
+
+
+#: While a blob streams into a temp file on a local disk, a helper thread flushes its dirty pages
+#: every this many bytes, so the disk writes overlap the hashing and the fsync before the rename
+#: finds little left to do.
+WRITEBACK_BYTES = 32 * CHUNK
+
+
+class _Writeback:
+    """``write`` to a file whose dirty pages a helper thread flushes (fdatasync) as they pile up."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.fd = out.fileno()
+        self.pending = 0
+        self.wake = threading.Event()
+        self.done = False
+        self.thread = threading.Thread(target=self._run, name="ocigc-writeback", daemon=True)
+        self.thread.start()
+
+    def write(self, data: memoryview) -> None:
+        self.out.write(data)
+        self.pending += len(data)
+        if self.pending >= WRITEBACK_BYTES:
+            self.pending = 0
+            self.out.flush()
+            self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self.done:
+                return
+            try:
+                os.fdatasync(self.fd)
+            except OSError:  # the fsync before the rename reports it
+                return
+
+    def close(self) -> None:
+        self.done = True
+        self.wake.set()
+        self.thread.join()
+
+
+def staged_blobs_here(storage: Storage) -> bool:
+    """Whether push stages blobs in one pass (a local disk, where writing a temp copy is cheap)."""
+    return getattr(storage, "is_local_disk", False) is True and hasattr(storage, "new_temp")
+
+
+def stage_file(layout: Layout, path: str, where: str, counter: Counter | None = None,
+               algorithm: str = "sha256") -> tuple[Digest, int, str]:
+    """Stream a local file into a temp file in ``blobs/<alg>/`` while hashing it (one pass).
+
+    Returns the digest, the size and the temp file's name, for ``write_blob`` to publish under
+    the digest (or for ``discard_staged``); the temp file is removed when this raises."""
+    storage = layout.storage
+    tmp_rel, tmp_path = storage.new_temp(f"blobs/{algorithm}/staged")  # type: ignore[attr-defined]
+    try:
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise IntegrityError(f"{where}: vanished while pushing; nothing stored") from None
+        with src, open(tmp_path, "wb") as out:
+            wb = _Writeback(out)
+            try:
+                digest, size = copy_hashing(src, wb.write, algorithm,
+                                            on_bytes=counter.add if counter else None, where=where)
+            finally:
+                wb.close()
+    except BaseException:
+        storage.discard_temp(tmp_rel)  # type: ignore[attr-defined]
+        raise
+    return digest, size, tmp_rel
+
+
+def discard_staged(layout: Layout, blobs: Sequence[BlobSource]) -> None:
+    """Remove the temp files of staged blobs that were not published (present already, or failed)."""
+    for b in blobs:
+        if b.staged is not None:
+            layout.storage.discard_temp(b.staged)  # type: ignore[attr-defined]
+            b.staged = None
 
 
 # --- directory packing (oras-go content/file: tarDirectory + gzip) --------------------------------
@@ -864,20 +962,27 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     storage = open_storage(req.layout_path)
     if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:
         raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
+    one_pass = staged_blobs_here(storage)
+    blobs: list[BlobSource] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-push-") as tmp:
-        blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency, progress)
-        layers = [b for b in blobs if b.label != "$config"]
-        config_blob = next((b for b in blobs if b.label == "$config"), None)
-        if config_blob is None:
-            config_blob = BlobSource(empty_descriptor(config_annotations or None), data=EMPTY_JSON, label="$config")
-        if not layers and not spec_v1_0:
-            layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
-        if ANNOTATION_CREATED not in manifest_annotations:
-            manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
-
+        if not one_pass:  # hash first, so that blobs already in the bucket are not uploaded
+            blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency, progress)
         layout = ensure_layout(storage)
         locker = req.locker or shared_locker(req.lock_wait, "push")
-        with locker(layout) as handle:
+        with locker(layout) as handle, contextlib.ExitStack() as cleanup:
+            if one_pass:  # stream every file into the layout while hashing it
+                cleanup.callback(lambda: discard_staged(layout, blobs))
+                blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency,
+                                      progress, stage_in=layout)
+            layers = [b for b in blobs if b.label != "$config"]
+            config_blob = next((b for b in blobs if b.label == "$config"), None)
+            if config_blob is None:
+                config_blob = BlobSource(empty_descriptor(config_annotations or None), data=EMPTY_JSON,
+                                         label="$config")
+            if not layers and not spec_v1_0:
+                layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
+            if ANNOTATION_CREATED not in manifest_annotations:
+                manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
             subject = _resolve_subject(layout, layout.read_index(), req.subject) if req.subject else None
             manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
             if artifact_type and not spec_v1_0:
@@ -928,26 +1033,58 @@ def _unique(blobs: list[BlobSource]) -> list[BlobSource]:
 
 
 def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]], config: tuple[str, str, str] | None,
-                  config_annotations: Mapping[str, str], tmp: str, jobs: int, progress: Progress) -> list[BlobSource]:
-    """Hash every file and pack every directory (in a pool); the descriptors oras would write."""
+                  config_annotations: Mapping[str, str], tmp: str, jobs: int, progress: Progress,
+                  stage_in: Layout | None = None) -> list[BlobSource]:
+    """Hash every file and pack every directory (in a pool); the descriptors oras would write.
+
+    With ``stage_in`` (a layout on a local disk, under its lock) files are streamed into temp files
+    of the layout as they are hashed and directories packed straight into one: ``BlobSource.staged``.
+    """
     total = sum(os.path.getsize(i.abs_path) for i in items if not i.is_dir)
-    counter = progress.counter("hash", total=total or None, unit="B")
+    counter = progress.counter("push" if stage_in is not None else "hash", total=total or None, unit="B")
+    staged: list[BlobSource] = []  # removed again if another item fails
+    staged_lock = threading.Lock()
 
     def one(item: _FileItem) -> BlobSource:
         if item.is_dir:
-            packed = pack_directory(item.abs_path, item.title, os.path.join(tmp, f"{uuid.uuid4().hex}.tar.gz"))
+            tmp_rel = None
+            if stage_in is not None:
+                tmp_rel, out_path = stage_in.storage.new_temp("blobs/sha256/staged")  # type: ignore[attr-defined]
+                out = str(out_path)
+            else:
+                out = os.path.join(tmp, f"{uuid.uuid4().hex}.tar.gz")
+            try:
+                packed = pack_directory(item.abs_path, item.title, out)
+            except BaseException:
+                if stage_in is not None and tmp_rel is not None:
+                    stage_in.storage.discard_temp(tmp_rel)  # type: ignore[attr-defined]
+                raise
             annotations = {ANNOTATION_CONTENT_DIGEST: str(packed.tar_digest), ANNOTATION_UNPACK: "true",
                            ANNOTATION_TITLE: item.title}
             annotations.update(afile.get(item.path, {}))
             desc = descriptor_json(item.media_type or MEDIA_TYPE_LAYER_GZIP, packed.digest, packed.size, annotations)
-            return BlobSource(desc, path=packed.path, label=item.path)
-        digest, size = hash_file(item.abs_path, counter=counter)
-        annotations = {ANNOTATION_TITLE: item.title, **afile.get(item.path, {})}
-        desc = descriptor_json(item.media_type or MEDIA_TYPE_LAYER, digest, size, annotations)
-        return BlobSource(desc, path=item.abs_path, label=item.path)
+            blob = BlobSource(desc, path=None if tmp_rel else packed.path, label=item.path, staged=tmp_rel)
+        elif stage_in is not None:
+            digest, size, tmp_rel = stage_file(stage_in, item.abs_path, item.path, counter)
+            annotations = {ANNOTATION_TITLE: item.title, **afile.get(item.path, {})}
+            desc = descriptor_json(item.media_type or MEDIA_TYPE_LAYER, digest, size, annotations)
+            blob = BlobSource(desc, path=item.abs_path, label=item.path, staged=tmp_rel)
+        else:
+            digest, size = hash_file(item.abs_path, counter=counter)
+            annotations = {ANNOTATION_TITLE: item.title, **afile.get(item.path, {})}
+            desc = descriptor_json(item.media_type or MEDIA_TYPE_LAYER, digest, size, annotations)
+            return BlobSource(desc, path=item.abs_path, label=item.path)
+        with staged_lock:
+            staged.append(blob)
+        return blob
 
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
-        blobs = list(pool.map(one, items))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items) or 1))) as pool:
+            blobs = list(pool.map(one, items))
+    except BaseException:
+        if stage_in is not None:
+            discard_staged(stage_in, staged)
+        raise
     counter.close()
     if config is not None:
         _cpath, cabs, cmt = config
@@ -958,10 +1095,11 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
 
 
 def _upload(layout: Layout, blobs: list[BlobSource], jobs: int, progress: Progress) -> None:
-    counter = progress.counter("push", total=sum(b.size for b in blobs) or None, unit="B")
+    streamed = [b for b in blobs if b.staged is None]  # staged ones were counted as they streamed
+    counter = progress.counter("push", total=sum(b.size for b in streamed) or None, unit="B")
 
     def one(b: BlobSource) -> None:
-        b.uploaded = write_blob(layout, b, counter)
+        b.uploaded = write_blob(layout, b, None if b.staged is not None else counter)
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(blobs)))) as pool:
         for _ in pool.map(one, blobs):

@@ -14,6 +14,7 @@ directories without stat-ing entries where they can and run many small reads in 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as stat_mod
@@ -28,6 +29,48 @@ from typing import BinaryIO, Protocol, cast
 
 #: Prefix of every temporary file ocigc writes. Sweep treats older ones as leftovers.
 TEMP_PREFIX = ".ocigc-tmp-"
+
+
+#: File systems where a listing reflects every completed write at once and a rename is atomic and
+#: cheap (a short lock settle suffices; blobs are staged in place).
+LOCAL_FSTYPES = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "tmpfs", "ramfs", "overlay", "f2fs", "jfs",
+    "reiserfs", "bcachefs", "apfs", "hfs", "hfsplus", "vfat", "exfat", "ntfs", "ntfs3", "9p",
+    "virtiofs", "fuseblk", "squashfs", "nilfs2",
+})
+#: FUSE adapters of object stores (``fuse.NAME`` in mountinfo): an object appears when its file is
+#: closed, and a rename is a server-side copy of every byte followed by a delete.
+OBJECT_STORE_FUSE = frozenset({
+    "s3fs", "rclone", "goofys", "mountpoint-s3", "mount-s3", "gcsfuse", "blobfuse", "blobfuse2",
+    "geesefs", "ossfs", "cosfs",
+})
+
+
+def fs_type(path: str) -> str | None:
+    """The file-system type of the mount holding ``path`` (Linux /proc/self/mountinfo), or None."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        if len(fields) < 5:
+            continue
+        mnt = fields[4].replace("\\040", " ")
+        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+            best, best_type = mnt, right.split()[0]
+    return best_type
+
+
+def is_object_store_fuse(kind: str | None) -> bool:
+    """True for the mountinfo type of a FUSE mount of an object store (``fuse.s3fs``, ...)."""
+    return kind is not None and kind.startswith("fuse.") and kind[5:] in OBJECT_STORE_FUSE
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +248,7 @@ class LocalStorage:
         self.counter = counter if counter is not None else GLOBAL_COUNTER
         #: Set to False after a rename failed with ENOTSUP/EPERM (mountpoint-s3): write in place.
         self.can_rename = True
+        self._fs_kind: str | bool | None = False  # False: not looked up yet
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.base)!r})"
@@ -223,7 +267,25 @@ class LocalStorage:
     def child(self, rel: str) -> LocalStorage:
         sub = LocalStorage(self._p(rel), self.counter)
         sub.can_rename = self.can_rename
+        sub._fs_kind = self._fs_kind  # a child of a directory is on the same mount (or below one)
         return sub
+
+    @property
+    def fs_kind(self) -> str | None:
+        """The file-system type of the mount holding the base (``ext4``, ``fuse.s3fs``, ...)."""
+        if self._fs_kind is False:
+            self._fs_kind = fs_type(str(self.base))
+        return self._fs_kind if isinstance(self._fs_kind, str) else None
+
+    @property
+    def is_local_disk(self) -> bool:
+        """A local file system: atomic, cheap renames and listings that show every completed write."""
+        return self.fs_kind in LOCAL_FSTYPES
+
+    @property
+    def is_object_store_mount(self) -> bool:
+        """A FUSE mount of a bucket (s3fs, rclone, goofys, mountpoint-s3, ...)."""
+        return is_object_store_fuse(self.fs_kind)
 
     def local_path(self, rel: str = "") -> Path | None:
         return self._p(rel)
@@ -298,6 +360,52 @@ class LocalStorage:
                 os.unlink(tmp)
             raise
 
+    @contextmanager
+    def open_write_content(self, rel: str) -> Iterator[BinaryIO]:
+        """Write a content-addressed file (a blob), whose readers check its size and digest.
+
+        On an object-store FUSE mount the final name is written directly: the object appears when
+        the file is closed, while the rename of a temp file would be a server-side copy of every
+        byte plus a delete. A writer killed half-way can leave a short object under the name, which
+        every reader's size check rejects and the next push replaces; the block raising removes it.
+        Elsewhere this is ``open_write`` (temp file, fsync, rename).
+        """
+        if not self.is_object_store_mount or not self.can_rename:
+            with self.open_write(rel) as f:
+                yield f
+            return
+        target = self._p(rel)
+        self.counter.add("write")
+        try:
+            with open(target, "wb") as f:
+                yield f
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(target)
+            raise
+
+    def new_temp(self, rel: str) -> tuple[str, Path]:
+        """A fresh temp name in the directory of ``rel`` (relative and local path) for a writer that
+        learns the final name only once it has written the bytes (a blob hashed as it streams).
+        Then ``publish_temp`` (fsync and rename) or ``discard_temp``."""
+        tmp_rel = self._temp_name(rel)
+        self.counter.add("write")
+        return tmp_rel, self._p(tmp_rel)
+
+    def publish_temp(self, tmp_rel: str, rel: str) -> None:
+        """fsync a temp file from ``new_temp`` (its writer has closed it) and move it to ``rel``."""
+        tmp = self._p(tmp_rel)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._rename_or_copy(tmp, self._p(rel))
+
+    def discard_temp(self, tmp_rel: str) -> None:
+        with suppress(FileNotFoundError):
+            os.unlink(self._p(tmp_rel))
+
     def _rename_or_copy(self, tmp: Path, target: Path) -> None:
         self.counter.add("rename")
         try:
@@ -340,6 +448,12 @@ class LocalStorage:
     def makedirs(self, rel: str) -> None:
         self.counter.add("mkdir")
         os.makedirs(self._p(rel), exist_ok=True)
+
+
+def open_write_content(storage: Storage, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    """``storage.open_write_content`` where the storage has it (see ``LocalStorage``), else ``open_write``."""
+    fn = getattr(storage, "open_write_content", None)
+    return fn(rel) if fn is not None else storage.open_write(rel)
 
 
 def open_storage(location: str, counter: OpCounter | None = None) -> Storage:

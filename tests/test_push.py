@@ -28,6 +28,7 @@ from ocigc.push import (
     descriptor_json,
     go_json,
     parse_file_ref,
+    staged_blobs_here,
     write_blob,
 )
 from ocigc.storage import LocalStorage
@@ -445,16 +446,110 @@ def test_push_refuses_a_digest_reference_and_a_foreign_subject(tmp_path: Path) -
     assert rc == 2 and "must be in the layout pushed to" in err
 
 
-def test_a_file_that_changes_between_hash_and_upload_is_not_stored(tmp_path: Path) -> None:
-    lay = Layout(LocalStorage(tmp_path))
-    (tmp_path / "blobs" / "sha256").mkdir(parents=True)
+def test_a_file_that_changes_between_hash_and_upload_is_not_stored(layout_dir: Path, tmp_path: Path) -> None:
+    """The two-pass path (mounted buckets): on s3fs the blob is written in place, and removed again."""
+    lay = Layout(LocalStorage(layout_dir))
+    (layout_dir / "blobs" / "sha256").mkdir(parents=True)
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(3 * MiB))
     stale = hashlib.sha256(b"what it was").hexdigest()
     source = BlobSource(descriptor_json("x/y", f"sha256:{stale}", 3 * MiB), path=str(src))
     with pytest.raises(IntegrityError, match="changed while pushing"):
         write_blob(lay, source)
-    assert os.listdir(tmp_path / "blobs" / "sha256") == []  # neither the blob nor a temp file
+    assert os.listdir(layout_dir / "blobs" / "sha256") == []  # neither the blob nor a temp file
+
+
+def test_storage_kinds_pick_the_blob_write_path(layout_dir: Path, request: pytest.FixtureRequest) -> None:
+    storage = LocalStorage(layout_dir)
+    on_s3fs = "s3fs" in request.node.name
+    assert storage.is_object_store_mount is on_s3fs
+    assert storage.is_local_disk is (not on_s3fs)
+    assert staged_blobs_here(storage) is (not on_s3fs)
+
+
+def test_blobs_on_an_object_store_mount_are_written_in_place(layout_dir: Path, tmp_path: Path,
+                                                             request: pytest.FixtureRequest,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On s3fs a rename is a server-side copy of every byte: blobs go straight to their name there,
+    through a temp file and a rename on a local disk; index.json is always replaced by a rename."""
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        renamed.append(os.fspath(dst))
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    (tmp_path / "f.bin").write_bytes(os.urandom(2 * MiB))
+    digest = digest_of(ok("push", f"{layout_dir}:v1", "f.bin", cwd=tmp_path))
+    blob_renames = [d for d in renamed if "/blobs/" in d]
+    if "s3fs" in request.node.name:
+        assert blob_renames == []
+    else:
+        assert len(blob_renames) == 3  # layer, empty config, manifest
+    assert any(d.endswith("index.json") for d in renamed)
+    assert not [n for n in os.listdir(layout_dir / "blobs" / "sha256") if n.startswith(".ocigc-tmp-")]
+    rc, _, err = cli("check", layout_dir, "--verify-digests")
+    assert rc == 0, err
+    assert digest_of(ok("pull", f"{layout_dir}:v1", "-o", tmp_path / "out")) == digest
+    assert (tmp_path / "out" / "f.bin").read_bytes() == (tmp_path / "f.bin").read_bytes()
+
+
+def test_one_pass_push_stores_the_bytes_it_hashed_while_the_source_changes(tmp_path: Path) -> None:
+    """Local disk: each file is read once, so a file rewritten during the push cannot be stored under
+    a digest of other bytes; whatever was read is what is stored and named."""
+    src = tmp_path / "moving.bin"
+    src.write_bytes(os.urandom(48 * MiB))
+    stop = threading.Event()
+
+    def scribble() -> None:
+        with open(src, "r+b") as f:
+            while not stop.is_set():
+                f.seek(int.from_bytes(os.urandom(3), "big") % (47 * MiB))
+                f.write(os.urandom(64 * 1024))
+                f.flush()
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        for i in range(3):
+            ok("push", f"{tmp_path / 'lay'}:v{i}", "moving.bin", cwd=tmp_path)
+    finally:
+        stop.set()
+        t.join()
+    rc, _, err = cli("check", tmp_path / "lay", "--verify-digests")
+    assert rc == 0, err
+    names = os.listdir(tmp_path / "lay" / "blobs" / "sha256")
+    assert not [n for n in names if n.startswith(".ocigc-tmp-")]
+
+
+def test_one_pass_repush_and_duplicates_leave_no_temp_files(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"same bytes")
+    (tmp_path / "b.bin").write_bytes(b"same bytes")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("x")
+    lay = tmp_path / "lay"
+    ok("push", f"{lay}:v1", "a.bin", "b.bin", "d", cwd=tmp_path)
+    ok("push", f"{lay}:v2", "a.bin", "b.bin", "d", cwd=tmp_path)
+    names = os.listdir(lay / "blobs" / "sha256")
+    assert not [n for n in names if n.startswith(".ocigc-tmp-")], names
+    rc, _, err = cli("check", lay, "--verify-digests")
+    assert rc == 0, err
+
+
+def test_a_failed_one_pass_push_leaves_no_temp_files_and_no_tag(tmp_path: Path) -> None:
+    (tmp_path / "good.bin").write_bytes(os.urandom(MiB))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    os.mkfifo(bad / "fifo")
+    lay = tmp_path / "lay"
+    ok("push", f"{lay}:v0", "good.bin", cwd=tmp_path)
+    index_before = (lay / "index.json").read_bytes()
+    rc, _, err = cli("push", f"{lay}:v1", "good.bin", "bad", cwd=tmp_path)
+    assert rc != 0 and len(err.strip().splitlines()) == 1, err
+    assert (lay / "index.json").read_bytes() == index_before
+    names = os.listdir(lay / "blobs" / "sha256")
+    assert not [n for n in names if n.startswith(".ocigc-tmp-")], names
 
 
 def test_concurrent_pushes_of_different_tags_keep_every_tag(tmp_path: Path) -> None:
