@@ -54,7 +54,7 @@ from ocigc.push import PushRequest, push
 from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
 if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
-    os.fsync = lambda fd: None
+    os.fsync = os.fdatasync = lambda fd: None
 t1 = time.perf_counter()
 if mode == "push":
     push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
