@@ -32,8 +32,9 @@ def run_id() -> str:
 
 def write_record(layout: Layout, kind: str, record: dict[str, Any], run: str | None = None) -> str:
     """Write one journal record; returns its path relative to the layout."""
-    run = run or run_id()
-    rel = f"{JOURNAL_DIR}/{run}-{kind}.json"
+    # a run can write several records of one kind (a retried race, two lock breaks): the suffix
+    # keeps each file written once, the object-store rule
+    rel = f"{JOURNAL_DIR}/{run}-{uuid.uuid4().hex[:6]}-{kind}.json" if run else f"{JOURNAL_DIR}/{run_id()}-{kind}.json"
     body = {"kind": kind, "time": datetime.now(UTC).isoformat(), "host": socket.gethostname(), "pid": os.getpid(),
             **record}
     layout.storage.makedirs(JOURNAL_DIR)

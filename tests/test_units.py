@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -167,3 +168,17 @@ def test_parse_never_crashes_on_random_json(doc: object, declared: str | None) -
 def test_index_parse_never_crashes(data: bytes) -> None:
     with contextlib.suppress(LayoutError):
         Index.parse(data)
+
+
+def test_journal_records_of_one_run_and_kind_never_overwrite_each_other(tmp_path: Path) -> None:
+    from ocigc.journal import read_records, run_id, write_record
+    from ocigc.layout import Layout
+    from ocigc.storage import LocalStorage
+
+    layout = Layout(LocalStorage(tmp_path))
+    run = run_id()
+    first = write_record(layout, "race", {"attempt": 1}, run)
+    second = write_record(layout, "race", {"attempt": 2}, run)
+    assert first != second
+    assert sorted(r["attempt"] for r in read_records(layout, "race")) == [1, 2]
+    assert all(run in name for name in (first, second))
