@@ -7,7 +7,11 @@
 3. manifests top-down, then the other blobs, skipping anything the re-mark found referenced
    again; ``guard`` (the lock's ``ensure_held``) runs before every batch;
 4. writers' leftover temp files;
-5. verify: every blob the current ``index.json`` reaches exists (exit 4 otherwise);
+5. verify: every blob the current ``index.json`` reaches exists (exit 4 otherwise). Given the
+   listing the plan was made from (``listed``), only what the listing cannot vouch for is stat-ed:
+   blobs this run removed or tried to, and blobs that appeared after the listing (a concurrent
+   writer's). Everything else was listed and is not removed by anyone while the exclusive lock is
+   held, so a second listing of ``blobs/`` (on a mounted bucket, a HEAD per blob) is not needed;
 6. a journal record under ``.ocigc/journal/``.
 A kill at any point leaves garbage at most, never a dangling reference.
 """
@@ -79,7 +83,7 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
                guard: Callable[[], None] = _noop,
                hold: Callable[[], AbstractContextManager[object]] | None = None,
                dispose: Disposer = remove_file, progress: Progress | None = None, settle: float | None = None,
-               run: str | None = None) -> ApplyResult:
+               run: str | None = None, listed: set[Digest] | None = None) -> ApplyResult:
     if plan.executed:
         raise RuntimeError("a plan runs once")
     plan.executed = True
@@ -102,7 +106,8 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
     _remove_blobs(layout, plan.remove_manifests, reachable, result, jobs, guard, dispose, progress, ordered=True)
     _remove_blobs(layout, plan.remove_blobs, reachable, result, jobs, guard, dispose, progress, ordered=False)
     _remove_leftovers(layout, plan, result, guard)
-    result.index_after = _verify(layout, fresh, jobs, set(plan.dangling))
+    vouched = None if listed is None else listed - {r.digest for r in plan.blob_removals}
+    result.index_after = _verify(layout, fresh, jobs, set(plan.dangling), vouched)
     result.seconds = time.monotonic() - started
     result.journal = write_record(layout, plan.command, {"plan": plan.to_json(), "result": result.to_json()},
                                   result.run)
@@ -183,14 +188,21 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
             layout.storage.remove_dir(d)
 
 
-def _verify(layout: Layout, state: LayoutState, jobs: int, known_missing: set[Digest] | None = None) -> str:
+def _verify(layout: Layout, state: LayoutState, jobs: int, known_missing: set[Digest] | None = None,
+            vouched: set[Digest] | None = None) -> str:
     """Every blob the current index.json reaches exists (but those already missing before the run);
-    returns the fingerprint checked."""
+    returns the fingerprint checked. ``vouched``: blobs known to exist without looking again (listed
+    before the run and not removed by it); the others reachable are stat-ed, or, without it, the
+    blob directories listed again."""
     index = read_index_retrying(layout)
     if index.fingerprint != state.index.fingerprint:
         state = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
-    present = layout.list_blobs().digests
-    missing = sorted(state.reachable() - present - (known_missing or set()))
+    unknown = state.reachable() - (known_missing or set())
+    if vouched is None:
+        missing = sorted(unknown - layout.list_blobs().digests)
+    else:
+        to_stat = sorted(unknown - vouched)
+        missing = [d for d, st in zip(to_stat, pmap(layout.stat_blob, to_stat, jobs), strict=True) if st is None]
     if missing:
         write_record(layout, "integrity", {"missing": missing, "index": index.fingerprint})
         raise IntegrityError(f"{layout.where(missing[0].blob_path())}: referenced blob is missing after the "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ocigc.apply import ApplyResult, Disposer, apply_plan, remove_file
+from ocigc.digest import Digest
 from ocigc.errors import OcigcError
 from ocigc.indexio import read_index_retrying
 from ocigc.layout import Layout
@@ -135,7 +136,8 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
                     bin_ = TrashRun(layout, "sweep", run.command)
                     dispose, out.trash_run = bin_.dispose, bin_.run
                 out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                        dispose=dispose, progress=progress, settle=run.settle)
+                                        dispose=dispose, progress=progress, settle=run.settle,
+                                        listed=listing.digests)
     except OcigcError as e:
         out.error = e
     return out
@@ -151,7 +153,7 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             out.plan = _plan_delete(layout, refs, opts, run, progress)[0]
             return out
         with run.locker(layout, "shared") as lock:
-            out.plan, state = _plan_delete(layout, refs, opts, run, progress)
+            out.plan, state, listed = _plan_delete(layout, refs, opts, run, progress)
             if run.confirm and not run.confirm(out.plan):
                 out.declined = True
                 return out
@@ -165,14 +167,14 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             # (shared) must not reference a blob between our re-mark and its removal.
             with lock.exclusive_hold():
                 out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                        dispose=dispose, progress=progress, settle=run.settle)
+                                        dispose=dispose, progress=progress, settle=run.settle, listed=listed)
     except OcigcError as e:
         out.error = e
     return out
 
 
 def _plan_delete(layout: Layout, refs: list[Reference], opts: DeleteOptions, run: RunOptions,
-                 progress: Progress) -> tuple[Plan, LayoutState]:
+                 progress: Progress) -> tuple[Plan, LayoutState, set[Digest]]:
     state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
     listing = layout.list_blobs()
-    return plan_delete(layout, state, listing, refs, opts), state
+    return plan_delete(layout, state, listing, refs, opts), state, listing.digests

@@ -380,3 +380,83 @@ def test_delete_index_drops_untagged_platform_entries_nothing_else_keeps(tmp_pat
     assert reasons[amd["digest"]].startswith("untagged child of deleted")
     assert not blob_path(tmp_path, amd["digest"]).exists() and blob_path(tmp_path, arm["digest"]).exists()
     assert_no_dangling(tmp_path)
+
+
+# --- the verification after a run (a plain writer racing the removals) -----------------------------
+def _racing_writer(root: Path, add: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    """A dispose that removes as usual and, at its first call, acts like a plain writer (no locks):
+    writes index.json with ``add`` appended."""
+    from ocigc.apply import remove_file
+
+    fired: list[str] = []
+
+    def dispose(layout: Layout, rel: str) -> bool:
+        gone = remove_file(layout, rel)
+        if not fired:
+            fired.append(rel)
+            doc = json.loads((root / "index.json").read_text())
+            doc["manifests"].extend(add)
+            (root / "index.json").write_text(json.dumps(doc))
+        return gone
+
+    return dispose
+
+
+def test_verify_fails_when_a_racing_writer_references_a_blob_the_run_removed(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("keep", [b"kept layer"])
+    old = b.image("old", [b"old layer"])
+    b.save()
+    delete(tmp_path, ":old", run=RUN)  # old's manifest and layer are now garbage ...
+    b2 = LayoutBuilder(tmp_path)
+    b2.image("keep", [b"kept layer"])
+    b2.save()
+    old_layer = b.manifest([b"old layer"])  # rewrites the same blobs: they exist again as garbage
+    assert old_layer["digest"] == old["digest"]
+    # ... and a plain writer tags the old manifest again while the sweep removes it
+    entry = {**{k: old[k] for k in ("mediaType", "digest", "size")},
+             "annotations": {"org.opencontainers.image.ref.name": "old"}}
+    out = sweep_layout(open_layout(tmp_path), NOW_GRACE, RunOptions(jobs=4, dispose=_racing_writer(tmp_path, [entry])))
+    assert isinstance(out.error, IntegrityError) and out.error.exit_code == 4
+    assert "missing after the run" in str(out.error)
+    records = list((tmp_path / ".ocigc" / "journal").glob("*-integrity.json"))
+    assert records, "the integrity failure is journaled"
+
+
+def test_verify_stats_what_a_racing_writer_added_and_passes_when_it_is_complete(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("keep", [b"kept layer"])
+    b.blob(b"stray", "application/octet-stream")  # something to sweep, so the run applies
+    b.save()
+    writer = LayoutBuilder(tmp_path)
+    new = writer.manifest([b"a new layer"])  # blobs written after the sweep's listing
+    entry = {**{k: new[k] for k in ("mediaType", "digest", "size")},
+             "annotations": {"org.opencontainers.image.ref.name": "new"}}
+    for p in (tmp_path / "blobs" / "sha256").iterdir():  # hide them from the listing: not there yet
+        if p.read_bytes() in (b"a new layer",) or p.name == new["digest"].split(":")[1]:
+            p.rename(tmp_path / p.name)
+    hidden = [p for p in tmp_path.iterdir() if len(p.name) == 64]
+
+    def dispose(layout: Layout, rel: str) -> bool:
+        for p in hidden:  # the writer's blobs land, then its index.json entry
+            if p.exists():
+                p.rename(tmp_path / "blobs" / "sha256" / p.name)
+        return _inner(layout, rel)
+
+    _inner = _racing_writer(tmp_path, [entry])
+    out = sweep_layout(open_layout(tmp_path), NOW_GRACE, RunOptions(jobs=4, dispose=dispose))
+    assert out.error is None, out.error
+    assert set(tags(tmp_path)) == {"keep", "new"}
+    assert_no_dangling(tmp_path)
+
+
+def test_verify_catches_a_racing_writer_that_references_a_blob_never_written(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    b.image("keep", [b"kept layer"])
+    b.blob(b"stray", "application/octet-stream")
+    b.save()
+    broken = b.manifest([b"never uploaded"], write_layers=False)
+    entry = {**{k: broken[k] for k in ("mediaType", "digest", "size")},
+             "annotations": {"org.opencontainers.image.ref.name": "broken"}}
+    out = sweep_layout(open_layout(tmp_path), NOW_GRACE, RunOptions(jobs=4, dispose=_racing_writer(tmp_path, [entry])))
+    assert isinstance(out.error, IntegrityError) and out.error.exit_code == 4
