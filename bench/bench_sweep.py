@@ -147,15 +147,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
     ap.add_argument("--no-s3fs", action="store_true", help="local disk only")
+    ap.add_argument("--only", choices=["compare", "scaling"], default=None, help="run one part only")
     args = ap.parse_args()
     sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
+    compare: list[dict[str, Any]] = []
+    scaling: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-") as tmp:
         workdir = Path(tmp)
-        compare = run_compare(SPEC_2000, workdir, not args.no_s3fs)
+        if args.only != "scaling":
+            compare = run_compare(SPEC_2000, workdir, not args.no_s3fs)
         print(table(compare, ["where", "blobs", "manifests", "garbage", "ocigc_sweep_s", "umoci_gc_s", "floor_s",
                               "speedup_vs_umoci", "vs_floor", "check_s", "ls_s", "ops_total", "ops_minimum",
                               "ops_ratio", "same_blobs_as_umoci", "left_equals_reachable"]))
-        scaling = run_scaling(sizes, workdir)
+        if args.only != "compare":
+            scaling = run_scaling(sizes, workdir)
         print(table(scaling, ["blobs", "manifests", "garbage", "sweep_wall_s", "sweep_cpu_s", "sweep_peak_mb",
                               "sweep_us_per_blob", "sweep_us_per_blob_net", "check_wall_s", "check_cpu_s",
                               "check_peak_mb", "check_us_per_blob", "check_us_per_blob_net", "startup_s"]))

@@ -96,7 +96,7 @@ class Outcome:
 class RunOptions:
     dry_run: bool = False
     jobs: int = 16
-    #: index.json settle delay; None: the lock protocol's (2 s on FUSE, 0.1 s on a local disk).
+    #: index.json settle delay; None: the lock protocol's (2 s on FUSE, 0.02 s on a local disk).
     settle: float | None = None
     locker: Locker = no_lock
     dispose: Disposer = remove_file

@@ -94,7 +94,7 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
                  run: str | None = None) -> UpdateResult:
     """Apply ``mutate`` to a fresh read of ``index.json`` under the update protocol (module docstring).
 
-    ``settle`` defaults to the lock protocol's settle delay (2 s on a FUSE mount, 0.1 s on a local
+    ``settle`` defaults to the lock protocol's settle delay (2 s on a FUSE mount, 0.02 s on a local
     disk; ``OCIGC_LOCK_SETTLE`` overrides). ``hold`` wraps every attempt (read, write, verify).
     """
     store = conditional(layout.storage)
