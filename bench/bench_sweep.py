@@ -108,9 +108,23 @@ def startup_seconds(rounds: int = 5) -> float:
     return min(timed([OCIGC, "--version"]).wall for _ in range(rounds))
 
 
+def empty_run_seconds(workdir: Path, command: list[str], rounds: int = 5) -> float:
+    """The fixed cost of one run of ``command`` (start-up, imports, argument parsing, opening the
+    layout, lock and journal where the command takes them): the best of a few runs on an empty
+    layout. What a run costs beyond it grows with the layout."""
+    empty = workdir / "empty-layout"
+    shutil.rmtree(empty, ignore_errors=True)
+    (empty / "blobs" / "sha256").mkdir(parents=True)
+    (empty / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (empty / "index.json").write_text('{"schemaVersion":2,"manifests":[]}')
+    return min(timed([OCIGC, *command, str(empty)]).wall for _ in range(rounds))
+
+
 def run_scaling(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
     rows = []
-    base = startup_seconds()
+    interpreter = startup_seconds()
+    base_sweep = empty_run_seconds(workdir, ["sweep", "--grace", "0", "--yes", "-q"])
+    base_check = empty_run_seconds(workdir, ["check"])
     for n in sizes:
         root = workdir / f"scale-{n}"
         gen = generate(root, spec_for_blobs(n, seed=n))
@@ -129,9 +143,10 @@ def run_scaling(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
             "sweep_peak_mb": round(r_sweep.max_rss_mb, 1), "sweep_us_per_blob": round(r_sweep.wall / blobs * 1e6, 1),
             "check_wall_s": round(r_check.wall, 3), "check_cpu_s": round(r_check.cpu, 3),
             "check_peak_mb": round(r_check.max_rss_mb, 1), "check_us_per_blob": round(r_check.wall / blobs * 1e6, 1),
-            "startup_s": round(base, 3),
-            "sweep_us_per_blob_net": round(max(0.0, r_sweep.wall - base) / blobs * 1e6, 1),
-            "check_us_per_blob_net": round(max(0.0, r_check.wall - base) / blobs * 1e6, 1),
+            "startup_s": round(interpreter, 3), "empty_sweep_s": round(base_sweep, 3),
+            "empty_check_s": round(base_check, 3),
+            "sweep_us_per_blob_net": round(max(0.0, r_sweep.wall - base_sweep) / blobs * 1e6, 1),
+            "check_us_per_blob_net": round(max(0.0, r_check.wall - base_check) / blobs * 1e6, 1),
         })
         shutil.rmtree(root)
     return rows
@@ -163,7 +178,8 @@ def main() -> None:
             scaling = run_scaling(sizes, workdir)
         print(table(scaling, ["blobs", "manifests", "garbage", "sweep_wall_s", "sweep_cpu_s", "sweep_peak_mb",
                               "sweep_us_per_blob", "sweep_us_per_blob_net", "check_wall_s", "check_cpu_s",
-                              "check_peak_mb", "check_us_per_blob", "check_us_per_blob_net", "startup_s"]))
+                              "check_peak_mb", "check_us_per_blob", "check_us_per_blob_net", "startup_s",
+                              "empty_sweep_s", "empty_check_s"]))
     path = save("sweep", {"compare": compare, "scaling": scaling})
     print(f"results: {path}")
 

@@ -182,3 +182,47 @@ def test_journal_records_of_one_run_and_kind_never_overwrite_each_other(tmp_path
     assert first != second
     assert sorted(r["attempt"] for r in read_records(layout, "race")) == [1, 2]
     assert all(run in name for name in (first, second))
+
+
+def test_pmap_keeps_order_counts_and_raises_the_first_failing_items_error() -> None:
+    import threading
+
+    from ocigc.parallel import pmap
+
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def on_done() -> None:
+        with lock:
+            done.append(1)
+
+    assert pmap(lambda x: x * x, range(1000), 16, on_done) == [x * x for x in range(1000)]
+    assert len(done) == 1000
+    seen: set[int] = set()
+
+    def flaky(x: int) -> int:
+        with lock:
+            seen.add(x)
+        if x in (700, 300):
+            raise ValueError(f"item {x}")
+        return x
+
+    with pytest.raises(ValueError, match="item 300"):
+        pmap(flaky, range(1000), 8)
+    assert seen == set(range(1000))  # every item was still processed
+
+
+def test_pmap_stops_handing_out_items_on_an_interrupt() -> None:
+    from ocigc.parallel import pmap
+
+    seen: list[int] = []
+
+    def interrupted(x: int) -> int:
+        seen.append(x)
+        if x == 5:
+            raise KeyboardInterrupt
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        pmap(interrupted, range(100_000), 4)
+    assert len(seen) < 100_000
