@@ -99,8 +99,12 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
         index = update.after
     else:
         index = read_index_retrying(layout)
-    # Re-mark against what index.json says now.
-    fresh = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
+    # Re-mark against what index.json says now. Unchanged, and with every manifest read at planning
+    # (blobs are immutable), the plan's graph is that graph: reused rather than built twice.
+    if index.fingerprint == state.index.fingerprint and state.graph.complete():
+        fresh = state
+    else:
+        fresh = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
     reachable = fresh.reachable()
     refuse_unsafe(layout, fresh.graph, reachable)
     _remove_blobs(layout, plan.remove_manifests, reachable, result, jobs, guard, dispose, progress, ordered=True)

@@ -158,6 +158,10 @@ class RefGraph:
             self.g.add_edge(parent, child, kinds={kind})
 
     # --- questions ---------------------------------------------------------------------------
+    def complete(self) -> bool:
+        """Every blob the walk read was present and parsed (nothing missing or broken to re-read)."""
+        return len(self.results) == len(self.read)
+
     def __contains__(self, digest: object) -> bool:
         return digest in self.g
 
