@@ -351,3 +351,24 @@ def test_rule_trash_and_grace_override_the_command_line(tmp_path: Path) -> None:
     by_name = {x["layout"]: x for x in doc["layouts"]}
     assert by_name["app"]["trash_run"] == runs[0]
     assert by_name["app"]["lock"]["mode"] == "exclusive" and by_name["app"]["lock"]["acquired"] is True
+
+
+def test_delete_writes_a_json_report_and_json_logs(tmp_path: Path) -> None:
+    lay = tmp_path / "lay"
+    b = LayoutBuilder(lay)
+    b.image("keep", [b"kept layer"])
+    old = b.image("old", [b"old layer"])
+    b.save()
+    report = tmp_path / "r.json"
+    rc, out, err = ocigc("delete", f"{lay}:old", "--yes", "--quiet", "--log-format", "json", "--json-report", report)
+    assert rc == 0 and out == ""
+    doc = json.loads(report.read_text())
+    assert doc["command"] == "delete" and doc["exit_code"] == 0 and doc["dry_run"] is False
+    assert doc["totals"]["blobs_removed"] >= 2  # the manifest and its own layer
+    assert not blob_path(lay, old["digest"]).exists()
+    # a missing tag: exit 1 (reference not found), one JSON error line, the report says so
+    rc, out, err = ocigc("delete", f"{lay}:nope", "--yes", "--quiet", "--log-format", "json", "--json-report", report)
+    assert rc != 0 and out == ""
+    events = [json.loads(line) for line in err.splitlines()]
+    assert events and all(e["level"] == "error" for e in events)
+    assert json.loads(report.read_text())["exit_code"] == rc

@@ -31,7 +31,7 @@ from ocigc.errors import (
     EXIT_OK,
     UsageError,
 )
-from ocigc.gc import Confirm, Outcome, RunOptions, delete_refs
+from ocigc.gc import Confirm, Outcome, RunOptions
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.plan import DEFAULT_GRACE, DeleteOptions, Plan, SweepOptions
@@ -169,13 +169,15 @@ def delete_cmd(
     trash: TrashOpt = False,
     lock_wait: LockWaitOpt = "0",
     json_out: JsonOpt = False,
+    json_report: JsonReportOpt = None,
+    log_format: LogFormatOpt = "text",
     jobs: JobsOpt = DEFAULT_JOBS,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Delete tags or manifests, their referrers, and every blob no remaining root reaches."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors(), unattended("delete", " ".join(refs), s, json_report, log_format, dry_run) as cron:
         by_layout: dict[str, list[Reference]] = {}
         for text in refs:
             ref = parse_reference(text)
@@ -184,11 +186,12 @@ def delete_cmd(
             by_layout.setdefault(ref.path, []).append(ref)
         layouts = {path: Layout.open(open_storage(path)) for path in by_layout}
         run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out), trash=trash,
-                         locker=make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line()),
+                         locker=cron.locker(make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line())),
                          command=command_line())
         opts = DeleteOptions(keep_referrers=keep_referrers, force=force, jobs=jobs)
-        outcomes = [delete_refs(layouts[p], rs, opts, run, s.progress(json_out)) for p, rs in by_layout.items()]
-        emit(outcomes, s, json_out, "delete")
+        outcomes = [cron.delete(layouts[p], rs, opts, run, s.progress(json_out or cron.json_logs))
+                    for p, rs in by_layout.items()]
+        emit(outcomes, s, json_out, "delete", on_error=cron.on_error())
 
 
 @app.command("sweep")

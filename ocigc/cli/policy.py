@@ -16,11 +16,12 @@ from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError
-from ocigc.gc import Locker, Outcome, RunOptions, sweep_layout
+from ocigc.gc import Locker, Outcome, RunOptions, delete_refs, sweep_layout
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.plan import Plan, SweepOptions
+from ocigc.plan import DeleteOptions, Plan, SweepOptions
 from ocigc.progress import Progress
+from ocigc.refs import Reference
 from ocigc.report import RunReport, TimedLocker, run_logger
 from ocigc.retention import Policy, explain, load_policy, repository_name
 
@@ -140,6 +141,15 @@ class Unattended:
         run = self.policy.run_options(layout, run) if self.policy is not None else run
         started = time.monotonic()
         out = sweep_layout(layout, opts, run, progress)
+        lock = self.locks.record(layout) if self.locks is not None else None
+        if self.report is not None:
+            self.report.add(out, time.monotonic() - started, lock)
+        return out
+
+    def delete(self, layout: Layout, refs: list[Reference], opts: DeleteOptions, run: RunOptions,
+               progress: Progress) -> Outcome:
+        started = time.monotonic()
+        out = delete_refs(layout, refs, opts, run, progress)
         lock = self.locks.record(layout) if self.locks is not None else None
         if self.report is not None:
             self.report.add(out, time.monotonic() - started, lock)
