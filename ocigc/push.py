@@ -77,7 +77,7 @@ from ocigc.indexio import update_index
 from ocigc.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.lock import LockHandle, acquire, hold_for
 from ocigc.parallel import pmap
-from ocigc.progress import Counter, NullProgress, Progress
+from ocigc.progress import Counter, NullCounter, NullProgress, Progress
 from ocigc.refs import Reference, parse_reference
 from ocigc.storage import Storage, open_storage, open_write_content
 
@@ -1096,7 +1096,8 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
 
 def _upload(layout: Layout, blobs: list[BlobSource], jobs: int, progress: Progress) -> None:
     streamed = [b for b in blobs if b.staged is None]  # staged ones were counted as they streamed
-    counter = progress.counter("push", total=sum(b.size for b in streamed) or None, unit="B")
+    counter = (progress.counter("push", total=sum(b.size for b in streamed) or None, unit="B") if streamed
+               else NullCounter())
 
     def one(b: BlobSource) -> None:
         b.uploaded = write_blob(layout, b, None if b.staged is not None else counter)
