@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import networkx as nx
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ocigc import manifest as mf
 from ocigc.descriptor import KNOWN_LEAF_JSON, MANIFEST_TYPES, Descriptor, looks_like_json_type
@@ -31,6 +30,18 @@ from ocigc.index import Index
 from ocigc.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import Counter, NullCounter
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def _nx() -> ModuleType:
+    """networkx, imported on first use: it takes about 0.2 s, which commands that build no graph
+    (push, pull, tag, locks, doctor) do not pay."""
+    import networkx
+
+    return networkx
+
 
 #: Nesting of indexes and manifests deeper than this is refused (hostile or broken input).
 MAX_DEPTH = 32
@@ -67,7 +78,7 @@ class _ReadResult:
 
 class RefGraph:
     def __init__(self) -> None:
-        self.g: nx.DiGraph = nx.DiGraph()
+        self.g: nx.DiGraph = _nx().DiGraph()
         #: Digests that were read (or tried).
         self.read: set[Digest] = set()
         #: Blobs read and found present, by digest. Content-addressed blobs never change, so a
@@ -236,6 +247,7 @@ class RefGraph:
         """``digests`` ordered so that every parent comes before its children (manifests top-down)."""
         wanted = set(digests)
         sub = self.g.subgraph(wanted)
+        nx = _nx()
         try:
             order = list(nx.topological_sort(sub))
         except nx.NetworkXUnfeasible:  # a cycle (only possible with hash collisions): any order
@@ -270,6 +282,7 @@ class RefGraph:
         return "\n".join(lines) + "\n"
 
     def to_graphml(self) -> str:
+        nx = _nx()
         flat = nx.DiGraph()
         for d, a in self.g.nodes(data=True):
             flat.add_node(d, kind=a["kind"] or "unknown", media_types=",".join(sorted(a["media_types"])),
