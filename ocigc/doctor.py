@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocigc.errors import OcigcError
+from ocigc.errors import OcigcError, UsageError
 from ocigc.storage import LOCAL_FSTYPES
 
 # ------------------------------------------------------------------------------------ constants
@@ -1330,6 +1330,10 @@ def diagnose(
 ) -> DoctorReport:
     """Look at the mount holding ``path``, its adapter and options, and run the self-test."""
     system = system or System()
+    if path.startswith("s3://"):
+        raise UsageError(f"{path}: doctor checks a mounted bucket (a directory); the native s3:// backend "
+                          "has no mount options or caches to check, and probes conditional writes at first use "
+                          "(OCIGC_S3_CONDITIONAL, docs/object-storage.md)")
     if not os.path.isdir(path):
         what = "not a directory" if os.path.exists(path) else "no such directory"
         raise DoctorError(f"{path}: {what}")

@@ -716,3 +716,9 @@ def test_real_rclone_recommended_fit(rclone_mount: RcloneMount) -> None:
     assert rc == 0, out + err
     data = _json(out)
     assert data["adapter"] == "rclone" and all(s["status"] == "ok" for s in data["self_test"]["steps"])
+
+
+def test_cli_an_s3_url_is_a_usage_error_that_says_why(tmp_path: Path) -> None:
+    rc, _, err, _ = run_ocigc("doctor", "s3://bucket/prefix")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "s3://bucket/prefix: doctor checks a mounted bucket" in err and "OCIGC_S3_CONDITIONAL" in err
