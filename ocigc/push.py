@@ -556,9 +556,9 @@ def write_blob(layout: Layout, blob: BlobSource, counter: Counter | None = None)
             counter.add(size)
         return False  # a staged temp file stays until the push ends (``discard_staged``)
     rel = digest.blob_path()
-    if blob.staged is not None:
-        staged, blob.staged = blob.staged, None
-        layout.storage.publish_temp(staged, rel)  # type: ignore[attr-defined]
+    if blob.staged is not None:  # a failed publish leaves it for ``discard_staged``
+        layout.storage.publish_temp(blob.staged, rel)  # type: ignore[attr-defined]
+        blob.staged = None
         return True
     where = blob.path or blob.label or str(digest)
     with open_write_content(layout.storage, rel) as out:
