@@ -267,7 +267,6 @@ class LocalStorage:
     def child(self, rel: str) -> LocalStorage:
         sub = LocalStorage(self._p(rel), self.counter)
         sub.can_rename = self.can_rename
-        sub._fs_kind = self._fs_kind  # a child of a directory is on the same mount (or below one)
         return sub
 
     @property
