@@ -137,7 +137,7 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
                     dispose, out.trash_run = bin_.dispose, bin_.run
                 out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
                                         dispose=dispose, progress=progress, settle=run.settle,
-                                        listed=listing.digests)
+                                        listed=listing.digests | listing.symlinked)
     except OcigcError as e:
         out.error = e
     return out
@@ -177,4 +177,4 @@ def _plan_delete(layout: Layout, refs: list[Reference], opts: DeleteOptions, run
                  progress: Progress) -> tuple[Plan, LayoutState, set[Digest]]:
     state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
     listing = layout.list_blobs()
-    return plan_delete(layout, state, listing, refs, opts), state, listing.digests
+    return plan_delete(layout, state, listing, refs, opts), state, listing.digests | listing.symlinked

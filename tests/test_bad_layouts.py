@@ -404,3 +404,21 @@ def test_random_bytes_index_json(tmp_path_factory: pytest.TempPathFactory, data:
         assert r.code == ERROR, (args, r)
         assert_one_error(r, str(lay / "index.json"))
     assert_untouched(lay, before)
+
+
+def test_sweep_that_removes_something_keeps_and_never_follows_a_reachable_digest_symlink(tmp_path: Path) -> None:
+    """The plan counts a digest-named symlink as present and never removes it; the verification after
+    the run agrees (it does not stat through the link, here one whose target is gone)."""
+    lay = tmp_path / "lay"
+    b = LayoutBuilder(lay)
+    linked = b.blob(b"what the link claims", OCI_LAYER, write=False)
+    b.image("uses-link", [linked])
+    stray = b.blob(b"garbage", OCI_LAYER)
+    b.save()
+    link = lay / "blobs" / "sha256" / linked["digest"].split(":")[1]
+    os.symlink(tmp_path / "gone", link)
+    age(lay)
+    r = run(["sweep", "--grace", "0", "--yes", "--json", lay])
+    assert r.code == OK, r
+    assert not (lay / "blobs" / "sha256" / stray["digest"].split(":")[1]).exists()
+    assert link.is_symlink()
