@@ -7,7 +7,10 @@
 3. manifests top-down, then the other blobs, skipping anything the re-mark found referenced
    again; ``guard`` (the lock's ``ensure_held``) runs before every batch;
 4. writers' leftover temp files;
-5. verify: every blob the current ``index.json`` reaches exists (exit 4 otherwise). Given the
+5. verify: every blob the current ``index.json`` reaches exists. One this run removed means a
+   writer that does not take the lock referenced it again meanwhile: a lost race (warning, journal
+   ``race`` record, exit 3; with ``--trash`` the blob is in the trash run). One missing that the
+   run did not remove is damage (exit 4). Given the
    listing the plan was made from (``listed``), only what the listing cannot vouch for is stat-ed:
    blobs this run removed or tried to, and blobs that appeared after the listing (a concurrent
    writer's). Everything else was listed and is not removed by anyone while the exclusive lock is
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc.digest import Digest
-from ocigc.errors import IntegrityError
+from ocigc.errors import IntegrityError, LostRace, OcigcError
 from ocigc.index import Index
 from ocigc.indexio import read_index_retrying, update_index
 from ocigc.journal import run_id, write_record
@@ -51,6 +54,22 @@ def _noop() -> None:
     pass
 
 
+class RunRaced(LostRace):
+    """Verification found ``index.json`` referencing a blob this run removed (a plain writer raced it)."""
+
+    def __init__(self, message: str, result: ApplyResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RunDamaged(IntegrityError):
+    """Verification found a referenced blob missing that this run did not remove."""
+
+    def __init__(self, message: str, result: ApplyResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class ApplyResult:
     run: str
@@ -62,6 +81,8 @@ class ApplyResult:
     index_before: str = ""
     index_after: str = ""
     races: list[str] = field(default_factory=list)
+    #: Blobs this run removed that index.json referenced again by the verification (a plain writer).
+    raced: list[Digest] = field(default_factory=list)
     journal: str | None = None
     seconds: float = 0.0
 
@@ -75,7 +96,7 @@ class ApplyResult:
             "removed": [b.to_json() for b in self.removed], "removed_files": self.removed_files,
             "skipped": self.skipped, "failed": self.failed, "bytes_removed": self.bytes_removed,
             "index_before": self.index_before, "index_after": self.index_after, "races": self.races,
-            "journal": self.journal, "seconds": round(self.seconds, 3),
+            "raced": list(self.raced), "journal": self.journal, "seconds": round(self.seconds, 3),
         }
 
 
@@ -83,7 +104,8 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
                guard: Callable[[], None] = _noop,
                hold: Callable[[], AbstractContextManager[object]] | None = None,
                dispose: Disposer = remove_file, progress: Progress | None = None, settle: float | None = None,
-               run: str | None = None, listed: set[Digest] | None = None) -> ApplyResult:
+               run: str | None = None, listed: set[Digest] | None = None, trash_run: str | None = None,
+               extra: dict[str, Any] | None = None) -> ApplyResult:
     if plan.executed:
         raise RuntimeError("a plan runs once")
     plan.executed = True
@@ -111,11 +133,39 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
     _remove_blobs(layout, plan.remove_blobs, reachable, result, jobs, guard, dispose, progress, ordered=False)
     _remove_leftovers(layout, plan, result, guard)
     vouched = None if listed is None else listed - {r.digest for r in plan.blob_removals}
-    result.index_after = _verify(layout, fresh, jobs, set(plan.dangling), vouched)
+    fingerprint, missing = _verify(layout, fresh, jobs, set(plan.dangling), vouched)
+    result.index_after = fingerprint
+    removed = {b.digest for b in result.removed} | {b.digest for b in plan.blob_removals
+                                                     if b.digest not in reachable}
+    result.raced = [d for d in missing if d in removed]
+    damaged = [d for d in missing if d not in removed]
+    error: OcigcError | None = None
+    if result.raced:
+        error = RunRaced(_race_message(layout, result.raced, trash_run), result)
+        write_record(layout, "race", {"problem": "index.json references blobs this run removed (a writer "
+                                      "that does not take the lock raced it)", "raced": result.raced,
+                                      "index": fingerprint, "run": result.run, "trash_run": trash_run})
+    if damaged:
+        write_record(layout, "integrity", {"missing": damaged, "index": fingerprint})
+        error = RunDamaged(f"{layout.where(damaged[0].blob_path())}: referenced blob is missing after the run "
+                           f"({len(damaged)} missing, not removed by this run); see "
+                           f"{layout.where('.ocigc/journal')}", result)
     result.seconds = time.monotonic() - started
-    result.journal = write_record(layout, plan.command, {"plan": plan.to_json(), "result": result.to_json()},
-                                  result.run)
+    record: dict[str, Any] = {"plan": plan.to_json(), "result": result.to_json(), **(extra or {})}
+    result.journal = write_record(layout, plan.command, record, result.run)
+    if error is not None:
+        raise error
     return result
+
+
+def _race_message(layout: Layout, raced: list[Digest], trash_run: str | None) -> str:
+    more = f" (and {len(raced) - 1} more)" if len(raced) > 1 else ""
+    head = (f"{layout.where(raced[0].blob_path())}{more}: index.json references it again, but this run removed "
+            "it (a writer that does not take the lock raced the run)")
+    if trash_run is not None:
+        return (f"{head}; it is in trash run {trash_run}: 'ocigc trash restore {layout.location} {trash_run}' "
+                "brings it back (so does the next sweep)")
+    return f"{head}; the reference dangles: push the image again (sweep with --trash to keep such blobs restorable)"
 
 
 def _drop_entries(plan: Plan) -> Callable[[Index], Index | None]:
@@ -193,22 +243,19 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
 
 
 def _verify(layout: Layout, state: LayoutState, jobs: int, known_missing: set[Digest] | None = None,
-            vouched: set[Digest] | None = None) -> str:
-    """Every blob the current index.json reaches exists (but those already missing before the run);
-    returns the fingerprint checked. ``vouched``: blobs known to exist without looking again (listed
-    before the run and not removed by it); the others reachable are stat-ed, or, without it, the
-    blob directories listed again."""
+            vouched: set[Digest] | None = None) -> tuple[str, list[Digest]]:
+    """The blobs the current index.json reaches that are missing (but those already missing before
+    the run, and foreign layers), and the fingerprint checked. ``vouched``: blobs known to exist
+    without looking again (listed before the run and not removed by it); the others reachable are
+    stat-ed, or, without it, the blob directories listed again."""
     index = read_index_retrying(layout)
     if index.fingerprint != state.index.fingerprint:
         state = LayoutState.load(layout, jobs, None, known=state.graph, index=index)
-    unknown = state.reachable() - (known_missing or set())
+    reach = state.reachable()
+    unknown = reach - (known_missing or set()) - state.graph.foreign(reach)
     if vouched is None:
         missing = sorted(unknown - layout.list_blobs().digests)
     else:
         to_stat = sorted(unknown - vouched)
         missing = [d for d, st in zip(to_stat, pmap(layout.stat_blob, to_stat, jobs), strict=True) if st is None]
-    if missing:
-        write_record(layout, "integrity", {"missing": missing, "index": index.fingerprint})
-        raise IntegrityError(f"{layout.where(missing[0].blob_path())}: referenced blob is missing after the "
-                             f"run ({len(missing)} missing); see {layout.where('.ocigc/journal')}")
-    return index.fingerprint
+    return index.fingerprint, missing

@@ -85,7 +85,12 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
         report.add(ERROR, "unparsable", err, d)
     # A symlinked blobs/<alg>/ is never listed (reported below): what it holds is unknown, not missing.
     unlisted = {path.split("/")[1] for path in listing.symlinks if path.count("/") == 1}
-    for d in sorted(reachable - present - listing.symlinked):
+    foreign = graph.foreign(reachable - present - listing.symlinked)
+    for d in sorted(foreign):
+        parents = ", ".join(p.short for p, _ in graph.parents(d)) or "index.json"
+        report.add(INFO, "foreign-layer", f"{layout.where(d.blob_path())}: foreign layer (its descriptor has urls; "
+                   f"fetched from there, not stored in blobs/), referenced by {parents}", d)
+    for d in sorted(reachable - present - listing.symlinked - foreign):
         if d.algorithm in unlisted:
             continue
         node = graph.node(d)

@@ -56,6 +56,9 @@ class Descriptor:
     annotations: Mapping[str, str] = field(default_factory=dict)
     artifact_type: str | None = None
     platform: Mapping[str, Any] | None = None
+    #: Where else the blob may be fetched from (a foreign, non-distributable layer: often absent from
+    #: ``blobs/``, and then not damage).
+    urls: tuple[str, ...] = ()
 
     @property
     def ref_name(self) -> str | None:
@@ -85,6 +88,7 @@ class Descriptor:
             raise ValueError(f"{where}: annotations must be an object")
         artifact_type = obj.get("artifactType")
         platform = obj.get("platform")
+        urls = obj.get("urls")
         return cls(
             media_type=media_type or "",
             digest=dgst,
@@ -92,10 +96,13 @@ class Descriptor:
             annotations={str(k): v for k, v in annotations.items()},
             artifact_type=artifact_type if isinstance(artifact_type, str) else None,
             platform=platform if isinstance(platform, dict) else None,
+            urls=tuple(u for u in urls if isinstance(u, str) and u) if isinstance(urls, list) else (),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.urls:
+            out["urls"] = list(self.urls)
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         if self.platform:

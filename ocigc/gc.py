@@ -17,7 +17,7 @@ from ocigc.digest import Digest
 from ocigc.errors import OcigcError
 from ocigc.indexio import read_index_retrying
 from ocigc.layout import Layout
-from ocigc.plan import DeleteOptions, Plan, SweepOptions, plan_delete, plan_sweep
+from ocigc.plan import DeleteOptions, Plan, SweepOptions, TrashView, plan_delete, plan_sweep
 from ocigc.progress import NullProgress, Progress
 from ocigc.refs import Reference
 from ocigc.survey import LayoutState
@@ -25,11 +25,13 @@ from ocigc.trash import (
     DEFAULT_RETENTION,
     PurgeResult,
     Resurrection,
+    TrashOverlay,
     TrashRun,
     entries_to_record,
     has_trash,
+    list_runs,
     purge,
-    resurrect,
+    trashed_digests,
 )
 
 Mode = Literal["shared", "exclusive"]
@@ -113,33 +115,40 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
     out = Outcome(layout, dry_run=run.dry_run)
     try:
         layout.check_oci_layout()
-        trashed = not run.dry_run and has_trash(layout)
-        if trashed:
-            # A push that referenced a blob an earlier sweep moved to the trash: bring it back
-            # before marking (restoring only adds files; the shared lock keeps purges out).
-            with run.locker(layout, "shared") as lock:
-                out.resurrected = resurrect(layout, jobs=run.jobs, guard=lock.ensure_held)
-        state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
+        # The trash is part of the plan: what index.json references again is read from the trash
+        # (read-only) and restored first; runs older than the retention are purged. A dry run
+        # prints both; the real run executes them under the exclusive lock, re-checked there.
+        runs = list_runs(layout) if has_trash(layout) else []
+        trashed = trashed_digests(layout, runs)
+        view = TrashOverlay(layout, trashed) if trashed else layout
+        state = LayoutState.load(view, run.jobs, progress, index=read_index_retrying(layout))
         listing = layout.list_blobs()
-        out.plan = plan_sweep(layout, state, listing, opts)
-        if run.dry_run or (out.plan.empty and not trashed):
+        trash = TrashView(runs, run.trash_retention) if runs else None
+        out.plan = plan_sweep(layout, state, listing, opts, trash=trash)
+        if run.dry_run or out.plan.empty:
             return out
-        if run.confirm and not out.plan.empty and not run.confirm(out.plan):
+        if run.confirm and not run.confirm(out.plan):
             out.declined = True
             return out
         with run.locker(layout, "exclusive") as lock:
-            if trashed:
-                out.trash = purge(layout, older_than=run.trash_retention, guard=lock.ensure_held, jobs=run.jobs)
-            if not out.plan.empty:
-                dispose = run.dispose
-                if run.trash:
-                    bin_ = TrashRun(layout, "sweep", run.command)
-                    dispose, out.trash_run = bin_.dispose, bin_.run
-                out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                        dispose=dispose, progress=progress, settle=run.settle,
-                                        listed=listing.digests | listing.symlinked)
+            extra: dict[str, object] = {}
+            if out.plan.trash_restore or out.plan.trash_purge:
+                # resurrect() re-checks under the lock what index.json references now (a push that
+                # raced the planning is covered too); then exactly the planned runs are purged.
+                out.trash = purge(layout, guard=lock.ensure_held, jobs=run.jobs,
+                                  only=[p.run for p in out.plan.trash_purge])
+                extra["trash"] = out.trash.to_json()
+            dispose = run.dispose
+            if run.trash and out.plan.blob_removals:
+                bin_ = TrashRun(layout, "sweep", run.command)
+                dispose, out.trash_run = bin_.dispose, bin_.run
+            out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
+                                    dispose=dispose, progress=progress, settle=run.settle,
+                                    listed=listing.digests | listing.symlinked, trash_run=out.trash_run,
+                                    extra=extra)
     except OcigcError as e:
         out.error = e
+        out.result = getattr(e, "result", None) or out.result
     return out
 
 
@@ -167,9 +176,11 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             # (shared) must not reference a blob between our re-mark and its removal.
             with lock.exclusive_hold():
                 out.result = apply_plan(layout, out.plan, state, jobs=run.jobs, guard=lock.ensure_held,
-                                        dispose=dispose, progress=progress, settle=run.settle, listed=listed)
+                                        dispose=dispose, progress=progress, settle=run.settle, listed=listed,
+                                        trash_run=out.trash_run)
     except OcigcError as e:
         out.error = e
+        out.result = getattr(e, "result", None) or out.result
     return out
 
 

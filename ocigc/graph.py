@@ -9,6 +9,8 @@ Nodes are digests. Node attributes (invariants):
   ``root``         True when ``index.json`` lists the digest
   ``present``      False when a read found the blob missing; None when never read (blobs are
                    not stat-ed while building: the blob listing answers presence)
+  ``foreign``      True when a descriptor gave the digest ``urls`` (a foreign layer: when it is
+                   absent from ``blobs/`` it is fetched from there; not damage)
   ``error``        why a blob that had to be parsed could not be (fail closed: its children
                    are unknown, so nothing may be deleted on its account)
 Edges go parent -> child and carry ``kinds`` (a set: a blob can be both config and layer of one
@@ -122,8 +124,10 @@ class RefGraph:
         g = self.g
         if desc.digest not in g:
             g.add_node(desc.digest, media_types=set(), sizes=set(), kind=kind, tags=set(), root=False,
-                       present=None, error=None)
+                       present=None, error=None, foreign=False)
         node = g.nodes[desc.digest]
+        if desc.urls:
+            node["foreign"] = True
         if desc.media_type:
             node["media_types"].add(desc.media_type)
         node["sizes"].add(desc.size)
@@ -237,6 +241,12 @@ class RefGraph:
 
     def missing_manifests(self, among: Iterable[str]) -> set[Digest]:
         return {Digest(d) for d in among if d in self.g and self.g.nodes[d]["present"] is False}
+
+    def foreign(self, among: Iterable[str]) -> set[Digest]:
+        """Blobs among ``among`` that a descriptor lists with ``urls`` (foreign layers, never manifests):
+        absent from ``blobs/``, they are fetched from those URLs, so their absence is not damage."""
+        return {Digest(d) for d in among
+                if d in self.g and self.g.nodes[d]["foreign"] and not self.is_manifest(d)}
 
     def is_manifest(self, digest: str) -> bool:
         node = self.g.nodes[digest]

@@ -8,21 +8,24 @@ reported (files in ``blobs/`` that are not digests). Planning never writes.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocigc.descriptor import Descriptor
+from ocigc import manifest as mf
+from ocigc.descriptor import MANIFEST_TYPES, Descriptor
 from ocigc.digest import Digest
-from ocigc.errors import IntegrityError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
-from ocigc.graph import RefGraph
+from ocigc.errors import IntegrityError, ManifestError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
+from ocigc.graph import MIN_DESCRIPTOR_BYTES, RefGraph, wants_read
 from ocigc.index import Index
-from ocigc.layout import BlobListing, Layout
+from ocigc.layout import MAX_MANIFEST_BYTES, BlobListing, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.refs import Reference
 from ocigc.storage import FileStat
 from ocigc.survey import LayoutState
+from ocigc.trash import TrashInfo, root_names, trashed_digests
 
 DEFAULT_GRACE = 3600.0
 
@@ -64,6 +67,40 @@ class FileRemoval:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "age_seconds": self.age, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class TrashRestore:
+    """A trashed blob that ``index.json`` references again: moved back before anything is removed."""
+
+    digest: Digest
+    run: str
+    path: str
+    roots: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "run": self.run, "path": self.path, "roots": self.roots}
+
+
+@dataclass(frozen=True, slots=True)
+class TrashPurge:
+    """A trash run older than the retention: emptied for good (after the restores)."""
+
+    run: str
+    blobs: int
+    age: float | None
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "blobs": self.blobs, "age_seconds": self.age, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class TrashView:
+    """The trash runs a sweep found (read-only), and the retention it purges by (None: keep all)."""
+
+    runs: list[TrashInfo]
+    retention: float | None
 
 
 @dataclass
@@ -116,6 +153,9 @@ class Plan:
     #: Blobs that what remains references but that were already missing before this run
     #: (a dangling reference the run neither caused nor can fix: reported, exit 4).
     dangling: list[Digest] = field(default_factory=list)
+    #: Sweep: trashed blobs referenced again (restored first) and trash runs purged.
+    trash_restore: list[TrashRestore] = field(default_factory=list)
+    trash_purge: list[TrashPurge] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     executed: bool = False
 
@@ -129,7 +169,8 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.remove_entries or self.remove_manifests or self.remove_blobs or self.remove_files)
+        return not (self.remove_entries or self.remove_manifests or self.remove_blobs or self.remove_files
+                    or self.trash_restore or self.trash_purge)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +184,8 @@ class Plan:
             "kept_files": [f.to_json() for f in self.kept_files],
             "reported": self.reported, "notes": self.notes, "decisions": self.decisions,
             "dangling": list(self.dangling),
+            "trash_restore": [t.to_json() for t in self.trash_restore],
+            "trash_purge": [t.to_json() for t in self.trash_purge],
             "bytes_reclaimed": self.bytes_reclaimed,
         }
 
@@ -190,10 +233,93 @@ def _size(graph: RefGraph, d: Digest, stats: dict[Digest, FileStat | None]) -> i
     return None
 
 
+#: Why a blob older than the grace period stays: a young unreachable manifest references it.
+YOUNG_PARENT = "referenced by a manifest younger than the grace period"
+
+
+@dataclass
+class YoungClosure:
+    """What young unreachable manifests reference (transitively): blob -> the young manifest."""
+
+    protected: dict[Digest, Digest] = field(default_factory=dict)
+    #: Young blobs that look like manifests but cannot be parsed: their children are unknown.
+    unknown: list[str] = field(default_factory=list)
+
+
+def _looks_like_manifest(doc: Any) -> bool:
+    if not isinstance(doc, dict):
+        return False
+    if doc.get("mediaType") in MANIFEST_TYPES:
+        return True
+    return doc.get("schemaVersion") in (1, 2) and any(
+        k in doc for k in ("manifests", "config", "layers", "fsLayers", "blobs", "subject"))
+
+
+def young_closure(layout: Layout, graph: RefGraph, young: dict[Digest, FileStat], jobs: int) -> YoungClosure:
+    """Read the young blobs that could be manifests (JSON, at most 4 MiB) and collect everything they
+    reference, through nested manifests (read by the graph's rules, reusing what ``graph`` read).
+
+    Only young blobs are read, so the cost is bounded by what was written within the grace period.
+    A young blob that is JSON shaped like a manifest but does not parse (or a truncated one) goes
+    to ``unknown``: its children cannot be known, and the caller keeps every candidate."""
+    out = YoungClosure()
+    small = sorted(d for d, st in young.items() if MIN_DESCRIPTOR_BYTES <= st.size <= MAX_MANIFEST_BYTES)
+
+    def read(d: Digest) -> tuple[mf.Parsed | None, str | None]:
+        where = layout.where(d.blob_path())
+        try:
+            raw = layout.read_blob(d)
+        except FileNotFoundError:
+            return None, None  # gone meanwhile: nothing to protect
+        except (OSError, ManifestError) as e:
+            return None, f"{where}: cannot read ({getattr(e, 'strerror', None) or e})"
+        if raw.lstrip()[:1] != b"{":
+            return None, None  # not JSON: a leaf
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            head = raw[:4096]
+            if b'"schemaVersion"' in head or b'"mediaType"' in head:
+                return None, f"{where}: young blob looks like a manifest but is not valid JSON (truncated?)"
+            return None, None
+        try:
+            return mf.parse(raw, None, where), None
+        except ManifestError as e:
+            return None, str(e) if _looks_like_manifest(doc) else None
+
+    follow: dict[Digest, Descriptor] = {}
+    direct: dict[Digest, list[Digest]] = {}
+    for d, (parsed, problem) in zip(small, pmap(read, small, jobs), strict=True):
+        if problem:
+            out.unknown.append(problem)
+        if parsed is None:
+            continue
+        direct[d] = []
+        for kind, child in parsed.children:
+            direct[d].append(child.digest)
+            if wants_read(child, listed=kind == mf.CHILD):
+                follow.setdefault(child.digest, child)
+    if follow:
+        doc = {"schemaVersion": 2, "manifests": [c.to_json() for c in follow.values()]}
+        sub = RefGraph.build(layout, Index.parse(json.dumps(doc).encode()), jobs, known=graph)
+        below: dict[Digest, set[Digest]] = {c: sub.reachable([c]) for c in follow}
+        errors = sub.errors(set().union(*below.values()))
+        out.unknown.extend(err for d, err in sorted(errors.items()) if sub.node(d)["present"] is not False)
+    else:
+        below = {}
+    for parent in sorted(direct):
+        for cd in direct[parent]:
+            for blob in below.get(cd, {cd}):
+                if blob != parent:
+                    out.protected.setdefault(blob, parent)
+    return out
+
+
 def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Digest], keep: set[Digest],
                  reason: str, grace: float | None, jobs: int, now: float,
-                 known: dict[Digest, FileStat] | None = None) -> None:
-    """Every present blob outside ``keep``: removed (manifests parents-first), or kept when young.
+                 known: dict[Digest, FileStat] | None = None, protect: YoungClosure | None = None) -> None:
+    """Every present blob outside ``keep``: removed (manifests parents-first), or kept when young, or
+    when a young unreachable manifest references it (``protect``; computed here when ``grace`` is set).
 
     ``known``: sizes and mtimes the listing already gave (an object store): no stat for those."""
     candidates = sorted(present - keep)
@@ -214,6 +340,18 @@ def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Diges
     for d in candidates:
         if d in known:
             stats[d] = known[d]
+    young: dict[Digest, FileStat] = {}
+    for d in candidates:
+        st = stats[d]
+        if st is not None and d not in failed and grace is not None and now - st.mtime < grace:
+            young[d] = st
+    if protect is None and young:
+        protect = young_closure(layout, graph, young, jobs)
+    protect = protect or YoungClosure()
+    if protect.unknown:
+        more = f" (and {len(protect.unknown) - 1} more)" if len(protect.unknown) > 1 else ""
+        plan.notes.append(f"{protect.unknown[0]}{more}: its children are unknown, so every unreachable blob "
+                          "is kept until it is older than the grace period")
     go: list[Digest] = []
     for d in candidates:
         st = stats[d]
@@ -221,9 +359,15 @@ def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Diges
             plan.kept.append(BlobRemoval(d, None, _kind(graph, d), "stat failed: kept"))
         elif st is None:
             continue  # gone already
-        elif grace is not None and now - st.mtime < grace:
+        elif d in young:
             plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
                                          f"younger than the grace period ({_age(now - st.mtime)} old)"))
+        elif d in protect.protected:
+            plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
+                                         f"{YOUNG_PARENT} ({protect.protected[d].short})"))
+        elif protect.unknown:
+            plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
+                                         "kept: a young blob that looks like a manifest cannot be parsed"))
         else:
             go.append(d)
     manifests = [d for d in go if d in graph and graph.is_manifest(d) and graph.node(d)["present"]]
@@ -297,12 +441,17 @@ def untagged_removals(index: Index, graph: RefGraph, dropped: set[int] | None = 
 
 
 def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: SweepOptions,
-               now: float | None = None) -> Plan:
+               now: float | None = None, trash: TrashView | None = None) -> Plan:
+    """``trash``: the trash runs found; ``state`` must then have been read through
+    ``ocigc.trash.TrashOverlay`` (a trashed manifest referenced again is read from the trash)."""
     now = time.time() if now is None else now
     index, graph = state.index, state.graph
     plan = Plan("sweep", layout.name, layout.location, index.fingerprint)
     roots = list(index.root_digests())
     refuse_unsafe(layout, graph, graph.reachable(roots))
+    restored: set[Digest] = set()
+    if trash is not None:
+        restored = plan_trash(plan, layout, state, listing, trash, now)
     if opts.select_entries is not None:
         selection = opts.select_entries(layout, state, now)
         plan.remove_entries.extend(selection.remove)
@@ -321,13 +470,49 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     dropped = {r.position for r in plan.remove_entries}
     roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
     keep = graph.reachable(roots)
-    plan.dangling = sorted(keep - listing.digests - listing.symlinked)
+    plan.dangling = missing_from(graph, keep, listing, restored)
+    report_foreign(plan, layout, graph, keep, listing)
     refuse_dangling(layout, plan)
     choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now,
                  listing.stats)
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
     report_listing(plan, layout, listing)
     return plan
+
+
+def missing_from(graph: RefGraph, keep: set[Digest], listing: BlobListing,
+                 restored: Iterable[Digest] = ()) -> list[Digest]:
+    """What ``keep`` references that ``blobs/`` lacks: damage, except foreign layers (a descriptor with
+    ``urls``: fetched from there) and blobs the run restores from the trash first."""
+    absent = keep - listing.digests - listing.symlinked - set(restored)
+    return sorted(absent - graph.foreign(absent))
+
+
+def report_foreign(plan: Plan, layout: Layout, graph: RefGraph, keep: set[Digest], listing: BlobListing) -> None:
+    absent = keep - listing.digests - listing.symlinked
+    for d in sorted(graph.foreign(absent)):
+        plan.reported.append(f"{layout.where(d.blob_path())}: foreign layer (has urls), not in blobs/: "
+                             "not damage")
+
+
+def plan_trash(plan: Plan, layout: Layout, state: LayoutState, listing: BlobListing, trash: TrashView,
+               now: float) -> set[Digest]:
+    """Trashed blobs the current ``index.json`` reaches again and ``blobs/`` lacks go back (from the
+    newest run holding them, as ``ocigc.trash.resurrect`` does), then runs older than the retention
+    are purged. Read-only; returns the digests restored."""
+    trashed = trashed_digests(layout, trash.runs)
+    reach = state.reachable()
+    wanted = sorted((reach - listing.digests - listing.symlinked) & trashed.keys())
+    taken: dict[str, int] = {}
+    for d in wanted:
+        run, rel = trashed[d][0]
+        plan.trash_restore.append(TrashRestore(d, run, rel, root_names(state.graph, state.index, d)))
+        taken[run] = taken.get(run, 0) + 1
+    for info in trash.runs:
+        age = info.age(now)
+        if trash.retention is None or (age is not None and age >= trash.retention):
+            plan.trash_purge.append(TrashPurge(info.run, len(info.blobs) - taken.get(info.run, 0), age, info.kind))
+    return set(wanted)
 
 
 def _old_enough(layout: Layout, digests: list[Digest], grace: float, jobs: int, now: float,
@@ -358,17 +543,39 @@ def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: 
     remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
     keep = graph.reachable(remaining)
     refuse_unsafe(layout, graph, keep)
-    plan.dangling = sorted(keep - listing.digests - listing.symlinked)
+    plan.dangling = missing_from(graph, keep, listing)
     refuse_dangling(layout, plan)
     for i in sorted(drop):
         e = index.entries[i]
         plan.remove_entries.append(EntryRemoval(i, e.digest, e.ref_name, drop[i]))
     for d in sorted(targets & keep):
         plan.notes.append(f"{d.short} stays: still reachable from another tag or index")
-    doomed = graph.reachable([e.digest for e in index.entries]) - keep
+    everything = graph.reachable([e.digest for e in index.entries])
+    doomed = everything - keep
+    # Delete has no grace period for what it makes unreachable, but a young manifest that nothing
+    # references yet (a writer between its manifest and its index.json update) keeps its closure.
+    never = sorted(listing.digests - everything) if listing.digests & doomed else []
+    stats = stat_known(layout, never, opts.jobs, listing.stats)
+    young = {d: st for d, st in stats.items() if st is not None and now - st.mtime < DEFAULT_GRACE}
+    protect = young_closure(layout, graph, young, opts.jobs) if young and doomed else None
     choose_blobs(plan, layout, graph, listing.digests & doomed, keep, "no longer reachable", None, opts.jobs, now,
-                 listing.stats)
+                 listing.stats, protect=protect)
     return plan
+
+
+def stat_known(layout: Layout, digests: list[Digest], jobs: int,
+               known: dict[Digest, FileStat] | None = None) -> dict[Digest, FileStat | None]:
+    known = known or {}
+
+    def one(d: Digest) -> FileStat | None:
+        if d in known:
+            return known[d]
+        try:
+            return layout.stat_blob(d)
+        except OSError:
+            return None
+
+    return dict(zip(digests, pmap(one, digests, jobs), strict=True))
 
 
 def _select(layout: Layout, index: Index, graph: RefGraph, ref: Reference, opts: DeleteOptions,

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol
 
+from ocigc.closure import require_closure
 from ocigc.descriptor import (
     ANNOTATION_CREATED,
     ANNOTATION_REF_NAME,
@@ -61,10 +62,12 @@ from ocigc.descriptor import (
     OCI_EMPTY,
     OCI_INDEX,
     OCI_MANIFEST,
+    Descriptor,
 )
 from ocigc.digest import Digest, is_digest
 from ocigc.errors import (
     IntegrityError,
+    InvalidDigest,
     LayoutError,
     LostRace,
     ManifestError,
@@ -814,7 +817,16 @@ def _resolve_subject(layout: Layout, index: Index, text: str) -> dict[str, Any]:
         if os.path.realpath(ref.path) != os.path.realpath(layout.location):
             raise UsageError(f"--subject {text!r}: the subject must be in the layout pushed to ({layout.location})")
     desc = resolve_manifest(layout, index, ref)
+    # A referrer of a manifest whose closure is incomplete would hang off a broken image: refuse.
+    require_closure(layout, _as_descriptor(layout, desc), "attach a referrer to")
     return descriptor_json(desc["mediaType"], desc["digest"], desc["size"])
+
+
+def _as_descriptor(layout: Layout, entry: Mapping[str, Any]) -> Descriptor:
+    try:
+        return Descriptor.from_json(dict(entry), layout.where("index.json"))
+    except (ValueError, InvalidDigest) as e:
+        raise ManifestError(str(e)) from None
 
 
 def resolve_manifest(layout: Layout, index: Index, ref: Reference) -> dict[str, Any]:
@@ -1148,6 +1160,9 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
     with (locker or shared_locker(lock_wait, "tag"))(layout) as handle:
         entry = resolve_manifest(layout, layout.read_index(), source)
         base = _without_ref_name(entry)
+        # Tagging makes the manifest reachable (again): its whole closure must be there first. Under
+        # the shared lock no sweep or delete removes blobs, so checking once here holds for the update.
+        require_closure(layout, _as_descriptor(layout, base), "tag")
 
         def mutate(index: Index) -> Index:
             # re-resolve on the fresh index: the source tag may have moved since

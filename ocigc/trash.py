@@ -33,14 +33,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocigc.closure import closure_problems
 from ocigc.descriptor import Descriptor
 from ocigc.digest import ALGORITHMS, Digest
-from ocigc.errors import LayoutError, OcigcError, UsageError
+from ocigc.errors import LayoutError, ManifestError, OcigcError, UsageError
 from ocigc.graph import RefGraph
 from ocigc.index import Index
 from ocigc.indexio import read_index_retrying, update_index
 from ocigc.journal import run_id, write_record
-from ocigc.layout import CONTROL_DIR, Layout
+from ocigc.layout import CONTROL_DIR, MAX_MANIFEST_BYTES, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 
 TRASH_DIR = f"{CONTROL_DIR}/trash"
@@ -279,6 +280,29 @@ def trashed_digests(layout: Layout, runs: list[TrashInfo] | None = None) -> dict
     return out
 
 
+class TrashOverlay(Layout):
+    """A read-only view for planning: a blob absent from ``blobs/`` is read from its newest trash copy,
+    so that a sweep's dry run sees what its real run sees once it has restored what is referenced
+    again. Never written through."""
+
+    def __init__(self, layout: Layout, trashed: dict[Digest, list[tuple[str, str]]]) -> None:
+        super().__init__(layout.storage, layout.name)
+        self.trashed = trashed
+
+    def read_blob(self, digest: Digest, limit: int | None = MAX_MANIFEST_BYTES) -> bytes:
+        try:
+            return super().read_blob(digest, limit)
+        except FileNotFoundError:
+            copies = self.trashed.get(digest)
+            if not copies:
+                raise
+        rel = copies[0][1]
+        data = self.storage.read_bytes(rel, limit=limit, nofollow=True)
+        if limit is not None and len(data) > limit:
+            raise ManifestError(f"{self.where(rel)}: larger than {limit} bytes")
+        return data
+
+
 # --------------------------------------------------------------------------------------------
 # Resurrection (sweep) and restore (undo)
 # --------------------------------------------------------------------------------------------
@@ -297,7 +321,7 @@ class Resurrection:
         return {"digest": self.digest, "run": self.run, "roots": self.roots, "message": self.message()}
 
 
-def _root_names(graph: RefGraph, index: Index, digest: Digest) -> list[str]:
+def root_names(graph: RefGraph, index: Index, digest: Digest) -> list[str]:
     names: list[str] = []
     for e in index.entries:
         if digest == e.digest or digest in graph.reachable([e.digest]):
@@ -330,7 +354,7 @@ def resurrect(layout: Layout, *, jobs: int = DEFAULT_JOBS, guard: Callable[[], N
         for d in missing:
             for trash_run, rel in trashed[d]:
                 if _move(layout, rel, d.blob_path()):
-                    out.append(Resurrection(d, trash_run, _root_names(graph, index, d)))
+                    out.append(Resurrection(d, trash_run, root_names(graph, index, d)))
                     break
         # A manifest that was missing is re-read in the next round (not from the cache).
         known = _forget(graph, missing)
@@ -397,7 +421,7 @@ def _restore_entries(layout: Layout, info: TrashInfo, result: RestoreResult,
         missing = _missing_closure(layout, desc, jobs)
         label = desc.ref_name or str(desc.digest)
         if missing:
-            result.entries_skipped.append(f"{label}: {missing[0]} is missing (not in this trash run); not restored")
+            result.entries_skipped.append(f"{label}: {missing[0]} (not in this trash run); not restored")
             continue
         wanted.append((int(item.get("position", 0)), raw))
     if not wanted:
@@ -434,12 +458,7 @@ def _restore_entries(layout: Layout, info: TrashInfo, result: RestoreResult,
 
 
 def _missing_closure(layout: Layout, desc: Descriptor, jobs: int) -> list[str]:
-    doc = {"schemaVersion": 2, "manifests": [desc.to_json()]}
-    index = Index.parse(json.dumps(doc).encode())
-    graph = RefGraph.build(layout, index, jobs)
-    reach = sorted(graph.reachable(index.root_digests()))
-    stats = pmap(layout.stat_blob, reach, jobs)
-    return [str(d) for d, st in zip(reach, stats, strict=True) if st is None]
+    return closure_problems(layout, [desc], jobs)
 
 
 def _remove_run(layout: Layout, info: TrashInfo) -> None:
@@ -477,10 +496,12 @@ class PurgeResult:
 
 def purge(layout: Layout, *, older_than: float | None = DEFAULT_RETENTION, guard: Callable[[], None] = _noop,
           jobs: int = DEFAULT_JOBS, exclude: Iterable[str] = (), now: float | None = None,
-          run: str | None = None) -> PurgeResult:
+          run: str | None = None, only: Collection[str] | None = None) -> PurgeResult:
     """Resurrect what is referenced again, then empty trash runs older than ``older_than`` (None: all).
 
-    Call it under the exclusive lock: ``guard`` (the lock's ``ensure_held``) runs before every batch.
+    ``only``: purge exactly these runs (a sweep's plan named them; ``older_than`` is then not looked
+    at again). Call it under the exclusive lock: ``guard`` (the lock's ``ensure_held``) runs before
+    every batch.
     """
     result = PurgeResult()
     guard()
@@ -489,7 +510,11 @@ def purge(layout: Layout, *, older_than: float | None = DEFAULT_RETENTION, guard
     skip = set(exclude)
     for info in list_runs(layout):
         age = info.age(now)
-        if info.run in skip or (older_than is not None and (age is None or age < older_than)):
+        if only is not None:
+            if info.run not in only:
+                result.kept_runs.append(info.run)
+                continue
+        elif info.run in skip or (older_than is not None and (age is None or age < older_than)):
             result.kept_runs.append(info.run)
             continue
         for start in range(0, len(info.blobs), BATCH):
@@ -517,7 +542,8 @@ def _remove_quietly(layout: Layout, rel: str) -> str | None:
 
 
 __all__ = [
-    "DEFAULT_RETENTION", "TRASH_DIR", "PurgeResult", "RestoreResult", "Resurrection", "TrashInfo", "TrashRun",
-    "entries_to_record", "has_trash", "list_runs", "purge", "read_run", "restore", "resurrect",
+    "DEFAULT_RETENTION", "TRASH_DIR", "PurgeResult", "RestoreResult", "Resurrection", "TrashInfo", "TrashOverlay",
+    "TrashRun",
+    "entries_to_record", "has_trash", "list_runs", "purge", "read_run", "restore", "resurrect", "root_names",
     "trashed_digests",
 ]

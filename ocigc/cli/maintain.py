@@ -75,6 +75,13 @@ def render_plan(plan: Plan, verbose: int = 0, dry_run: bool = False) -> list[str
     head = f"{plan.command} {plan.name or plan.location}"
     lines = [head, *render_decisions(plan)]
     items: list[str] = []
+    for t in plan.trash_restore:
+        who = ", ".join(t.roots[:3]) or "an index.json entry"
+        items.append(f"  restore blob      {t.digest}  (from trash run {t.run}: referenced again by {who})")
+    for p in plan.trash_purge:
+        age = format_duration(p.age) if p.age is not None else "unknown age"
+        items.append(f"  purge   trash run {p.run}  ({p.blobs} blobs, {age} old: past the trash retention; "
+                     "irreversible)")
     for e in plan.remove_entries:
         what = f"tag {e.ref_name}" if e.ref_name is not None else "untagged entry"
         items.append(f"  drop    {what} -> {e.digest}  ({e.reason})")
@@ -101,6 +108,8 @@ def render_plan(plan: Plan, verbose: int = 0, dry_run: bool = False) -> list[str
     nblobs = len(plan.remove_manifests) + len(plan.remove_blobs)
     summary = (f"  = {len(plan.remove_entries)} entries, {nblobs} blobs ({len(plan.remove_manifests)} manifests), "
                f"{len(plan.remove_files)} temp files, {human_bytes(plan.bytes_reclaimed)} to reclaim")
+    if plan.trash_restore or plan.trash_purge:
+        summary += f"; trash: {len(plan.trash_restore)} to restore, {len(plan.trash_purge)} runs to purge"
     if plan.empty:
         summary = "  = nothing to remove"
     lines.append(summary + ("  [dry run: nothing changed]" if dry_run and not plan.empty else ""))
@@ -121,6 +130,9 @@ def render_outcome(o: Outcome, verbose: int) -> list[str]:
         lines.extend(f"  failed  {f}" for f in r.failed)
         if r.races:
             lines.append(f"  {len(r.races)} lost race(s) on index.json, retried")
+        if r.raced:
+            lines.append(f"  warning {len(r.raced)} blob(s) this run removed are referenced again by index.json "
+                         "(a writer that does not take the lock raced the run; journal 'race' record)")
     lines.extend(f"  warning {res.message()}" for res in o.resurrected)
     if o.trash:
         lines.extend(f"  warning {res.message()}" for res in o.trash.resurrected)

@@ -78,7 +78,8 @@ def push_cmd(
         "--config", metavar="FILE[:MEDIATYPE]",
         help="Config blob (default type application/vnd.unknown.config.v1+json).")] = None,
     subject: Annotated[str | None, typer.Option(
-        "--subject", metavar="REF", help="Attach to this manifest of the same layout (TAG, DIGEST, PATH:TAG).")] = None,
+        "--subject", metavar="REF", help="Attach to this manifest of the same layout (TAG, DIGEST, "
+        "PATH:TAG); its whole closure must be present (exit 4 otherwise).")] = None,
     export_manifest: Annotated[str | None, typer.Option(
         "--export-manifest", metavar="FILE", help="Also write the pushed manifest to FILE.")] = None,
     disable_path_validation: Annotated[bool, typer.Option(
@@ -181,7 +182,9 @@ def tag_cmd(
 ) -> None:
     """Add tags to an existing manifest (a tag already on another manifest moves).
 
-    Exit 0 ok, 1 error (no such tag or digest), 2 usage, 3 lost race, 75 lock busy."""
+    The manifest's whole closure (nested manifests, config, layers) must be in the layout; otherwise
+    nothing changes and the first missing blob is named (exit 4). Exit 0 ok, 1 error (no such tag or
+    digest), 2 usage, 3 lost race, 4 incomplete closure, 75 lock busy."""
     s = settings(ctx, quiet, verbose)
     with _errors():
         reference = parse_reference(ref)
