@@ -106,16 +106,21 @@ class PullResult:
     out_dir: str
     files: list[PulledFile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Foreign layers (descriptor with ``urls``) absent from the layout: not pulled, not an error.
+    foreign: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"layout": self.layout, "reference": self.reference, "digest": self.digest,
                 "mediaType": self.media_type, "output": self.out_dir,
-                "files": [f.to_json() for f in self.files], "skipped": self.skipped}
+                "files": [f.to_json() for f in self.files], "skipped": self.skipped, "foreign": self.foreign}
 
 
 # --- collecting what to write -------------------------------------------------------------------------
-def collect(layout: Layout, root: dict[str, Any]) -> tuple[list[PullItem], list[str]]:
-    """The titled blobs under a manifest (through indexes), and the digests skipped as untitled."""
+def collect(layout: Layout, root: dict[str, Any],
+            foreign: list[Descriptor] | None = None) -> tuple[list[PullItem], list[str]]:
+    """The titled blobs under a manifest (through indexes), and the digests skipped as untitled.
+
+    ``foreign`` collects the untitled layers whose descriptor has ``urls`` (foreign layers)."""
     items: list[PullItem] = []
     skipped: list[str] = []
     seen: set[str] = set()
@@ -145,6 +150,8 @@ def collect(layout: Layout, root: dict[str, Any]) -> tuple[list[PullItem], list[
             if not isinstance(title, str) or title == "":
                 if not (d.digest == EMPTY_JSON_DIGEST or d.media_type == OCI_EMPTY) and label != "config":
                     skipped.append(str(d.digest))
+                    if d.urls and foreign is not None:
+                        foreign.append(d)
                 continue
             items.append(PullItem(title, (), d, d.annotations.get(ANNOTATION_UNPACK) == "true"))
 
@@ -587,18 +594,31 @@ def pull(layout: Layout, ref: Reference, out_dir: str, *, overwrite: bool = Fals
         raise UsageError(f"{ref}: give a tag (PATH:TAG) or a digest (PATH@DIGEST) to pull")
     index = layout.read_index()
     root = resolve_manifest(layout, index, ref)
-    items, skipped = collect(layout, root)
+    untitled_foreign: list[Descriptor] = []
+    items, skipped = collect(layout, root, untitled_foreign)
     os.makedirs(out_dir, exist_ok=True)
     out_abs = os.path.abspath(out_dir)
     todo = plan(items, out_abs, overwrite)
     present = pmap(lambda i: layout.stat_blob(i.descriptor.digest) is not None, todo, max(concurrency, 4))
+    foreign: list[dict[str, Any]] = []
     for item, ok in zip(todo, present, strict=True):  # every blob is there before the first byte is written
-        if not ok:
-            raise IntegrityError(f"{layout.where(item.descriptor.digest.blob_path())}: blob of {item.title!r} "
-                                 f"is missing")
+        if ok:
+            continue
+        if item.descriptor.urls:
+            # A foreign (non-distributable) layer: its descriptor says where it is fetched from, and
+            # layouts commonly leave it out (skopeo does). Not pulled, said so; not an error.
+            foreign.append({"digest": item.descriptor.digest, "title": item.title,
+                            "urls": list(item.descriptor.urls)})
+            continue
+        raise IntegrityError(f"{layout.where(item.descriptor.digest.blob_path())}: blob of {item.title!r} "
+                             f"is missing")
+    for d in untitled_foreign:
+        foreign.append({"digest": d.digest, "title": None, "urls": list(d.urls)})
+    skipped_foreign = {f["digest"] for f in foreign}
+    todo = [i for i in todo if i.descriptor.digest not in skipped_foreign]
     counter = progress.counter("pull", total=sum(i.descriptor.size for i in todo) or None, unit="B")
     result = PullResult(layout.location, str(ref), Digest(root["digest"]), root.get("mediaType", ""), out_abs,
-                        skipped=skipped)
+                        skipped=[d for d in skipped if d not in skipped_foreign], foreign=foreign)
     lock = threading.Lock()
     with SafeDir.open(out_abs) as base:
 

@@ -166,6 +166,10 @@ def pull_cmd(
                 typer.echo(f"{kind}  {f.title}  {human_bytes(f.size)}  {f.digest}", err=True)
             if result.skipped:
                 typer.echo(f"Skipped {len(result.skipped)} layer(s) without {ANNOTATION_TITLE}", err=True)
+            for fl in result.foreign:
+                what = f"{fl['title']!r} " if fl["title"] else ""
+                typer.echo(f"Skipped foreign layer {what}{fl['digest']}: not stored in the layout (fetch it from "
+                           f"{', '.join(fl['urls'])})", err=True)
         typer.echo(f"Pulled [oci-layout] {ref}")
         typer.echo(f"Digest: {result.digest}")
 
