@@ -137,6 +137,7 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
                 # raced the planning is covered too); then exactly the planned runs are purged.
                 out.trash = purge(layout, guard=lock.ensure_held, jobs=run.jobs,
                                   only=[p.run for p in out.plan.trash_purge])
+                out.resurrected = out.trash.resurrected
                 extra["trash"] = out.trash.to_json()
             dispose = run.dispose
             if run.trash and out.plan.blob_removals:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocigc.errors import IntegrityError, ReferenceNotFound, UnsafeToModify
+from ocigc.errors import IntegrityError, LostRace, ReferenceNotFound, UnsafeToModify
 from ocigc.gc import RunOptions, delete_refs, sweep_layout
 from ocigc.layout import Layout
 from ocigc.plan import DeleteOptions, SweepOptions
@@ -417,10 +417,12 @@ def test_verify_fails_when_a_racing_writer_references_a_blob_the_run_removed(tmp
     entry = {**{k: old[k] for k in ("mediaType", "digest", "size")},
              "annotations": {"org.opencontainers.image.ref.name": "old"}}
     out = sweep_layout(open_layout(tmp_path), NOW_GRACE, RunOptions(jobs=4, dispose=_racing_writer(tmp_path, [entry])))
-    assert isinstance(out.error, IntegrityError) and out.error.exit_code == 4
-    assert "missing after the run" in str(out.error)
-    records = list((tmp_path / ".ocigc" / "journal").glob("*-integrity.json"))
-    assert records, "the integrity failure is journaled"
+    # the run removed what index.json now references: a lost race with a plain writer (exit 3), not damage
+    assert isinstance(out.error, LostRace) and out.error.exit_code == 3
+    assert "this run removed it" in str(out.error)
+    records = list((tmp_path / ".ocigc" / "journal").glob("*-race.json"))
+    assert records, "the race is journaled"
+    assert out.result is not None and old["digest"] in out.result.raced
 
 
 def test_verify_stats_what_a_racing_writer_added_and_passes_when_it_is_complete(tmp_path: Path) -> None:
@@ -456,7 +458,9 @@ def test_verify_catches_a_racing_writer_that_references_a_blob_never_written(tmp
     b.blob(b"stray", "application/octet-stream")
     b.save()
     broken = b.manifest([b"never uploaded"], write_layers=False)
+    blob_path(tmp_path, broken["digest"]).unlink()  # never written either: not something the run removed
     entry = {**{k: broken[k] for k in ("mediaType", "digest", "size")},
              "annotations": {"org.opencontainers.image.ref.name": "broken"}}
     out = sweep_layout(open_layout(tmp_path), NOW_GRACE, RunOptions(jobs=4, dispose=_racing_writer(tmp_path, [entry])))
     assert isinstance(out.error, IntegrityError) and out.error.exit_code == 4
+    assert "not removed by this run" in str(out.error)

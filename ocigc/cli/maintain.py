@@ -135,7 +135,6 @@ def render_outcome(o: Outcome, verbose: int) -> list[str]:
                          "(a writer that does not take the lock raced the run; journal 'race' record)")
     lines.extend(f"  warning {res.message()}" for res in o.resurrected)
     if o.trash:
-        lines.extend(f"  warning {res.message()}" for res in o.trash.resurrected)
         if o.trash.purged_runs:
             lines.append(f"  trash: purged {len(o.trash.purged_runs)} runs ({o.trash.purged_blobs} blobs) older "
                          "than the retention")

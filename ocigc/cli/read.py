@@ -206,6 +206,9 @@ def _render_check(r: CheckReport, verbose: int) -> str:
     status = "ok" if not counts[DANGLING] and not counts[ERROR] else "PROBLEMS"
     head = (f"{r.name or r.location}: {status} — {r.blobs} blobs, {r.reachable} reachable, {r.manifests} manifests"
             + (f", {r.verified} verified" if r.verified else ""))
+    foreign = sum(1 for p in r.problems if p.code == "foreign-layer")
+    if foreign:
+        head += f", {foreign} foreign layer(s) not stored (fetched from their urls)"
     extra = [f"  {p.severity}: {p.message}" for p in shown]
     if counts[INFO] and not verbose:
         extra.append(f"  ({counts[INFO]} note(s); -v shows them)")
