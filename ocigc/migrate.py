@@ -96,6 +96,8 @@ REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 COPY, PRESENT, MOUNT, MOVE = "copy", "present", "mount", "move"
+#: A foreign layer (its descriptor has ``urls``) that the source does not hold: not copied.
+FOREIGN = "foreign"
 
 
 class InvalidTags(StrEnum):
@@ -315,6 +317,7 @@ class BlobItem:
     media_type: str
     state: str = COPY
     mount_from: str | None = None
+    urls: tuple[str, ...] = ()
 
 
 @dataclass
@@ -393,7 +396,8 @@ class RepoPlan:
                 setattr(self.stats, k, getattr(self.stats, k) + v)
 
     def blob_totals(self) -> dict[str, int]:
-        out = {"copy": 0, "copy_bytes": 0, "mount": 0, "mount_bytes": 0, "present": 0, "present_bytes": 0}
+        out = {"copy": 0, "copy_bytes": 0, "mount": 0, "mount_bytes": 0, "present": 0, "present_bytes": 0,
+               "foreign": 0, "foreign_bytes": 0}
         for b in self.blobs.values():
             out[b.state] += 1
             out[f"{b.state}_bytes"] += b.size
@@ -715,7 +719,7 @@ class RegistryDest:
             node = plan.nodes[d]
             if here and node.kind == mf.KIND_MANIFEST:  # a registry holds every blob of a stored manifest
                 covered.update(c.digest for kind, c in node.children if kind in (mf.CONFIG, mf.LAYER))
-        todo = [b for b in plan.blobs.values() if b.digest not in covered]
+        todo = [b for b in plan.blobs.values() if b.digest not in covered and b.state != FOREIGN]
         for b in plan.blobs.values():
             if b.digest in covered:
                 b.state = PRESENT
@@ -933,6 +937,7 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
         return
     rp.nodes = {d: n for d, n in nodes.items() if d in copied}
     rp.blobs = blobs
+    _foreign_layers(rp, src, jobs, to_registry)
     rp.order = _order(rp.nodes)
     if to_registry:  # a root that is no manifest cannot go to a registry (noted below)
         rp.nodes = {d: n for d, n in rp.nodes.items() if n.is_manifest}
@@ -956,6 +961,31 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
                 e.entry = _entry_json(e, rp.nodes.get(e.digest))
     for d in rp.order:
         rp.manifest_state.setdefault(d, COPY)
+
+
+def _source_has(src: Source, digest: Digest) -> bool:
+    if isinstance(src, LayoutSource):
+        return src.layout.stat_blob(digest) is not None
+    if isinstance(src, RegistrySource):
+        return src.client.blob_exists(src.repo, digest)
+    return True
+
+
+def _foreign_layers(rp: RepoPlan, src: Source, jobs: int, to_registry: bool) -> None:
+    """A foreign layer (descriptor with ``urls``) the source does not hold (skopeo leaves them out of
+    layouts; registries rarely store them) is not copied: the manifests that list it are copied as
+    they are, byte for byte, and the note says so. A foreign-typed layer the source holds is copied."""
+    foreign = [b for b in rp.blobs.values() if b.urls]
+    if not foreign:
+        return
+    for b, here in zip(foreign, pmap(lambda b: _source_has(src, b.digest), foreign, jobs), strict=True):
+        if here:
+            continue
+        b.state = FOREIGN
+        where = ("a registry may refuse a manifest whose layer it does not hold, or accept it when it "
+                 "allows foreign URLs" if to_registry else "the destination layout lacks it as the source did")
+        rp.notes.append(f"foreign layer {b.digest} is not in the source (fetched from {', '.join(b.urls)}): not "
+                        f"copied; the manifest is copied as is ({where})")
 
 
 def _root_desc(r: Root) -> Descriptor:
@@ -992,7 +1022,7 @@ def _walk(src: Source, starts: list[Descriptor], nodes: dict[Digest, Node], blob
                     if child.digest not in expanded and child.digest not in following:
                         following[child.digest] = child
                     continue
-                blobs.setdefault(child.digest, BlobItem(child.digest, child.size, child.media_type))
+                blobs.setdefault(child.digest, BlobItem(child.digest, child.size, child.media_type, urls=child.urls))
                 if wants_read(child) and child.digest not in scanned:
                     scan[child.digest] = child
         # Unknown JSON blobs may name more blobs (the graph follows them; so does a faithful copy).
@@ -1002,7 +1032,8 @@ def _walk(src: Source, starts: list[Descriptor], nodes: dict[Digest, Node], blob
             scan = {}
             for children in found:
                 for child in children:
-                    blobs.setdefault(child.digest, BlobItem(child.digest, child.size, child.media_type))
+                    blobs.setdefault(child.digest, BlobItem(child.digest, child.size, child.media_type,
+                                                            urls=child.urls))
                     if wants_read(child) and child.digest not in scanned:
                         scan[child.digest] = child
         level = list(following.values())
@@ -1253,6 +1284,8 @@ def _copy_blobs(run: _Run, repos: list[RepoPlan]) -> None:
         for b in rp.blobs.values():
             if b.state == PRESENT:
                 rp.add(blobs_present=1, bytes_present=b.size)
+            elif b.state == FOREIGN:
+                continue
             elif b.state == MOUNT:
                 mounts.append((rp, b))
             else:
@@ -1564,7 +1597,7 @@ def _verify(run: _Run, repos: list[RepoPlan]) -> None:
             continue
         items.extend((rp, "entry", e) for e in rp.entries)
         items.extend((rp, "manifest", d) for d in rp.order)
-        items.extend((rp, "blob", b) for b in rp.blobs.values())
+        items.extend((rp, "blob", b) for b in rp.blobs.values() if b.state != FOREIGN)
     counter = run.progress.counter("verify", total=len(items))
     lock = threading.Lock()
     indexes: dict[int, Index] = {}

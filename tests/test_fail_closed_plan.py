@@ -430,3 +430,34 @@ def _with_dispose(init: Any, dispose: Any) -> Any:
 def _children(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     doc = json.loads(blob_path(root, manifest["digest"]).read_bytes())
     return [doc["config"], *doc["layers"]]
+
+
+# --- (7) migrate: a foreign layer absent from the source is not copied; the manifest goes as is ---------
+def test_migrate_copies_a_manifest_with_an_absent_foreign_layer_as_is(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _, foreign, _ = skopeo_like(src)
+    r = run(["migrate", src, dst])
+    assert r.code == OK, r
+    assert f"foreign layer {foreign} is not in the source" in r.stdout + r.stderr, r
+    tags = {m["annotations"][REF_NAME] for m in json.loads(index_bytes(dst))["manifests"]}
+    assert tags == {"win", "nd"}
+    assert not blob_path(dst, foreign).exists()
+    r = run(["check", dst, "--json"])
+    assert r.code == OK, r
+    assert foreign in {p.get("digest") for p in r.json()["layouts"][0]["problems"] if p["code"] == "foreign-layer"}
+
+
+def test_migrate_to_a_registry_with_an_absent_foreign_layer(tmp_path: Path, registry: Any) -> None:
+    """docker-registry 2.8 in its default configuration refuses a manifest whose layer has urls and is
+    not stored ("invalid URL on layer", "blob unknown"): migrate says beforehand that it copies the
+    manifest as is, and the refusal is the registry's error, not a silent loss."""
+    src = tmp_path / "src"
+    _, foreign, _ = skopeo_like(src)
+    dry = run(["migrate", src, f"{registry.host}/foreign-{os.getpid()}", "--plain-http", "--dry-run"])
+    assert dry.code == OK, dry
+    assert f"foreign layer {foreign} is not in the source" in dry.stdout and "may refuse" in dry.stdout, dry
+    assert "2 foreign not in the source" in dry.stdout, dry  # the Docker one and the titled OCI one
+    r = run(["migrate", src, f"{registry.host}/foreign-{os.getpid()}", "--plain-http", "--json"])
+    assert r.code != OK, r
+    assert any(n.startswith(f"foreign layer {foreign}") for n in r.json()["repositories"][0]["notes"]), r
+    assert "PUT manifest" in r.stderr, r

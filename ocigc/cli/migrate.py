@@ -172,7 +172,8 @@ def render_plan(plan: MigratePlan, verbose: int = 0, dry_run: bool = False) -> l
         m, b = rp.manifest_totals(), rp.blob_totals()
         lines.append(f"    manifests: {m['copy']} to copy, {m['present']} there")
         lines.append(f"    blobs: {b['copy']} to copy ({human_bytes(b['copy_bytes'])}), {b['mount']} to mount "
-                     f"({human_bytes(b['mount_bytes'])}), {b['present']} there ({human_bytes(b['present_bytes'])})")
+                     f"({human_bytes(b['mount_bytes'])}), {b['present']} there ({human_bytes(b['present_bytes'])})"
+                     + (f", {b['foreign']} foreign not in the source" if b["foreign"] else ""))
         lines += [f"    note: {n}" for n in rp.notes if verbose or "->" not in n]
     lines.append(
         f"total: {t['repositories']} repositories, {t['tags']} tags, {t['untagged']} untagged; manifests "
@@ -200,6 +201,7 @@ def render_summary(plan: MigratePlan) -> list[str]:
     ]
     if plan.options.verify:
         lines.append(f"  verify: {st['verified']} checked, {len(plan.verify_errors)} mismatches")
+    lines += [f"  note: {n}" for rp in plan.repos for n in rp.notes if n.startswith("foreign layer ")]
     return lines
 
 
