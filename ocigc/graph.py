@@ -243,10 +243,17 @@ class RefGraph:
         return {Digest(d) for d in among if d in self.g and self.g.nodes[d]["present"] is False}
 
     def foreign(self, among: Iterable[str]) -> set[Digest]:
-        """Blobs among ``among`` that a descriptor lists with ``urls`` (foreign layers, never manifests):
+        """Blobs among ``among`` that a descriptor lists with ``urls`` and that only manifests list as a
+        layer or artifact blob (foreign layers: never a root, an index child, a config or a manifest):
         absent from ``blobs/``, they are fetched from those URLs, so their absence is not damage."""
-        return {Digest(d) for d in among
-                if d in self.g and self.g.nodes[d]["foreign"] and not self.is_manifest(d)}
+        out: set[Digest] = set()
+        for d in among:
+            if d not in self.g or not self.g.nodes[d]["foreign"] or self.g.nodes[d]["root"] or self.is_manifest(d):
+                continue
+            kinds = {k for _, kk in self.parents(d) for k in kk} - {mf.SUBJECT}
+            if kinds and kinds <= {mf.LAYER, mf.BLOB}:
+                out.add(Digest(d))
+        return out
 
     def is_manifest(self, digest: str) -> bool:
         node = self.g.nodes[digest]

@@ -301,6 +301,30 @@ def test_an_absent_layer_without_urls_still_stops_the_sweep(tmp_path: Path) -> N
     assert blob_path(tmp_path, garbage).exists()
 
 
+@pytest.mark.parametrize("where", ["index child", "config"])
+def test_urls_excuse_only_a_layer(tmp_path: Path, where: str) -> None:
+    """``urls`` on an index's child (a manifest whose children would be unknown) or on a config does
+    not make its absence harmless: the sweep still refuses, check still says dangling."""
+    b = LayoutBuilder(tmp_path)
+    if where == "index child":
+        inner = b.manifest([b"platform layer"], config=b'{"architecture":"mips64le","os":"linux"}')
+        blob_path(tmp_path, inner["digest"]).unlink()
+        b.add(b.index([{**inner, "urls": ["https://example.com/m"]}]), "v1")
+    else:
+        cfg = b.blob(b'{"architecture":"ppc64le","os":"linux"}', OCI_CONFIG, write=False)
+        layer = b.blob(b"a layer", OCI_LAYER)
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {**cfg, "urls": ["https://example.com/c"]},
+               "layers": [layer]}
+        b.add(b.blob(dumps(doc), OCI_MANIFEST), "v1")
+    garbage = b.blob(b"garbage", "application/octet-stream")["digest"]
+    b.save()
+    make_old(tmp_path)
+    r = run(["sweep", tmp_path])
+    assert r.code == INTEGRITY, r
+    assert blob_path(tmp_path, garbage).exists()
+    assert run(["check", tmp_path]).code == INTEGRITY
+
+
 # --- (8) the dry run prints the trash restores and purges; the real run does exactly that ---------------
 def _trash_with_a_rereferenced_image(root: Path) -> tuple[dict[str, Any], str]:
     b = LayoutBuilder(root)
