@@ -10,7 +10,7 @@ Nodes are digests. Node attributes (invariants):
   ``present``      False when a read found the blob missing; None when never read (blobs are
                    not stat-ed while building: the blob listing answers presence)
   ``foreign``      True when a descriptor gave the digest ``urls`` (a foreign layer: when it is
-                   absent from ``blobs/`` it is fetched from there; not damage)
+                   absent from ``blobs/`` it is fetched from there; not damage: see ``foreign()``)
   ``error``        why a blob that had to be parsed could not be (fail closed: its children
                    are unknown, so nothing may be deleted on its account)
 Edges go parent -> child and carry ``kinds`` (a set: a blob can be both config and layer of one
