@@ -417,6 +417,28 @@ def test_a_plain_writer_referencing_a_removed_blob_is_a_lost_race(layout_dir: Pa
         assert "trash" in message  # says how to keep such blobs restorable next time
 
 
+def test_a_stale_index_snapshot_bringing_a_deleted_tag_back_is_a_lost_race(layout_dir: Path) -> None:
+    """A plain writer writes back the index.json it read before the delete: the deleted tag returns,
+    dangling. The delete's verification says so (exit 3, race record) instead of exiting 0."""
+    from ocigc.gc import delete_refs
+    from ocigc.plan import DeleteOptions
+    from ocigc.refs import parse_reference
+
+    b = LayoutBuilder(layout_dir)
+    b.image("keep", [b"kept"])
+    old = b.image("old", [b"old layer"])
+    b.save()
+    writer = _RewriteAfterRemoval(layout_dir, entry_for(old, "old"))
+    out = delete_refs(Layout.open(LocalStorage(layout_dir)), [parse_reference(f"{layout_dir}:old")], DeleteOptions(),
+                      RunOptions(jobs=2), progress=writer)
+    assert writer.fired
+    assert out.error is not None and out.error.exit_code == LOST_RACE, out.error
+    assert old["digest"].split(":")[1] in str(out.error)
+    assert read_records(Layout(LocalStorage(layout_dir)), "race")
+    (record,) = read_records(Layout(LocalStorage(layout_dir)), "delete")
+    assert old["digest"] in record["result"]["raced"]
+
+
 def test_cli_reports_the_race_with_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same through the CLI: the hook is the library's disposer, swapped in for the run."""
     import ocigc.gc as gc_mod
