@@ -255,6 +255,20 @@ def _looks_like_manifest(doc: Any) -> bool:
         k in doc for k in ("manifests", "config", "layers", "fsLayers", "blobs", "subject"))
 
 
+def _read_if_json(layout: Layout, d: Digest) -> bytes | None:
+    """The blob's bytes when it starts like JSON (``{``), else None after reading only its head: a
+    young gzip layer costs one short read, not a whole one."""
+    with layout.open_blob(d) as f:
+        head = f.read(512)
+        if head.lstrip()[:1] not in (b"{", b""):
+            return None
+        rest = f.read(MAX_MANIFEST_BYTES + 1 - len(head))
+    raw = head + rest
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{layout.where(d.blob_path())}: larger than {MAX_MANIFEST_BYTES} bytes")
+    return raw if raw.lstrip()[:1] == b"{" else None
+
+
 def young_closure(layout: Layout, graph: RefGraph, young: dict[Digest, FileStat], jobs: int) -> YoungClosure:
     """Read the young blobs that could be manifests (JSON, at most 4 MiB) and collect everything they
     reference, through nested manifests (read by the graph's rules, reusing what ``graph`` read).
@@ -268,12 +282,12 @@ def young_closure(layout: Layout, graph: RefGraph, young: dict[Digest, FileStat]
     def read(d: Digest) -> tuple[mf.Parsed | None, str | None]:
         where = layout.where(d.blob_path())
         try:
-            raw = layout.read_blob(d)
+            raw = _read_if_json(layout, d)
         except FileNotFoundError:
             return None, None  # gone meanwhile: nothing to protect
         except (OSError, ManifestError) as e:
             return None, f"{where}: cannot read ({getattr(e, 'strerror', None) or e})"
-        if raw.lstrip()[:1] != b"{":
+        if raw is None:
             return None, None  # not JSON: a leaf
         try:
             doc = json.loads(raw)
