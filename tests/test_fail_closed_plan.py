@@ -25,7 +25,7 @@ from ocigc.layout import Layout
 from ocigc.plan import SweepOptions
 from ocigc.progress import Counter, NullCounter
 from ocigc.storage import LocalStorage
-from tests.clikit import INTEGRITY, LOST_RACE, OK, run
+from tests.clikit import INTEGRITY, LOST_RACE, OK, run, snapshot
 from tests.layoutkit import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -347,7 +347,7 @@ def _strip_ages(plan: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("retention", ["24h", "0s"])
 def test_dry_run_shows_the_trash_plan_the_real_run_executes(layout_dir: Path, retention: str) -> None:
     v1, trash_run = _trash_with_a_rereferenced_image(layout_dir)
-    before = present_blobs(layout_dir)
+    before = snapshot(layout_dir)
     r = run(["sweep", layout_dir, "--grace", "0s", "--trash-retention", retention, "--dry-run", "--json"])
     assert r.code == OK, r
     dry = r.json()["layouts"][0]["plan"]
@@ -355,9 +355,9 @@ def test_dry_run_shows_the_trash_plan_the_real_run_executes(layout_dir: Path, re
     assert v1["digest"] in restored and len(restored) == 2  # the manifest and its layer (the config is v2's too)
     assert all(t["run"] == trash_run and "v1" in t["roots"] for t in dry["trash_restore"])
     assert [p["run"] for p in dry["trash_purge"]] == ([trash_run] if retention == "0s" else [])
-    assert present_blobs(layout_dir) == before  # the dry run changed nothing
     text = run(["sweep", layout_dir, "--grace", "0s", "--trash-retention", retention, "--dry-run"])
     assert text.code == OK, text
+    assert snapshot(layout_dir) == before  # the dry runs changed nothing at all (trash and journal included)
     assert text.stdout.count("restore blob") == 2
     assert ("purge   trash run " + trash_run in text.stdout) == (retention == "0s")
 
