@@ -4,7 +4,9 @@ whole closure must be there, or the new reference would dangle.
 The closure is read by the graph's rules (nested indexes, configs, layers, blobs named inside
 unknown JSON). Not required: foreign layers (a descriptor with ``urls``, fetched from there) and a
 referrer's subject (a ``subject`` edge keeps nothing alive; a signature may be stored without its
-image). A manifest in the closure that cannot be parsed counts as missing: its children are unknown.
+image). A manifest in the closure that cannot be parsed counts as missing (its children are
+unknown), and so does a blob whose size differs from its descriptor (a truncated upload under its
+digest name).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ocigc.parallel import DEFAULT_JOBS, pmap
 
 
 def closure_problems(layout: Layout, roots: Iterable[Descriptor], jobs: int = DEFAULT_JOBS) -> list[str]:
-    """One line per missing blob or unparsable manifest of the closure of ``roots`` (empty: complete)."""
+    """One line per missing blob, blob of the wrong size, or unparsable manifest of the closure of
+    ``roots`` (empty: complete)."""
     descs = list(roots)
     if not descs:
         return []
@@ -35,20 +38,26 @@ def closure_problems(layout: Layout, roots: Iterable[Descriptor], jobs: int = DE
         if graph.node(d)["present"] is not False:
             problems.append(err)
     need = sorted(reach - graph.foreign(reach))
-    for d, st in zip(need, pmap(_stat, [(layout, d) for d in need], jobs), strict=True):
-        if st is False:
-            parents = ", ".join(p.short for p, _ in graph.parents(d)) or "it"
+    for d, size in zip(need, pmap(_size, [(layout, d) for d in need], jobs), strict=True):
+        parents = ", ".join(p.short for p, _ in graph.parents(d)) or "it"
+        if size is None:
             what = "manifest" if graph.is_manifest(d) or graph.node(d)["root"] else "blob"
             problems.append(f"{layout.where(d.blob_path())}: {what} is missing (referenced by {parents})")
+            continue
+        wrong = sorted(s for s in graph.node(d)["sizes"] if s >= 0 and s != size)
+        if wrong:  # a truncated blob under its digest name is as good as missing
+            problems.append(f"{layout.where(d.blob_path())}: has {size} bytes, but {parents} says "
+                            f"{', '.join(map(str, wrong))}")
     return problems
 
 
-def _stat(item: tuple[Layout, Digest]) -> bool:
+def _size(item: tuple[Layout, Digest]) -> int | None:
     layout, d = item
     try:
-        return layout.stat_blob(d) is not None
+        st = layout.stat_blob(d)
     except OSError:
-        return False
+        return None
+    return None if st is None else st.size
 
 
 def require_closure(layout: Layout, desc: Descriptor, action: str, jobs: int = DEFAULT_JOBS) -> None:

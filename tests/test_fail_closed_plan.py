@@ -184,6 +184,18 @@ def test_tag_refuses_a_manifest_whose_closure_is_incomplete(layout_dir: Path) ->
     assert run(["check", layout_dir]).code == OK  # nothing dangling was created
 
 
+def test_tag_refuses_a_manifest_with_a_truncated_layer(tmp_path: Path) -> None:
+    b = LayoutBuilder(tmp_path)
+    m = b.manifest([b"a layer that is cut short"])
+    b.save()
+    layer = next(c for c in _children(tmp_path, m) if c["mediaType"] == OCI_LAYER)
+    blob_path(tmp_path, layer["digest"]).write_bytes(b"a layer")
+    r = run(["tag", f"{tmp_path}@{m['digest']}", "v1"])
+    assert r.code == INTEGRITY, r
+    assert "has 7 bytes" in r.error_lines[0], r
+    assert json.loads(index_bytes(tmp_path))["manifests"] == []
+
+
 def test_tag_refuses_an_index_whose_platform_manifest_lacks_a_layer(tmp_path: Path) -> None:
     b = LayoutBuilder(tmp_path)
     inner = b.manifest([b"never uploaded"], write_layers=False)
