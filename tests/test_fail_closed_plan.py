@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ocigc.gc import RunOptions, sweep_layout
 from ocigc.journal import read_records
@@ -36,6 +38,7 @@ from tests.layoutkit import (
     dumps,
     make_old,
     present_blobs,
+    random_layout,
 )
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -519,3 +522,50 @@ def test_migrate_to_a_registry_with_an_absent_foreign_layer(tmp_path: Path, regi
     assert r.code != OK, r
     assert any(n.startswith(f"foreign layer {foreign}") for n in r.json()["repositories"][0]["notes"]), r
     assert "PUT manifest" in r.stderr, r
+
+
+# --- property: after a sweep, every young manifest still present can be tagged -----------------------
+def _naive_closure(root: Path, digest: str) -> set[str]:
+    stack, seen = [digest], set()
+    while stack:
+        d = stack.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        p = blob_path(root, d)
+        if not p.exists():
+            continue
+        try:
+            doc = json.loads(p.read_bytes())
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or "schemaVersion" not in doc:
+            continue
+        kids = list(doc.get("manifests") or []) + list(doc.get("layers") or []) + list(doc.get("blobs") or [])
+        if isinstance(doc.get("config"), dict):
+            kids.append(doc["config"])
+        stack.extend(k["digest"] for k in kids)
+    return seen
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), young_share=st.floats(0.05, 0.6))
+def test_property_every_young_manifest_keeps_its_closure(tmp_path_factory: pytest.TempPathFactory, seed: int,
+                                                         young_share: float) -> None:
+    import random
+
+    root = tmp_path_factory.mktemp("prop")
+    random_layout(root, seed)
+    rng = random.Random(seed)
+    make_old(root, 7200)
+    young: set[str] = set()
+    for p in (root / "blobs" / "sha256").iterdir():
+        if rng.random() < young_share:
+            age(p, 60)
+            young.add(f"sha256:{p.name}")
+    out = sweep_layout(Layout.open(LocalStorage(root)), SweepOptions(), RunOptions(jobs=2))
+    assert out.error is None, out.error
+    present = present_blobs(root)
+    for d in young & present:
+        missing = {c for c in _naive_closure(root, d) if c not in present}
+        assert not missing, f"young {d} lost {missing}"
