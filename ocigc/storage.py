@@ -361,15 +361,19 @@ class LocalStorage:
 
     @contextmanager
     def open_write_content(self, rel: str) -> Iterator[BinaryIO]:
-        """Write a content-addressed file (a blob), whose readers check its size and digest.
+        """Write a content-addressed file (a blob): ``open_write`` (temp file, fsync, rename), on every
+        file system, object-store FUSE mounts included.
 
-        On an object-store FUSE mount the final name is written directly: the object appears when
-        the file is closed, while the rename of a temp file would be a server-side copy of every
-        byte plus a delete. A writer killed half-way can leave a short object under the name, which
-        every reader's size check rejects and the next push replaces; the block raising removes it.
-        Elsewhere this is ``open_write`` (temp file, fsync, rename).
+        A blob must never be visible under its digest name before it is whole: a writer killed
+        half-way would leave a short object there, which another tool (skopeo, oras) reuses by name
+        without a size check. So even on s3fs, where the rename is a server-side copy of every byte
+        plus a delete (``docs/performance.md``, "Blob writes on s3fs"), the bytes go to a temp name
+        first; a kill leaves at most that temp file, which ``sweep`` removes after the grace period.
+        Only where the mount cannot rename at all (mountpoint-s3) is the final name written directly
+        (``_rename_or_copy``); the size checks of ``check``, ``push`` and ``pull`` catch a short blob
+        there; a block that raises removes what it wrote under the name.
         """
-        if not self.is_object_store_mount or not self.can_rename:
+        if self.can_rename:
             with self.open_write(rel) as f:
                 yield f
             return
