@@ -339,6 +339,11 @@ class LocalStorage:
 
     @contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        with self._open_write(rel, content=False) as f:
+            yield f
+
+    @contextmanager
+    def _open_write(self, rel: str, content: bool) -> Iterator[BinaryIO]:
         target = self._p(rel)
         if not self.can_rename:
             self.counter.add("write")
@@ -353,7 +358,7 @@ class LocalStorage:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            self._rename_or_copy(tmp, target)
+            self._rename_or_copy(tmp, target, content)
         except BaseException:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -374,7 +379,7 @@ class LocalStorage:
         there; a block that raises removes what it wrote under the name.
         """
         if self.can_rename:
-            with self.open_write(rel) as f:
+            with self._open_write(rel, content=True) as f:
                 yield f
             return
         target = self._p(rel)
@@ -403,13 +408,16 @@ class LocalStorage:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._rename_or_copy(tmp, self._p(rel))
+        self._rename_or_copy(tmp, self._p(rel), content=True)
 
     def discard_temp(self, tmp_rel: str) -> None:
         with suppress(FileNotFoundError):
             os.unlink(self._p(tmp_rel))
 
-    def _rename_or_copy(self, tmp: Path, target: Path) -> None:
+    def _rename_or_copy(self, tmp: Path, target: Path, content: bool = False) -> None:
+        """Rename ``tmp`` to ``target``; where the mount cannot rename, copy it there. With ``content``
+        (a blob) a copy that fails half-way is removed again: a short blob under its digest name would
+        be taken for the blob by other tools (``index.json`` is left as it is: it has a backup)."""
         self.counter.add("rename")
         try:
             os.replace(tmp, target)
@@ -419,9 +427,15 @@ class LocalStorage:
             # The mount cannot rename (mountpoint-s3): write the final name directly.
             self.can_rename = False
             self.counter.add("write")
-            with open(tmp, "rb") as src, open(target, "wb") as dst:
-                while chunk := src.read(1024 * 1024):
-                    dst.write(chunk)
+            try:
+                with open(tmp, "rb") as src, open(target, "wb") as dst:
+                    while chunk := src.read(1024 * 1024):
+                        dst.write(chunk)
+            except BaseException:
+                if content:
+                    with suppress(FileNotFoundError):
+                        os.unlink(target)
+                raise
             os.unlink(tmp)
 
     def rename(self, src: str, dst: str) -> None:

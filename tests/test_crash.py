@@ -500,3 +500,68 @@ def test_push_to_s3_killed_mid_upload_leaves_no_object_under_the_digest(
     assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == PUSH_PAYLOAD
     r = run(["check", "--verify-digests", url])
     assert r.code == OK, r
+
+
+def test_on_a_mount_that_cannot_rename_a_failed_blob_write_leaves_nothing_under_the_digest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mountpoint-s3 cannot rename (ENOTSUP, injected here on a local disk): a blob is then copied to
+    or written under its final name, and a copy or write that fails half-way (disk full, a source
+    that changed) removes what it wrote there instead of leaving a short blob."""
+    import builtins
+    import errno
+
+    import ocigc.storage as storage_mod
+    from ocigc.errors import IntegrityError
+    from ocigc.layout import Layout
+    from ocigc.push import BlobSource, descriptor_json, write_blob
+    from ocigc.storage import LocalStorage
+
+    def no_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    real_open = builtins.open
+
+    class _Full:
+        def __init__(self, f: Any) -> None:
+            self.f, self.n = f, 0
+
+        def __enter__(self) -> _Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> int:
+            self.n += 1
+            if self.n > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return int(self.f.write(data))
+
+    def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real_open(file, mode, *args, **kwargs)
+        return _Full(f) if "w" in mode and not os.path.basename(str(file)).startswith(".ocigc-tmp-") else f
+
+    (tmp_path / "lay" / "blobs" / "sha256").mkdir(parents=True)
+    storage = LocalStorage(tmp_path / "lay")
+    lay = Layout(storage)
+    data = random.Random(SEED).randbytes(3 * 1024 * 1024)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    blob = BlobSource(descriptor_json("x/y", f"sha256:{digest}", len(data)), path=str(src))
+    blobs_dir = tmp_path / "lay" / "blobs" / "sha256"
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    monkeypatch.setattr(storage_mod, "open", full_open, raising=False)
+    with pytest.raises(OSError, match="No space left"):  # the fallback copy to the final name fails
+        write_blob(lay, blob)
+    assert storage.can_rename is False
+    assert os.listdir(blobs_dir) == []
+    monkeypatch.setattr(storage_mod, "open", real_open, raising=False)
+    src.write_bytes(data[::-1])  # the source changed since it was hashed: written under the name, then refused
+    with pytest.raises(IntegrityError, match="changed while pushing"):
+        write_blob(lay, blob)
+    assert os.listdir(blobs_dir) == []
+    src.write_bytes(data)
+    assert write_blob(lay, blob) is True
+    assert (blobs_dir / digest).read_bytes() == data
