@@ -425,6 +425,31 @@ def test_push_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, 
     assert run(["check", "--verify-digests", "--strict", lay]).code == OK
 
 
+@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+def test_migrate_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, tmp_path: Path,
+                                                                request: pytest.FixtureRequest) -> None:
+    """``ocigc migrate`` into a layout writes blobs the way push does: SIGKILLed while it writes the
+    big layer, no short blob under its digest name; a rerun completes and verifies."""
+    layer = random.Random(SEED + 21).randbytes(PUSH_PAYLOAD)
+    digest_hex = hashlib.sha256(layer).hexdigest()
+    b = LayoutBuilder(tmp_path / "src")
+    b.image("v1", [layer])
+    b.save()
+    dst = layout_dir / "dst"
+    args = ["migrate", "--quiet", str(tmp_path / "src"), str(dst)]
+    hit = kill_push_inside_blob_write(args, tmp_path, dst / "blobs" / "sha256", "mid-write", PUSH_PAYLOAD)
+    assert hit, "the migration ended before it was killed"
+    assert_no_short_blob(request, dst, digest_hex, PUSH_PAYLOAD)
+    r = run(["check", dst])
+    assert r.code == OK, r
+    r = run(args)
+    assert r.code == OK, r
+    r = run(["check", "--verify-digests", dst])
+    assert r.code == OK, r
+    assert_no_short_blob(request, dst, digest_hex, PUSH_PAYLOAD)
+    assert _blob_names(dst)[digest_hex] == PUSH_PAYLOAD
+
+
 #: What the issue's killed push left on s3fs under the final name: 1,179,648 of 60 MB.
 SHORT = 1_179_648
 
