@@ -393,8 +393,10 @@ def assert_no_short_blob(request: pytest.FixtureRequest, lay: Path, digest_hex: 
             assert _hash_file(lay / "blobs" / "sha256" / name) == name, f"{name}: content is not its digest"
 
 
-@pytest.mark.parametrize("point", PUSH_KILL_POINTS)
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+# On a local disk the descriptor that wrote the bytes is closed right after the last write (the
+# fsync before the rename runs on a read-only one), so "bytes-written" has no window to hit there.
+@pytest.mark.parametrize(("layout_dir", "point"), [("local", "mid-write"), ("s3fs", "mid-write"),
+                                                   ("s3fs", "bytes-written")], indirect=["layout_dir"])
 def test_push_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, tmp_path: Path, point: str,
                                                              request: pytest.FixtureRequest) -> None:
     """SIGKILL of a real ``ocigc push`` while its blob is being written (the process holds the file
