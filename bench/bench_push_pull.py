@@ -18,6 +18,12 @@ library call (``transfer``), the ``(CLI)`` ones the whole command with its inter
 Each measurement is repeated ``--repeat`` times and the fastest kept, for cp and ocigc alike.
 Payloads and outputs are deleted after each case. Results are printed as a Markdown table and
 written as JSON (``--json``).
+
+On s3fs, before the cases above, ``--publish-cases`` (default 8M,64M,256M) measures what writing
+blobs safely costs there: the same push with blobs written straight to their digest name (the old
+path, patched in for the comparison only: a push killed half-way leaves a short blob) and through
+a temp name renamed into place (what push does; s3fs turns the rename into CopyObject + DELETE),
+alternating, in the same run, plus ``mv`` of a file of that size on the mount.
 """
 
 from __future__ import annotations
@@ -55,6 +61,24 @@ from ocigc.refs import parse_reference
 from ocigc.storage import open_storage
 if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
     os.fsync = os.fdatasync = lambda fd: None
+if args.get("direct"):  # comparison only: the old, unsafe path (blobs straight to their digest name)
+    import contextlib
+    from ocigc.storage import LocalStorage
+
+    @contextlib.contextmanager
+    def _direct(self, rel):
+        target = self._p(rel)
+        self.counter.add("write")
+        try:
+            with open(target, "wb") as f:
+                yield f
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            raise
+
+    LocalStorage.open_write_content = _direct
+from ocigc.storage import GLOBAL_COUNTER
 t1 = time.perf_counter()
 if mode == "push":
     push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
@@ -62,7 +86,7 @@ else:
     ref = parse_reference(args["layout"] + ":v1")
     pull(Layout.open(open_storage(ref.path)), ref, args["out"], concurrency=args["jobs"])
 t2 = time.perf_counter()
-print(json.dumps({"seconds": t2 - t1, "import": t1 - t0,
+print(json.dumps({"seconds": t2 - t1, "import": t1 - t0, "ops": GLOBAL_COUNTER.snapshot(),
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
@@ -71,6 +95,7 @@ print(json.dumps({"seconds": t2 - t1, "import": t1 - t0,
 class Timing:
     seconds: float
     maxrss_mib: float | None = None
+    ops: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,7 +158,7 @@ def _driver(mode: str, params: dict[str, Any], env: dict[str, str]) -> Timing:
     if proc.returncode != 0:
         raise RuntimeError(f"driver {mode} failed after {time.perf_counter() - start:.1f}s:\n{proc.stderr}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Timing(data["seconds"], data["maxrss_kib"] / 1024)
+    return Timing(data["seconds"], data["maxrss_kib"] / 1024, data.get("ops") or {})
 
 
 def _best(n: int, fn: Any, *args: Any, reset: Any = None) -> Timing:
@@ -143,7 +168,7 @@ def _best(n: int, fn: Any, *args: Any, reset: Any = None) -> Timing:
             reset()
         t = fn(*args)
         if best is None or t.seconds < best.seconds:
-            best = Timing(t.seconds, max(t.maxrss_mib or 0, (best.maxrss_mib or 0) if best else 0))
+            best = Timing(t.seconds, max(t.maxrss_mib or 0, (best.maxrss_mib or 0) if best else 0), t.ops)
     assert best is not None
     return best
 
@@ -232,6 +257,74 @@ def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, job
             _rm(p)
 
 
+@dataclass
+class PublishResult:
+    """One blob pushed onto a mount twice in the same run: written straight to its digest name (the
+    old path, unsafe: a kill leaves a short blob there) and to a temp name renamed into place (the
+    current path), plus ``mv`` of a file of the same size on the mount (what the rename costs there)."""
+
+    target: str
+    case: str
+    bytes: int
+    direct: float
+    temp_rename: float
+    mv: float
+    direct_ops: dict[str, int]
+    temp_rename_ops: dict[str, int]
+    load: list[float]
+
+    @property
+    def extra(self) -> float:
+        return self.temp_rename - self.direct
+
+
+def run_publish_case(target: str, base: Path, case: str, scratch: Path, repeat: int, jobs: int,
+                     env: dict[str, str]) -> PublishResult:
+    """Push of one case onto ``base`` with blobs written directly vs through a temp name and a rename;
+    the two runs alternate (direct first in odd rounds) and the fastest of each is kept."""
+    files, size = CASES[case]
+    payload = scratch / f"payload-{case}"
+    names = _payload(payload, files, size)
+    lay = base / f"pub-{case}"
+    mv_dir = base / f"mv-{case}"
+    params = {"layout": str(lay), "files": names, "cwd": str(payload), "jobs": jobs}
+    best: dict[bool, Timing] = {}
+    try:
+        def reset_lay() -> None:
+            _rm(lay)
+            _sync()
+
+        for i in range(repeat):
+            for direct in ((True, False) if i % 2 == 0 else (False, True)):
+                reset_lay()
+                t = _driver("push", {**params, "direct": direct}, env)
+                if direct not in best or t.seconds < best[direct].seconds:
+                    best[direct] = t
+
+        def reset_mv() -> None:
+            _rm(mv_dir)
+            mv_dir.mkdir()
+            subprocess.run(["cp", str(payload / names[0]), str(mv_dir / "a")], check=True)
+            _sync()
+
+        mv = _best(repeat, _run_timed, ["mv", str(mv_dir / "a"), str(mv_dir / "b")], None, reset=reset_mv)
+        return PublishResult(target, case, files * size, best[True].seconds, best[False].seconds, mv.seconds,
+                             best[True].ops, best[False].ops, [round(x, 2) for x in os.getloadavg()])
+    finally:
+        for p in (payload, lay, mv_dir):
+            _rm(p)
+
+
+def _publish_table(results: list[PublishResult]) -> str:
+    rows = ["| target | case | push, direct to digest name s | push, temp + rename s | extra s | extra % "
+            "| mv of the same size s | renames (direct / temp) | load (1/5/15 min) |", "|" + "---|" * 9]
+    for r in results:
+        rows.append(f"| {r.target} | {r.case} | {r.direct:.2f} | {r.temp_rename:.2f} | {r.extra:+.2f} | "
+                    f"{100 * r.extra / r.direct:+.0f}% | {r.mv:.2f} | {r.direct_ops.get('rename', 0)} / "
+                    f"{r.temp_rename_ops.get('rename', 0)} | {' '.join(map(str, r.load))} |")
+    return "\n".join(rows)
+
+
 def _table(results: list[CaseResult]) -> str:
     head = ("| target | case | MiB | cp s | cp+sync s | ocigc push s | push / cp | push / cp+sync "
             "| push w/o fsync / cp | cp pull s | ocigc pull s | pull / cp | push / cp (CLI) | pull / cp (CLI) "
@@ -255,11 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=5, help="ocigc --concurrency (oras' push default)")
     ap.add_argument("--scratch", default=None, help="local directory for payloads and pulls (default: a temp dir)")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    ap.add_argument("--publish-cases", default="8M,64M,256M",
+                    help="on s3fs, also push these cases with blobs written straight to their digest name "
+                         "(the old path) and through a temp name + rename (the current one); '' skips it")
     ap.add_argument("--settle", default=None,
                     help="OCIGC_LOCK_SETTLE for ocigc (default: the lock protocol's own, 2 s on FUSE, 0.1 s local)")
     opts = ap.parse_args(argv)
     cases = [c for c in opts.cases.split(",") if c]
-    unknown = [c for c in cases if c not in CASES]
+    publish_cases = [c for c in opts.publish_cases.split(",") if c]
+    unknown = [c for c in cases + publish_cases if c not in CASES]
     if unknown:
         ap.error(f"unknown cases {unknown}")
     targets = [t for t in opts.targets.split(",") if t]
@@ -272,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env.pop("OCIGC_LOCK_SETTLE", None)
     results: list[CaseResult] = []
+    publish: list[PublishResult] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-", dir=opts.scratch) as tmp:
         scratch = Path(tmp)
         for target in targets:
@@ -293,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
                     mount = S3fsMount(server, bucket, scratch / "mnt", scratch / "s3fs")
                     (scratch / "s3fs").mkdir(exist_ok=True)
                     mount.mount()
+                    for case in publish_cases:
+                        publish.append(run_publish_case("s3fs", mount.mount_point, case, scratch, opts.repeat,
+                                                        opts.concurrency, env))
+                        print(_publish_table(publish[-1:]).splitlines()[-1], flush=True)
                     for case in cases:
                         results.append(run_case("s3fs", mount.mount_point, case, scratch, opts.repeat,
                                                 opts.concurrency, ocigc, env))
@@ -309,10 +411,15 @@ def main(argv: list[str] | None = None) -> int:
           f"repeat {opts.repeat}, concurrency {opts.concurrency}, lock settle {opts.settle or 'default'}, "
           f"load average at the end {load:.1f}")
     print(_table(results))
+    if publish:
+        print()
+        print("Blob writes on s3fs: straight to the digest name (old) vs temp name + rename (current)")
+        print(_publish_table(publish))
     if opts.json_path:
-        Path(opts.json_path).write_text(json.dumps([{**asdict(r), "push_ratio": r.push_ratio,
-                                                     "push_ratio_sync": r.push_ratio_sync,
-                                                     "pull_ratio": r.pull_ratio} for r in results], indent=1))
+        Path(opts.json_path).write_text(json.dumps({
+            "results": [{**asdict(r), "push_ratio": r.push_ratio, "push_ratio_sync": r.push_ratio_sync,
+                         "pull_ratio": r.pull_ratio} for r in results],
+            "publish": [{**asdict(r), "extra": r.extra} for r in publish]}, indent=1))
     return 0
 
 

@@ -16,6 +16,7 @@ from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import NullProgress, Progress
+from ocigc.storage import FileStat
 from ocigc.survey import LayoutState, stat_blobs
 
 DANGLING, ERROR, WARNING, INFO = "dangling", "error", "warning", "info"
@@ -102,7 +103,7 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
     _check_types(report, layout, state, reachable)
     symlinks = set(listing.symlinks)
     linked = {d for d in present if d.blob_path() in symlinks}  # never stat-ed or hashed through
-    _check_sizes(report, layout, state, (reachable & present) - linked, jobs, progress)
+    _check_sizes(report, layout, state, (reachable & present) - linked, jobs, progress, listing.stats)
     _check_listing(report, layout, listing)
     if verify_digests:
         _verify_digests(report, layout, present - linked, jobs, progress)
@@ -141,8 +142,13 @@ def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reacha
 
 
 def _check_sizes(report: CheckReport, layout: Layout, state: LayoutState, digests: set[Digest], jobs: int,
-                 progress: Progress) -> None:
-    stats = stat_blobs(layout, digests, jobs, progress)
+                 progress: Progress, known: dict[Digest, FileStat] | None = None) -> None:
+    """Every reachable blob against the sizes its descriptors declare: a blob of another size (one
+    truncated by a writer killed half-way, which a tool reusing blobs by name would build on) is
+    ``size-mismatch``, an error (exit 1): the bytes are there but not the ones declared, the same
+    class as ``digest-mismatch``; exit 4 stays "a referenced blob is missing" (``docs/cli.md``).
+    Sizes come from the listing where it carries them (``s3://``), else from one stat per blob."""
+    stats = stat_blobs(layout, digests, jobs, progress, known)
     for d, st in sorted(stats.items()):
         if st is None:
             report.add(DANGLING, "missing-blob", f"{layout.where(d.blob_path())}: vanished during the check", d)

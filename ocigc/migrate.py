@@ -78,6 +78,7 @@ from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.push import copy_hashing, ensure_layout
 from ocigc.refs import TAG_RE
 from ocigc.storage import Storage, open_storage, open_write_content
+from ocigc.survey import stat_blobs
 from ocigc.transfer import (
     BlobNotFound,
     RegistryClient,
@@ -632,7 +633,7 @@ class LayoutDest:
             return  # a new layout: everything is to copy
         layout = Layout.open(self.storage)
         self.index = read_index_retrying(layout)
-        self.listing = set(layout.list_blobs().digests)
+        self.listing = self._intact(layout, plan, jobs)
         for d in plan.order:
             plan.manifest_state[d] = PRESENT if d in self.listing else COPY
         for b in plan.blobs.values():
@@ -646,6 +647,25 @@ class LayoutDest:
                 continue
             have = [x.digest for x in current.get(e.name, [])]
             e.state = PRESENT if e.digest in have else (MOVE if have else COPY)
+
+    @staticmethod
+    def _intact(layout: Layout, plan: RepoPlan, jobs: int) -> set[Digest]:
+        """The listed blobs, less those the plan needs whose size is not the one it expects: a blob
+        truncated under its digest name (a writer killed half-way) is copied again, never trusted
+        by name. Sizes come from the listing where it carries them (``s3://``), else a stat each."""
+        listing = layout.list_blobs()
+        present = set(listing.digests)
+        expected: dict[Digest, int] = {d: plan.nodes[d].size for d in plan.order if d in present and d in plan.nodes}
+        expected.update({d: b.size for d, b in plan.blobs.items() if d in present})
+        stats = stat_blobs(layout, expected, jobs, known=listing.stats)
+        for d, size in expected.items():
+            st = stats.get(d)
+            if st is None or st.size != size:
+                present.discard(d)
+                if st is not None:
+                    plan.notes.append(f"{layout.where(d.blob_path())}: has {st.size} bytes, expected {size}; "
+                                      "copied again")
+        return present
 
     def prepare(self, lock_wait: float) -> None:
         self.layout = ensure_layout(self.storage)

@@ -28,8 +28,15 @@ How blobs are stored depends on where the layout is (memory stays constant whate
 - on a mounted bucket or ``s3://``, where writing is the expensive part, in two passes: files are
   hashed first, blobs already present with the right size are not written again, and the others
   are hashed again as they stream out, so that a file that changed in between is caught and never
-  stored under a wrong digest. On an object-store FUSE mount the blob is written straight to its
-  final name (``LocalStorage.open_write_content``): a rename there is a server-side copy.
+  stored under a wrong digest.
+
+Whatever the storage, a blob becomes visible under its digest name only when it is whole
+(``LocalStorage.open_write_content``, ``S3Storage.open_write``): a temp file renamed into place on a
+file system, FUSE mounts of buckets included (where the rename is a server-side copy); on ``s3://``
+an object created by one PUT or by CompleteMultipartUpload after the last part. A push killed at
+any point leaves at most a temp file (``sweep`` removes it after the grace period), never a short
+blob under its digest. A blob already under the digest is trusted only with the declared size;
+one of another size (written by an older or foreign writer) is replaced.
 """
 
 from __future__ import annotations

@@ -16,8 +16,15 @@ On top of the protocol it offers what the core uses when present:
   says so and callers fall back to the lock-file protocol.
 
 Writes are single PUTs up to ``MULTIPART_THRESHOLD`` and streamed multipart uploads above it; an
-upload that fails is aborted. Blobs (``blobs/<alg>/<hex>``) are created only if absent where the
-store honours ``If-None-Match``. A 409 ``ConditionalRequestConflict`` is retried.
+upload that fails is aborted. Either way an object appears whole or not at all: a PUT whose body
+is cut off is rejected, and the parts of a multipart upload stay invisible until
+CompleteMultipartUpload, sent only after the writer's block ended without error (the caller has
+checked digest and size by then). A process killed half-way leaves at most an incomplete multipart
+upload (invisible, billed until aborted: an ``AbortIncompleteMultipartUpload`` lifecycle rule,
+``docs/object-storage.md``), never a short object under a blob's name. Blobs
+(``blobs/<alg>/<hex>``) are created only if absent where the store honours ``If-None-Match``; one
+already there of another size (truncated by another writer) is replaced. A 409
+``ConditionalRequestConflict`` is retried.
 
 Endpoint, region and credentials come the standard AWS way (environment, profiles,
 ``AWS_ENDPOINT_URL``); the CLI's ``--endpoint-url`` overrides the endpoint.
@@ -260,11 +267,15 @@ class _Writer(io.RawIOBase):
                 self._upload_id = None
                 return
             except PreconditionFailed:
-                # The blob appeared meanwhile (content-addressed: another writer stored it).
-                self.abort()
+                # An object is there already. Content-addressed: of the right size it is this blob
+                # (another writer stored it); of another size it is truncated or foreign (an s3fs
+                # writer killed half-way), and the complete upload replaces it. A failed
+                # precondition leaves the upload open, so it can still be completed.
                 if s._blob_size(self.rel) == self._size:
+                    self.abort()
                     return
-                raise
+                extra = {}
+                continue
             except _Conflict:
                 time.sleep(0.05 * (attempt + 1))
         self.abort()

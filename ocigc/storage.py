@@ -339,6 +339,11 @@ class LocalStorage:
 
     @contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
+        with self._open_write(rel, content=False) as f:
+            yield f
+
+    @contextmanager
+    def _open_write(self, rel: str, content: bool) -> Iterator[BinaryIO]:
         target = self._p(rel)
         if not self.can_rename:
             self.counter.add("write")
@@ -353,7 +358,7 @@ class LocalStorage:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            self._rename_or_copy(tmp, target)
+            self._rename_or_copy(tmp, target, content)
         except BaseException:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -361,16 +366,20 @@ class LocalStorage:
 
     @contextmanager
     def open_write_content(self, rel: str) -> Iterator[BinaryIO]:
-        """Write a content-addressed file (a blob), whose readers check its size and digest.
+        """Write a content-addressed file (a blob): ``open_write`` (temp file, fsync, rename), on every
+        file system, object-store FUSE mounts included.
 
-        On an object-store FUSE mount the final name is written directly: the object appears when
-        the file is closed, while the rename of a temp file would be a server-side copy of every
-        byte plus a delete. A writer killed half-way can leave a short object under the name, which
-        every reader's size check rejects and the next push replaces; the block raising removes it.
-        Elsewhere this is ``open_write`` (temp file, fsync, rename).
+        A blob must never be visible under its digest name before it is whole: a writer killed
+        half-way would leave a short object there, which another tool (skopeo, oras) reuses by name
+        without a size check. So even on s3fs, where the rename is a server-side copy of every byte
+        plus a delete (``docs/performance.md``, "Blob writes on s3fs"), the bytes go to a temp name
+        first; a kill leaves at most that temp file, which ``sweep`` removes after the grace period.
+        Only where the mount cannot rename at all (mountpoint-s3) is the final name written directly
+        (``_rename_or_copy``); the size checks of ``check``, ``push`` and ``pull`` catch a short blob
+        there; a block that raises removes what it wrote under the name.
         """
-        if not self.is_object_store_mount or not self.can_rename:
-            with self.open_write(rel) as f:
+        if self.can_rename:
+            with self._open_write(rel, content=True) as f:
                 yield f
             return
         target = self._p(rel)
@@ -399,13 +408,16 @@ class LocalStorage:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._rename_or_copy(tmp, self._p(rel))
+        self._rename_or_copy(tmp, self._p(rel), content=True)
 
     def discard_temp(self, tmp_rel: str) -> None:
         with suppress(FileNotFoundError):
             os.unlink(self._p(tmp_rel))
 
-    def _rename_or_copy(self, tmp: Path, target: Path) -> None:
+    def _rename_or_copy(self, tmp: Path, target: Path, content: bool = False) -> None:
+        """Rename ``tmp`` to ``target``; where the mount cannot rename, copy it there. With ``content``
+        (a blob) a copy that fails half-way is removed again: a short blob under its digest name would
+        be taken for the blob by other tools (``index.json`` is left as it is: it has a backup)."""
         self.counter.add("rename")
         try:
             os.replace(tmp, target)
@@ -415,9 +427,15 @@ class LocalStorage:
             # The mount cannot rename (mountpoint-s3): write the final name directly.
             self.can_rename = False
             self.counter.add("write")
-            with open(tmp, "rb") as src, open(target, "wb") as dst:
-                while chunk := src.read(1024 * 1024):
-                    dst.write(chunk)
+            try:
+                with open(tmp, "rb") as src, open(target, "wb") as dst:
+                    while chunk := src.read(1024 * 1024):
+                        dst.write(chunk)
+            except BaseException:
+                if content:
+                    with suppress(FileNotFoundError):
+                        os.unlink(target)
+                raise
             os.unlink(tmp)
 
     def rename(self, src: str, dst: str) -> None:

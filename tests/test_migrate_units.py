@@ -266,6 +266,28 @@ def test_layout_destination_on_s3fs(layout_dir: Path, tmp_path: Path, monkeypatc
     assert not list((layout_dir / "oras-artifact" / ".ocigc" / "locks").glob("*"))
 
 
+def test_a_short_blob_in_the_destination_is_copied_again(layout_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob cut short under its digest name in the destination layout (a writer killed half-way)
+    is not taken as present by its name: migrate copies it again, and the result verifies."""
+    monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.2")
+    b = LayoutBuilder(tmp_path / "src" / "app")
+    layer = os.urandom(3 * 1024 * 1024)
+    b.image("v1", [layer])
+    b.save()
+    assert migrate(str(tmp_path / "src"), str(layout_dir), MigrateOptions()).stats()["blobs_uploaded"] > 0
+    blob = layout_dir / "app" / "blobs" / "sha256" / b.blob(layer, "x", write=False)["digest"].split(":")[1]
+    blob.write_bytes(layer[:1_179_648])
+    assert run(["check", layout_dir]).code == 1
+    plan = migrate(str(tmp_path / "src"), str(layout_dir), MigrateOptions(verify=True))
+    assert not plan.failed and not plan.verify_errors
+    assert plan.stats()["blobs_uploaded"] == 1
+    assert any("1179648 bytes" in n for n in plan.repos[0].notes), plan.repos[0].notes
+    assert blob.read_bytes() == layer
+    r = run(["check", "--verify-digests", layout_dir])
+    assert r.code == 0, str(r)
+
+
 def test_a_source_that_is_no_layout_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     r = run(["migrate", tmp_path / "empty", tmp_path / "dst"])

@@ -260,6 +260,29 @@ def test_s3_blobs_created_only_if_absent(s3: S3Env) -> None:
     assert s3.read(f"{prefix}/{rel}") == data
 
 
+def test_s3_push_replaces_a_short_blob_above_the_multipart_threshold(s3: S3Env, tmp_path: Path) -> None:
+    """A blob cut short under its digest's key (an s3fs writer killed half-way) and larger than one
+    PUT: the conditional CompleteMultipartUpload fails on the object there, which has the wrong size,
+    so the upload is completed over it. ``check`` reports the short blob first (exit 1)."""
+    import hashlib
+
+    data = os.urandom(1024 * 1024) * 20  # 20 MiB: a multipart upload
+    (tmp_path / "big.bin").write_bytes(data)
+    prefix = fresh("short")
+    url = s3.url(prefix)
+    r = run(["push", f"{url}:v1", "big.bin"], cwd=tmp_path)
+    assert r.code == OK, r
+    key = f"{prefix}/blobs/sha256/{hashlib.sha256(data).hexdigest()}"
+    s3.put(key, data[:1_179_648])
+    assert run(["check", url]).code == 1
+    r = run(["push", f"{url}:v1", "big.bin"], cwd=tmp_path)
+    assert r.code == OK, r
+    assert s3.read(key) == data
+    assert run(["check", "--verify-digests", url]).code == OK
+    uploads = s3.client.list_multipart_uploads(Bucket=s3.bucket, Prefix=prefix).get("Uploads") or []
+    assert uploads == []
+
+
 # --- sweep ------------------------------------------------------------------------------------------
 def test_sweep_removes_only_unreachable(s3: S3Env, tmp_path: Path) -> None:
     b = LayoutBuilder(tmp_path / "l")
