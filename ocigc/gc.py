@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol
 
 from ocigc.apply import ApplyResult, Disposer, apply_plan, remove_file
 from ocigc.digest import Digest
-from ocigc.errors import OcigcError
+from ocigc.errors import OcigcError, storage_error
 from ocigc.indexio import read_index_retrying
+from ocigc.journal import prepare as prepare_journal
 from ocigc.layout import Layout
 from ocigc.plan import DeleteOptions, Plan, SweepOptions, TrashView, plan_delete, plan_sweep
 from ocigc.progress import NullProgress, Progress
@@ -131,6 +132,7 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
             out.declined = True
             return out
         with run.locker(layout, "exclusive") as lock:
+            prepare_journal(layout)  # before the first irreversible step (trash purge, removals)
             extra: dict[str, object] = {}
             if out.plan.trash_restore or out.plan.trash_purge:
                 # resurrect() re-checks under the lock what index.json references now (a push that
@@ -150,6 +152,8 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
     except OcigcError as e:
         out.error = e
         out.result = getattr(e, "result", None) or out.result
+    except OSError as e:  # EACCES, ENOTDIR, EROFS, ENOSPC, EIO...: this layout stops, the next one runs
+        out.error = storage_error(e, layout.where(""))
     return out
 
 
@@ -167,6 +171,7 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             if run.confirm and not run.confirm(out.plan):
                 out.declined = True
                 return out
+            prepare_journal(layout)
             dispose = run.dispose
             if run.trash and not out.plan.empty:
                 bin_ = TrashRun(layout, "delete", run.command)
@@ -182,6 +187,8 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
     except OcigcError as e:
         out.error = e
         out.result = getattr(e, "result", None) or out.result
+    except OSError as e:  # EACCES, ENOTDIR, EROFS, ENOSPC, EIO...: this layout stops, the next one runs
+        out.error = storage_error(e, layout.where(""))
     return out
 
 
