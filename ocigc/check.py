@@ -192,7 +192,9 @@ def _verify_digests(report: CheckReport, layout: Layout, present: set[Digest], j
         try:
             with layout.open_blob(d) as f:
                 actual, _ = digest_stream(f, d.algorithm)
-        except (OSError, OcigcError) as e:
+        except OSError as e:
+            return f"cannot read: {e.strerror or e}"
+        except OcigcError as e:
             return f"cannot read: {e}"
         return None if actual == d else f"content hashes to {actual}"
 

@@ -176,7 +176,7 @@ class Unattended:
             what = "dry run" if o.dry_run else "done" if o.result else "nothing removed"
             refused = x["refused"]
             self.log.log(logging.WARNING if refused else logging.INFO,
-                         f"{self.command} {o.layout.name or o.layout.location}: {what}"
+                         f"{self.command} {o.layout.display}: {what}"
                          + ("; the policy refused to act (ambiguous times)" if refused else ""),
                          extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
                                 "dry_run": o.dry_run, **x})
