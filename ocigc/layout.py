@@ -198,6 +198,8 @@ class Layout:
                 out.symlinks.append(rel)
                 continue
             if not alg.is_dir:
+                if alg.name in ALGORITHMS:  # blobs/sha256 a file: its blobs cannot be listed or read
+                    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", self.storage.join(rel))
                 out.foreign.append(rel)
                 continue
             if alg.name not in ALGORITHMS:

@@ -74,19 +74,20 @@ def one_error(r: Result, *needles: str) -> str:
 
 
 @WHERE
+@pytest.mark.parametrize("blobs", ["blobs", "blobs/sha256"])
 @pytest.mark.parametrize("command", ["check", "ls", "sweep", "delete"])
-def test_blobs_is_a_file_one_line_and_next_layout_processed(layout_dir: Path, command: str) -> None:
+def test_blobs_is_a_file_one_line_and_next_layout_processed(layout_dir: Path, command: str, blobs: str) -> None:
     build(layout_dir, "a")
     _, zg = build(layout_dir, "z")
-    shutil.rmtree(layout_dir / "a" / "blobs")
-    (layout_dir / "a" / "blobs").write_text("not a directory")
+    shutil.rmtree(layout_dir / "a" / blobs)
+    (layout_dir / "a" / blobs).write_text("not a directory")
     before = files(layout_dir / "a")
     args: list[str | os.PathLike[str]] = {
         "check": ["check", layout_dir], "ls": ["ls", layout_dir], "sweep": ["sweep", layout_dir, "--dry-run"],
         "delete": ["delete", f"{layout_dir / 'a'}:v1"]}[command]
     r = run(args)
     assert r.code == ERROR, str(r)
-    one_error(r, str(layout_dir / "a" / "blobs"), "Not a directory")
+    one_error(r, f"{layout_dir / 'a' / blobs}: Not a directory")
     assert files(layout_dir / "a") == before
     if command == "check":
         assert "z: ok" in r.stdout, str(r)
@@ -385,6 +386,33 @@ def test_layout_the_user_cannot_write_does_not_stop_the_root(as_nobody: tuple[Pa
     assert ag in present(root / "a")
     assert zg not in present(root / "z") and zm in present(root / "z")
     assert json.loads(report.read_text())["exit_code"] == ERROR
+
+
+def test_read_only_layout_does_not_stop_the_root(tmp_path: Path) -> None:
+    """EROFS, for real: layout ``a`` on a read-only bind mount."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to make a read-only bind mount")
+    root = tmp_path / "root"
+    am, ag = build(root, "a")
+    zm, zg = build(root, "z")
+    a = root / "a"
+    if subprocess.run(["mount", "--bind", a, a], capture_output=True, check=False).returncode != 0:
+        pytest.skip("bind mounts are not permitted here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", a], check=True, capture_output=True)
+        before = files(a)
+        report = tmp_path / "report.json"
+        r = run(["sweep", root, "--grace", "0s", "--json-report", report])
+        assert r.code == ERROR, str(r)
+        one_error(r, str(a / ".ocigc"), "Read-only file system")
+        assert zg not in present(root / "z") and zm in present(root / "z")
+        assert json.loads(report.read_text())["exit_code"] == ERROR
+        r = run(["delete", f"{a}:v1"])
+        assert r.code == ERROR, str(r)
+        one_error(r, "Read-only file system")
+        assert files(a) == before and ag in present(a) and am in present(a)
+    finally:
+        subprocess.run(["umount", a], check=False)
 
 
 # --- control characters in layout names ---------------------------------------------------------
