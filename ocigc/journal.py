@@ -43,11 +43,13 @@ def write_record(layout: Layout, kind: str, record: dict[str, Any], run: str | N
     return rel
 
 
-def prepare(layout: Layout) -> None:
-    """Make sure ``.ocigc/journal/`` is a directory before a run changes anything: its record is
-    written after the removals, and a journal that cannot be written (``.ocigc/journal`` a file)
-    must stop the run before a blob goes, not after."""
-    layout.storage.makedirs(JOURNAL_DIR)
+def prepare(layout: Layout, *more: str) -> None:
+    """Make sure ``.ocigc/journal/`` (and ``more`` control directories, such as the trash) is a
+    directory before a run changes anything: its record is written after the removals, and a
+    journal that cannot be written (``.ocigc/journal`` a file) must stop the run before a blob
+    goes, not after."""
+    for rel in (JOURNAL_DIR, *more):
+        layout.storage.makedirs(rel)
 
 
 def read_records(layout: Layout, kind: str | None = None) -> list[dict[str, Any]]:

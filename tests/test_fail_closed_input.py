@@ -121,7 +121,7 @@ def test_blobs_is_a_file_real_sweep_sweeps_the_next_layout_and_writes_the_report
 
 
 @WHERE
-@pytest.mark.parametrize("control", [".ocigc", ".ocigc/journal"])
+@pytest.mark.parametrize("control", [".ocigc", ".ocigc/journal", ".ocigc/trash"])
 def test_control_path_is_a_file_nothing_removed_next_layout_swept(layout_dir: Path, control: str,
                                                                   tmp_path: Path) -> None:
     am, ag = build(layout_dir, "a")
@@ -130,14 +130,15 @@ def test_control_path_is_a_file_nothing_removed_next_layout_swept(layout_dir: Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("in the way")
     report = tmp_path / "report.json"
-    r = run(["sweep", layout_dir, "--grace", "0s", "--json-report", report])
+    trash = ["--trash"] if control.endswith("trash") else []
+    r = run(["sweep", layout_dir, "--grace", "0s", "--json-report", report, *trash])
     assert r.code == ERROR, str(r)
     one_error(r, str(layout_dir / "a" / ".ocigc"), "Not a directory")
     assert ag in present(layout_dir / "a"), "a blob was removed although the run could not journal it"
     assert zg not in present(layout_dir / "z")
     assert json.loads(report.read_text())["exit_code"] == ERROR
     # a real delete stops before it changes anything too
-    r = run(["delete", f"{layout_dir / 'a'}:v1"])
+    r = run(["delete", f"{layout_dir / 'a'}:v1", *trash])
     assert r.code == ERROR, str(r)
     one_error(r, "a/.ocigc", "Not a directory")
     assert am in present(layout_dir / "a")
@@ -413,6 +414,21 @@ def test_read_only_layout_does_not_stop_the_root(tmp_path: Path) -> None:
         assert files(a) == before and ag in present(a) and am in present(a)
     finally:
         subprocess.run(["umount", a], check=False)
+
+
+def test_a_removal_the_storage_refuses_is_an_error(as_nobody: tuple[Path, object]) -> None:
+    """The layout is nobody's, ``blobs/sha256`` is root's: the lock and the journal can be written, the
+    unlink of the garbage cannot (EACCES). The run must not exit 0 as if it had done its plan."""
+    base, call = as_nobody
+    assert callable(call)
+    root = base / "root"
+    _, ag = build(root, "a")
+    _chown_tree(root / "a", 65534)
+    os.chown(root / "a" / "blobs" / "sha256", 0, 0)
+    r = call(["sweep", root / "a", "--grace", "0s"])
+    assert r.code == ERROR, str(r)
+    one_error(r, "1 removal(s) failed", ag.split(":")[1], "Permission denied")
+    assert ag in present(root / "a")
 
 
 # --- control characters in layout names ---------------------------------------------------------
