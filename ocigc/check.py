@@ -12,7 +12,7 @@ from typing import Any
 from ocigc import manifest as mf
 from ocigc.descriptor import MANIFEST_TYPES, looks_like_json_type
 from ocigc.digest import Digest, digest_stream
-from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError
+from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError, describe_oserror
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import NullProgress, Progress
@@ -64,14 +64,23 @@ class CheckReport:
 
 def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAULT_JOBS,
                  progress: Progress | None = None) -> CheckReport:
+    """Check one layout. A layout that cannot be read at all (``oci-layout``, ``index.json``, ``blobs/``
+    unusable, or any OSError on the way) is one ``layout`` error problem naming the path: the caller
+    goes on with the next layout."""
     progress = progress or NullProgress()
     report = CheckReport(layout.name, layout.location)
     try:
-        layout.check_oci_layout()
-        state = LayoutState.load(layout, jobs, progress)
+        _check(report, layout, verify_digests, jobs, progress)
     except OcigcError as e:
         report.add(ERROR, "layout", str(e))
-        return report
+    except OSError as e:
+        report.add(ERROR, "layout", describe_oserror(e, layout.where("")))
+    return report
+
+
+def _check(report: CheckReport, layout: Layout, verify_digests: bool, jobs: int, progress: Progress) -> None:
+    layout.check_oci_layout()
+    state = LayoutState.load(layout, jobs, progress)
     graph = state.graph
     listing = layout.list_blobs()
     present = listing.digests
@@ -111,7 +120,6 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
     if garbage:
         report.add(INFO, "unreferenced", f"{len(garbage)} blob(s) not reachable from index.json "
                    "(`ocigc sweep` reclaims them)")
-    return report
 
 
 def _check_subjects(report: CheckReport, layout: Layout, graph: Any, present: set[Digest]) -> None:
@@ -184,7 +192,9 @@ def _verify_digests(report: CheckReport, layout: Layout, present: set[Digest], j
         try:
             with layout.open_blob(d) as f:
                 actual, _ = digest_stream(f, d.algorithm)
-        except (OSError, OcigcError) as e:
+        except OSError as e:
+            return f"cannot read: {e.strerror or e}"
+        except OcigcError as e:
             return f"cannot read: {e}"
         return None if actual == d else f"content hashes to {actual}"
 

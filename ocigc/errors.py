@@ -7,6 +7,8 @@ Exit codes (the brief): 0 ok; 1 error or problems found; 2 usage; 3 lost race af
 
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -85,3 +87,32 @@ class TransferError(OcigcError):
 
 class PartialFailure(OcigcError):
     """Some layouts or items failed while others succeeded."""
+
+
+class StorageError(OcigcError):
+    """An operating-system error reading or writing a layout (EACCES, ENOTDIR, EROFS, ENOSPC, EIO, ...)."""
+
+
+def printable(text: str) -> str:
+    """Control characters (a newline in a file name) as escapes, so that a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def describe_oserror(e: OSError, where: str | None = None) -> str:
+    """One line for an OSError: the path it names (else ``where``) and the problem, control characters
+    escaped (``/x/blobs: Not a directory``)."""
+    def name(f: object) -> str:
+        return os.fsdecode(f) if isinstance(f, (bytes, str)) else str(f)
+
+    path = name(e.filename) if e.filename is not None else where
+    if e.filename is not None and e.filename2 is not None:
+        path = f"{path} -> {name(e.filename2)}"
+    problem = e.strerror or str(e) or type(e).__name__
+    return printable(f"{path}: {problem}" if path is not None else problem)
+
+
+def storage_error(e: OSError, where: str | None = None) -> StorageError:
+    """``e`` as an ``OcigcError`` (exit 1) with the one-line message of ``describe_oserror``."""
+    return StorageError(describe_oserror(e, where))

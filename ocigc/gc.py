@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol
 
 from ocigc.apply import ApplyResult, Disposer, apply_plan, remove_file
 from ocigc.digest import Digest
-from ocigc.errors import OcigcError
+from ocigc.errors import OcigcError, StorageError, storage_error
 from ocigc.indexio import read_index_retrying
+from ocigc.journal import prepare as prepare_journal
 from ocigc.layout import Layout
 from ocigc.plan import DeleteOptions, Plan, SweepOptions, TrashView, plan_delete, plan_sweep
 from ocigc.progress import NullProgress, Progress
@@ -23,6 +24,7 @@ from ocigc.refs import Reference
 from ocigc.survey import LayoutState
 from ocigc.trash import (
     DEFAULT_RETENTION,
+    TRASH_DIR,
     PurgeResult,
     Resurrection,
     TrashOverlay,
@@ -131,6 +133,8 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
             out.declined = True
             return out
         with run.locker(layout, "exclusive") as lock:
+            # before the first irreversible step (trash purge, removals)
+            prepare_journal(layout, *([TRASH_DIR] if run.trash else []))
             extra: dict[str, object] = {}
             if out.plan.trash_restore or out.plan.trash_purge:
                 # resurrect() re-checks under the lock what index.json references now (a push that
@@ -150,6 +154,9 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
     except OcigcError as e:
         out.error = e
         out.result = getattr(e, "result", None) or out.result
+    except OSError as e:  # EACCES, ENOTDIR, EROFS, ENOSPC, EIO...: this layout stops, the next one runs
+        out.error = storage_error(e, layout.where(""))
+    _fail_on_failed_removals(out)
     return out
 
 
@@ -167,6 +174,7 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
             if run.confirm and not run.confirm(out.plan):
                 out.declined = True
                 return out
+            prepare_journal(layout, *([TRASH_DIR] if run.trash else []))
             dispose = run.dispose
             if run.trash and not out.plan.empty:
                 bin_ = TrashRun(layout, "delete", run.command)
@@ -182,7 +190,18 @@ def delete_refs(layout: Layout, refs: list[Reference], opts: DeleteOptions, run:
     except OcigcError as e:
         out.error = e
         out.result = getattr(e, "result", None) or out.result
+    except OSError as e:  # EACCES, ENOTDIR, EROFS, ENOSPC, EIO...: this layout stops, the next one runs
+        out.error = storage_error(e, layout.where(""))
+    _fail_on_failed_removals(out)
     return out
+
+
+def _fail_on_failed_removals(out: Outcome) -> None:
+    """A removal the storage refused (EACCES, EROFS, EIO on one blob) is an error of the run (exit 1),
+    not a footnote of a successful one: the plan was not carried out."""
+    if out.error is None and out.result is not None and out.result.failed:
+        failed = out.result.failed
+        out.error = StorageError(f"{len(failed)} removal(s) failed; first: {failed[0]}")
 
 
 def _plan_delete(layout: Layout, refs: list[Reference], opts: DeleteOptions, run: RunOptions,

@@ -18,6 +18,7 @@ from typing import Any
 from ocigc.descriptor import ANNOTATION_REF_NAME, Descriptor
 from ocigc.digest import Digest
 from ocigc.errors import InvalidDigest, LayoutError
+from ocigc.jsonload import JSONInputError, load_json
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ class Index:
         if not raw.strip():
             raise LayoutError(f"{where}: file is empty (never treated as an empty index)")
         try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError) as e:
-            raise LayoutError(f"{where}: invalid JSON ({_short(e)})") from None
+            doc = load_json(raw, limit=None)
+        except JSONInputError as e:
+            raise LayoutError(f"{where}: {e}") from None
         if not isinstance(doc, dict):
             raise LayoutError(f"{where}: not a JSON object")
         if doc.get("schemaVersion") != 2:

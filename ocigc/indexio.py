@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ocigc.errors import LayoutError, LostRace
 from ocigc.index import Index
 from ocigc.journal import BACKUP_DIR, backup_index, write_record
-from ocigc.layout import INDEX_FILE, Layout
+from ocigc.layout import INDEX_FILE, MAX_INDEX_BYTES, Layout, check_index_size
 from ocigc.storage import ConditionalStorage, PreconditionFailed, conditional
 
 Mutation = Callable[[Index], Index | None]
@@ -169,11 +169,12 @@ def _read_etag_retrying(layout: Layout, store: ConditionalStorage, retries: int 
     last: LayoutError | None = None
     for attempt in range(retries):
         try:
-            raw, etag = store.read_with_etag(INDEX_FILE)
+            raw, etag = store.read_with_etag(INDEX_FILE, limit=MAX_INDEX_BYTES)
         except FileNotFoundError:
             raise LayoutError(f"{layout.where(INDEX_FILE)}: missing") from None
         except IsADirectoryError:
             raise LayoutError(f"{layout.where(INDEX_FILE)}: is a directory") from None
+        check_index_size(raw, layout.where(INDEX_FILE))
         try:
             return raw, etag, Index.parse(raw, layout.where(INDEX_FILE))
         except LayoutError as e:

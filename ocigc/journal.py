@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ocigc.jsonload import MAX_SMALL_JSON_BYTES, load_json
 from ocigc.layout import CONTROL_DIR, Layout
 
 JOURNAL_DIR = f"{CONTROL_DIR}/journal"
@@ -42,6 +43,15 @@ def write_record(layout: Layout, kind: str, record: dict[str, Any], run: str | N
     return rel
 
 
+def prepare(layout: Layout, *more: str) -> None:
+    """Make sure ``.ocigc/journal/`` (and ``more`` control directories, such as the trash) is a
+    directory before a run changes anything: its record is written after the removals, and a
+    journal that cannot be written (``.ocigc/journal`` a file) must stop the run before a blob
+    goes, not after."""
+    for rel in (JOURNAL_DIR, *more):
+        layout.storage.makedirs(rel)
+
+
 def read_records(layout: Layout, kind: str | None = None) -> list[dict[str, Any]]:
     try:
         names = sorted(e.name for e in layout.storage.list_dir(JOURNAL_DIR) if e.name.endswith(".json"))
@@ -52,9 +62,11 @@ def read_records(layout: Layout, kind: str | None = None) -> list[dict[str, Any]
         if kind and not name.endswith(f"-{kind}.json"):
             continue
         try:
-            out.append({"file": name, **json.loads(layout.storage.read_bytes(f"{JOURNAL_DIR}/{name}"))})
+            body = load_json(layout.storage.read_bytes(f"{JOURNAL_DIR}/{name}", limit=MAX_SMALL_JSON_BYTES))
         except (OSError, ValueError):
             continue
+        if isinstance(body, dict):
+            out.append({"file": name, **body})
     return out
 
 

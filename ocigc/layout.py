@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,8 +10,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ocigc.digest import ALGORITHMS, Digest
-from ocigc.errors import LayoutError, ManifestError
+from ocigc.errors import LayoutError, ManifestError, describe_oserror, printable
 from ocigc.index import Index
+from ocigc.jsonload import JSONInputError, load_json
 from ocigc.storage import TEMP_PREFIX, DirEntry, FileStat, Storage, listing_stats
 
 OCI_LAYOUT_FILE = "oci-layout"
@@ -21,6 +21,10 @@ BLOBS_DIR = "blobs"
 CONTROL_DIR = ".ocigc"
 #: Largest manifest or index we read (registries use 4 MiB).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: Largest ``index.json`` read (``docs/design.md``, "Bad input"): a bigger one stops the layout.
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+#: Largest ``oci-layout`` read (the file is ``{"imageLayoutVersion": "1.0.0"}``).
+OCI_LAYOUT_MAX_BYTES = 64 * 1024
 
 
 #: A temp file named after the blob it was meant to become (``<hex>.tmp``, ``<hex>.<n>.tmp``). Other
@@ -73,6 +77,11 @@ class Layout:
     def location(self) -> str:
         return self.storage.url
 
+    @property
+    def display(self) -> str:
+        """The layout's name (else its location) for output: control characters escaped."""
+        return _printable(self.name or self.location)
+
     def where(self, rel: str) -> str:
         """``rel`` for messages: control characters escaped, so that a message stays one line."""
         return _printable(self.storage.join(rel))
@@ -86,31 +95,38 @@ class Layout:
     def check_oci_layout(self) -> None:
         where = self.where(OCI_LAYOUT_FILE)
         try:
-            raw = self.storage.read_bytes(OCI_LAYOUT_FILE, limit=64 * 1024)
+            raw = self.storage.read_bytes(OCI_LAYOUT_FILE, limit=OCI_LAYOUT_MAX_BYTES)
         except FileNotFoundError:
             if self.storage.stat("") is None:
-                raise LayoutError(f"{self.storage.url}: no such directory") from None
+                raise LayoutError(f"{_printable(self.storage.url)}: no such directory") from None
             raise LayoutError(f"{where}: missing (not an OCI image layout)") from None
         except IsADirectoryError:
             raise LayoutError(f"{where}: is a directory") from None
         except NotADirectoryError:
-            raise LayoutError(f"{self.storage.url}: not a directory") from None
+            raise LayoutError(f"{_printable(self.storage.url)}: not a directory") from None
         try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise LayoutError(f"{where}: invalid JSON") from None
+            doc = load_json(raw, limit=OCI_LAYOUT_MAX_BYTES)
+        except JSONInputError as e:
+            raise LayoutError(f"{where}: {e}") from None
         version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
         if version != "1.0.0":
             raise LayoutError(f"{where}: imageLayoutVersion must be \"1.0.0\", got {version!r}")
 
     # --- index.json ------------------------------------------------------------------------
     def read_index_bytes(self) -> bytes:
+        """``index.json``'s bytes: a regular file of at most ``MAX_INDEX_BYTES`` (else ``LayoutError``)."""
         try:
-            return self.storage.read_bytes(INDEX_FILE)
+            raw = self.storage.read_bytes(INDEX_FILE, limit=MAX_INDEX_BYTES)
         except FileNotFoundError:
             raise LayoutError(f"{self.where(INDEX_FILE)}: missing") from None
         except IsADirectoryError:
             raise LayoutError(f"{self.where(INDEX_FILE)}: is a directory") from None
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.ESTALE, errno.EAGAIN):
+                raise  # transient on a mount while another host replaces it: the caller retries
+            raise LayoutError(describe_oserror(e, self.where(INDEX_FILE))) from None
+        check_index_size(raw, self.where(INDEX_FILE))
+        return raw
 
     def read_index(self) -> Index:
         return Index.parse(self.read_index_bytes(), self.where(INDEX_FILE))
@@ -163,6 +179,14 @@ class Layout:
     def list_blobs(self) -> BlobListing:
         """List ``blobs/<alg>/`` without stat-ing entries: one listing per directory (on an object store,
         the listing's sizes and times go to ``stats``)."""
+        try:
+            return self._list_blobs()
+        except FileNotFoundError as e:  # blobs/<alg>/ vanished between two listings
+            raise LayoutError(describe_oserror(e, self.where(BLOBS_DIR))) from None
+        except OSError as e:  # blobs/ or blobs/<alg>/ a file, unreadable, ...: the layout stops here
+            raise LayoutError(f"{describe_oserror(e, self.where(BLOBS_DIR))} (cannot list the blobs)") from None
+
+    def _list_blobs(self) -> BlobListing:
         out = BlobListing()
         try:
             algs = self.storage.list_dir(BLOBS_DIR)
@@ -174,6 +198,8 @@ class Layout:
                 out.symlinks.append(rel)
                 continue
             if not alg.is_dir:
+                if alg.name in ALGORITHMS:  # blobs/sha256 a file: its blobs cannot be listed or read
+                    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", self.storage.join(rel))
                 out.foreign.append(rel)
                 continue
             if alg.name not in ALGORITHMS:
@@ -241,8 +267,11 @@ class Layout:
         return out
 
 
-def _printable(text: str) -> str:
-    """Control characters (a newline in a file name) as escapes; everything else unchanged."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def check_index_size(raw: bytes, where: str) -> None:
+    """``LayoutError`` when ``raw`` (read with ``limit=MAX_INDEX_BYTES``) is over the cap."""
+    if len(raw) > MAX_INDEX_BYTES:
+        raise LayoutError(f"{where}: larger than {MAX_INDEX_BYTES // (1024 * 1024)} MiB (refused; "
+                          "see docs/design.md, \"Bad input\")")
+
+
+_printable = printable

@@ -59,10 +59,13 @@ from typing import Any, ClassVar, Literal
 from ocigc import __version__
 from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.journal import write_record
+from ocigc.jsonload import load_json
 from ocigc.layout import CONTROL_DIR, Layout
 from ocigc.storage import LOCAL_FSTYPES, ConditionalStorage, PreconditionFailed, conditional, fs_type
 
 LOCK_DIR = f"{CONTROL_DIR}/locks"
+#: Largest lock file read (ours are under 1 KiB); a larger one is reported, never parsed.
+LOCK_MAX_BYTES = 64 * 1024
 SCOPE_REPO = "repo"
 SCOPE_INDEX = "index"
 SHARED, EXCLUSIVE = "S", "X"
@@ -418,7 +421,7 @@ class LockDir:
             if reader is not None:
                 raw, etag = reader(rel)
             else:
-                raw = storage.read_bytes(rel, limit=64 * 1024)
+                raw = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
                 etag = hashlib.sha256(raw).hexdigest()
         except FileNotFoundError:
             return False
@@ -433,7 +436,7 @@ class LockDir:
             self._first_seen.setdefault(key, t)
             info.observed = t - self._first_seen[key]
         try:
-            body = json.loads(raw) if raw.strip() else None
+            body = load_json(raw, limit=LOCK_MAX_BYTES) if raw.strip() else None
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -451,7 +454,7 @@ class LockDir:
             info.body = cached
             return
         try:
-            raw = self.layout.storage.read_bytes(f"{LOCK_DIR}/{info.name}", limit=64 * 1024)
+            raw = self.layout.storage.read_bytes(f"{LOCK_DIR}/{info.name}", limit=LOCK_MAX_BYTES)
         except FileNotFoundError:
             info.problem = "vanished while being read"
             return
@@ -462,9 +465,9 @@ class LockDir:
             info.problem = "empty"
             return
         try:
-            body = json.loads(raw)
-        except ValueError:
-            info.problem = "invalid JSON"
+            body = load_json(raw, limit=LOCK_MAX_BYTES)
+        except ValueError as e:
+            info.problem = str(e)
             return
         if not isinstance(body, dict):
             info.problem = "not a JSON object"
@@ -791,7 +794,7 @@ class LockHandle:
         storage.makedirs(LOCK_DIR)
         storage.write_new(rel, data)
         try:
-            back = storage.read_bytes(rel)
+            back = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
         except OSError as e:
             back = f"<{e}>".encode()
         if back != data:

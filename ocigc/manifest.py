@@ -9,7 +9,6 @@ must fail closed (never delete the children of something it could not read).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from ocigc.descriptor import (
 )
 from ocigc.digest import Digest
 from ocigc.errors import InvalidDigest, ManifestError
+from ocigc.jsonload import JSONInputError, load_json
 
 # Edge kinds, parent -> child. A "subject" edge goes referrer -> subject and keeps nothing alive.
 CHILD = "child"  # index -> manifest or nested index
@@ -61,9 +61,9 @@ class Parsed:
 def parse(raw: bytes, declared: str | None, where: str) -> Parsed:
     """Parse a blob that was read because its descriptor says (or may mean) it is a manifest."""
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise ManifestError(f"{where}: invalid JSON ({str(e).splitlines()[0][:120]})") from None
+        doc = load_json(raw, limit=None)
+    except JSONInputError as e:
+        raise ManifestError(f"{where}: {e}") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{where}: not a JSON object")
     own = doc.get("mediaType")

@@ -72,6 +72,7 @@ from ocigc.errors import (
 from ocigc.graph import wants_read
 from ocigc.index import Index
 from ocigc.indexio import read_index_retrying, update_index
+from ocigc.jsonload import load_json
 from ocigc.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
@@ -1104,7 +1105,7 @@ def _send_type(node: Node | None, declared: str) -> str:
     if node.media_type:
         return node.media_type
     try:
-        own = json.loads(node.raw).get("mediaType")
+        own = load_json(node.raw, limit=None).get("mediaType")
     except (ValueError, AttributeError):
         own = None
     if isinstance(own, str) and own:

@@ -20,6 +20,7 @@ from ocigc.digest import Digest
 from ocigc.errors import IntegrityError, ManifestError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
 from ocigc.graph import MIN_DESCRIPTOR_BYTES, RefGraph, wants_read
 from ocigc.index import Index
+from ocigc.jsonload import JSONInputError, load_json
 from ocigc.layout import MAX_MANIFEST_BYTES, BlobListing, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.refs import Reference
@@ -290,8 +291,8 @@ def young_closure(layout: Layout, graph: RefGraph, young: dict[Digest, FileStat]
         if raw is None:
             return None, None  # not JSON: a leaf
         try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
+            doc = load_json(raw, limit=None)
+        except JSONInputError:
             head = raw[:4096]
             if b'"schemaVersion"' in head or b'"mediaType"' in head:
                 return None, f"{where}: young blob looks like a manifest but is not valid JSON (truncated?)"

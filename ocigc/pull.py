@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import stat as stat_mod
 import tarfile
@@ -43,6 +42,7 @@ from typing import Any, BinaryIO
 from ocigc.descriptor import ANNOTATION_TITLE, INDEX_TYPES, OCI_EMPTY, Descriptor
 from ocigc.digest import Digest
 from ocigc.errors import IntegrityError, InvalidDigest, ManifestError, OcigcError, UsageError
+from ocigc.jsonload import load_json
 from ocigc.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
@@ -178,9 +178,9 @@ def read_manifest(layout: Layout, desc: Descriptor, where: str) -> dict[str, Any
         raise IntegrityError(f"{path}: {where} does not match its descriptor (digest {got.short}, {len(raw)} bytes; "
                              f"expected {desc.digest.short}, {desc.size} bytes)")
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise ManifestError(f"{path}: {where} is not JSON") from None
+        doc = load_json(raw, limit=None)
+    except ValueError as e:
+        raise ManifestError(f"{path}: {where} is not usable JSON ({e})") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{path}: {where} is not a JSON object")
     return doc

@@ -84,6 +84,7 @@ from ocigc.errors import (
 )
 from ocigc.index import Index
 from ocigc.indexio import update_index
+from ocigc.jsonload import load_json
 from ocigc.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.lock import LockHandle, acquire, hold_for
 from ocigc.parallel import pmap
@@ -868,9 +869,9 @@ def _plain_from_blob(layout: Layout, digest: Digest, what: str) -> dict[str, Any
     except FileNotFoundError:
         raise ReferenceNotFound(f"{what}: no such manifest in the layout") from None
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise ManifestError(f"{layout.where(digest.blob_path())}: {what} is not a manifest (not JSON)") from None
+        doc = load_json(raw, limit=None)
+    except ValueError as e:
+        raise ManifestError(f"{layout.where(digest.blob_path())}: {what} is not a manifest ({e})") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{layout.where(digest.blob_path())}: {what} is not a manifest")
     mt = doc.get("mediaType")

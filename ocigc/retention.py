@@ -31,7 +31,6 @@ See ``docs/retention.md``.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -47,6 +46,7 @@ from ocigc.errors import ManifestError, UsageError
 from ocigc.gc import RunOptions
 from ocigc.graph import RefGraph
 from ocigc.index import Index
+from ocigc.jsonload import load_json
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.plan import EntryRemoval, EntrySelection, EntrySelector, SweepOptions, untagged_removals
@@ -592,8 +592,8 @@ class _TimeReader:
     def _read_config(self, config: Digest) -> Stamp:
         try:
             raw = self.layout.read_blob(config, limit=4 * 1024 * 1024)
-            doc = json.loads(raw)
-        except (OSError, ManifestError, ValueError, RecursionError):
+            doc = load_json(raw, limit=None)
+        except (OSError, ManifestError, ValueError):
             return Stamp(None, None, f"config {config.short} unreadable")
         value = doc.get("created") if isinstance(doc, dict) else None
         if value is None:

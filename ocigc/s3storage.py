@@ -473,8 +473,8 @@ class S3Storage:
     def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
         return self._get(rel, limit)[0]
 
-    def read_with_etag(self, rel: str) -> tuple[bytes, str]:
-        data, etag = self._get(rel, None)
+    def read_with_etag(self, rel: str, limit: int | None = None) -> tuple[bytes, str]:
+        data, etag = self._get(rel, limit)
         return data, etag
 
     def _get(self, rel: str, limit: int | None) -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat as stat_mod
 import threading
@@ -175,6 +176,21 @@ class Storage(Protocol):
         ...
 
 
+class NotRegularFile(OSError):
+    """A path ocigc would read is a FIFO, a device or a socket: refused unread (it could block
+    forever or never end)."""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    for test, name in ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISCHR, "a character device"),
+                       (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISSOCK, "a socket"),
+                       (stat_mod.S_ISDIR, "a directory"), (stat_mod.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 class PreconditionFailed(OSError):
     """A conditional write or delete lost: the object changed (or appeared) since it was read."""
 
@@ -189,8 +205,9 @@ class ConditionalStorage(Storage, Protocol):
         """True when the store honours ``If-None-Match``/``If-Match`` (probed at first use)."""
         ...
 
-    def read_with_etag(self, rel: str) -> tuple[bytes, str]:
-        """The whole object and its ETag; FileNotFoundError when missing."""
+    def read_with_etag(self, rel: str, limit: int | None = None) -> tuple[bytes, str]:
+        """The whole object and its ETag (with ``limit``, at most ``limit + 1`` bytes of it);
+        FileNotFoundError when missing."""
         ...
 
     def put_if_absent(self, rel: str, data: bytes) -> str:
@@ -314,10 +331,25 @@ class LocalStorage:
         return self._open(rel, nofollow)
 
     def _open(self, rel: str, nofollow: bool) -> BinaryIO:
-        if not nofollow:
-            return open(self._p(rel), "rb")
-        fd = os.open(self._p(rel), os.O_RDONLY | os.O_NOFOLLOW)
-        return os.fdopen(fd, "rb")
+        """Open a regular file for reading, and nothing else: everything ocigc reads from a layout
+        (``index.json``, ``oci-layout``, blobs, lock files, journal and trash records) may be hostile.
+        ``O_NONBLOCK`` keeps the open of a FIFO from waiting for a writer; ``fstat`` then refuses a
+        FIFO, a device (a symlink to ``/dev/zero``), a socket (``NotRegularFile``) and a directory
+        (``IsADirectoryError``) before a byte is read."""
+        path = self._p(rel)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+        fd = os.open(path, flags)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat_mod.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+            if not stat_mod.S_ISREG(mode):
+                raise NotRegularFile(errno.EINVAL, f"not a regular file ({file_kind(mode)}; refused)", str(path))
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _temp_name(self, rel: str) -> str:
         head, _, _ = _norm(rel).rpartition("/")
@@ -464,7 +496,11 @@ class LocalStorage:
 
     def makedirs(self, rel: str) -> None:
         self.counter.add("mkdir")
-        os.makedirs(self._p(rel), exist_ok=True)
+        try:
+            os.makedirs(self._p(rel), exist_ok=True)
+        except FileExistsError as e:  # a file where the directory should be
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory (a file is in the way)",
+                                     e.filename or str(self._p(rel))) from None
 
 
 def open_write_content(storage: Storage, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:

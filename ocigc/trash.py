@@ -41,7 +41,8 @@ from ocigc.graph import RefGraph
 from ocigc.index import Index
 from ocigc.indexio import read_index_retrying, update_index
 from ocigc.journal import run_id, write_record
-from ocigc.layout import CONTROL_DIR, MAX_MANIFEST_BYTES, Layout
+from ocigc.jsonload import MAX_SMALL_JSON_BYTES, load_json
+from ocigc.layout import CONTROL_DIR, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
 
 TRASH_DIR = f"{CONTROL_DIR}/trash"
@@ -233,7 +234,7 @@ def read_run(layout: Layout, run: str) -> TrashInfo:
     names = {e.name for e in top}
     if RUN_FILE in names:
         try:
-            meta = json.loads(storage.read_bytes(f"{d}/{RUN_FILE}"))
+            meta = load_json(storage.read_bytes(f"{d}/{RUN_FILE}", limit=MAX_SMALL_JSON_BYTES))
             info.kind = str(meta.get("kind", "?"))
             info.command = str(meta.get("command", ""))
             info.host = str(meta.get("host", "?"))
@@ -245,7 +246,7 @@ def read_run(layout: Layout, run: str) -> TrashInfo:
         info.created = _stamp_time(run)
     if ENTRIES_FILE in names:
         try:
-            body = json.loads(storage.read_bytes(f"{d}/{ENTRIES_FILE}"))
+            body = load_json(storage.read_bytes(f"{d}/{ENTRIES_FILE}", limit=MAX_INDEX_BYTES), limit=MAX_INDEX_BYTES)
             info.entries = [e for e in body.get("entries", []) if isinstance(e, dict) and isinstance(e.get("entry"),
                                                                                                    dict)]
         except (OSError, ValueError, AttributeError) as e:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ocigc.errors import EXIT_INTERRUPTED, OcigcError
+from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, OcigcError, describe_oserror
 from ocigc.progress import NullProgress, Progress, TqdmProgress
 
 
@@ -52,11 +52,13 @@ def handle_errors() -> Iterator[None]:
         yield
     except OcigcError as e:
         fail(str(e), e.exit_code)
+    except BrokenPipeError:
+        raise typer.Exit(1) from None
+    except OSError as e:  # EROFS, EACCES, ENOTDIR, EISDIR, ENOSPC, EIO: one line naming the path, exit 1
+        fail(describe_oserror(e), EXIT_ERROR)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except BrokenPipeError:
-        raise typer.Exit(1) from None
 
 
 def echo_json(data: Any) -> None:

@@ -23,7 +23,7 @@ from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
-from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LayoutError, LockLost, UsageError
+from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LayoutError, LockLost, UsageError, printable
 from ocigc.index import Index
 from ocigc.indexio import read_index_retrying
 from ocigc.journal import run_id, write_record
@@ -59,7 +59,7 @@ def waiting_reporter(s: Settings, layout: Layout) -> Callable[[list[LockInfo]], 
             return
         said.update(h.owner for h in new)
         who = "; ".join(h.describe() for h in new[:3])
-        typer.echo(f"{layout.name or layout.location}: waiting for lock: {who}", err=True)
+        typer.echo(f"{layout.display}: waiting for lock: {who}", err=True)
 
     return report
 
@@ -115,7 +115,7 @@ def locks_list_cmd(
                 expires = "?" if data["expires_in_s"] is None else (
                     f"in {format_duration(data['expires_in_s'])}" if data["expires_in_s"] >= 0
                     else f"{format_duration(-data['expires_in_s'])} ago")
-                rows.append([layout.name or ".", info.scope, info.mode_name, info.host, str(info.pid or "?"),
+                rows.append([printable(layout.name) or ".", info.scope, info.mode_name, info.host, str(info.pid or "?"),
                              (info.command or info.problem or "")[:40], age, expires,
                              f"yes ({verdict.reason})" if verdict.stale else "no", info.owner[:12]])
         if json_out:
@@ -245,7 +245,7 @@ def exec_cmd(
             echo_json({**record, "journal": journal, "result_code": code})
         else:
             if not s.quiet and (added or removed):
-                typer.echo(f"{layout.location}: tags added/moved: {', '.join(added) or '-'}; "
+                typer.echo(f"{printable(layout.location)}: tags added/moved: {', '.join(added) or '-'}; "
                            f"removed: {', '.join(removed) or '-'}", err=True)
             for p in dangling:
                 typer.echo(f"error: {p.message}", err=True)
@@ -307,22 +307,28 @@ def trash_list_cmd(
     with handle_errors():
         rows: list[list[str]] = []
         out: list[dict[str, Any]] = []
+        problems: list[str] = []
         for layout in _layouts(path, jobs):
             for info in list_runs(layout):
                 data = info.to_json()
                 out.append({"layout": layout.name, "location": layout.location, **data})
                 age = info.age()
-                rows.append([layout.name or ".", info.run, info.kind, "?" if age is None else format_duration(age),
+                rows.append([printable(layout.name) or ".", info.run, info.kind,
+                             "?" if age is None else format_duration(age),
                              str(len(info.blobs)), ", ".join(str(e) for e in data["entries"][:3])
                              + (" ..." if len(data["entries"]) > 3 else ""), info.host])
                 if s.verbose:
                     rows.extend([["", "", "", "", "", str(d), ""] for d in info.digests])
+                if info.problem:
+                    problems.append(f"{layout.where(f'.ocigc/trash/{info.run}')}: {info.problem}")
         if json_out:
             echo_json({"path": path, "runs": out})
         elif rows:
             typer.echo(table(rows, ["LAYOUT", "RUN", "KIND", "AGE", "BLOBS", "ENTRIES", "HOST"]))
         else:
             typer.echo("trash is empty", err=True)
+        for p in problems:
+            typer.echo(f"warning: {p}", err=True)
 
 
 @trash_app.command("restore")
@@ -390,11 +396,11 @@ def trash_purge_cmd(
             out.append({"layout": layout.name, "location": layout.location, **result.to_json()})
             if not json_out:
                 for r in result.resurrected:
-                    typer.echo(f"warning: {layout.name or layout.location}: {r.message()}", err=True)
+                    typer.echo(f"warning: {layout.display}: {r.message()}", err=True)
                 for f in result.failed:
                     typer.echo(f"error: {f}", err=True)
                 if not s.quiet:
-                    typer.echo(f"{layout.name or layout.location}: purged {len(result.purged_runs)} runs "
+                    typer.echo(f"{layout.display}: purged {len(result.purged_runs)} runs "
                                f"({result.purged_blobs} blobs), kept {len(result.kept_runs)}")
         if json_out:
             echo_json({"path": path, "layouts": out})

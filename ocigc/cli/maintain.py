@@ -30,6 +30,7 @@ from ocigc.errors import (
     EXIT_LOST_RACE,
     EXIT_OK,
     UsageError,
+    printable,
 )
 from ocigc.gc import Confirm, Outcome, RunOptions
 from ocigc.layout import Layout
@@ -72,7 +73,7 @@ def make_confirm(s: Settings, yes: bool, json_out: bool) -> Confirm | None:
 
 
 def render_plan(plan: Plan, verbose: int = 0, dry_run: bool = False) -> list[str]:
-    head = f"{plan.command} {plan.name or plan.location}"
+    head = f"{plan.command} {printable(plan.name or plan.location)}"
     lines = [head, *render_decisions(plan)]
     items: list[str] = []
     for t in plan.trash_restore:
@@ -118,7 +119,7 @@ def render_plan(plan: Plan, verbose: int = 0, dry_run: bool = False) -> list[str
 
 def render_outcome(o: Outcome, verbose: int) -> list[str]:
     if o.error and not o.plan:
-        return [f"{o.layout.name or o.layout.location}: error: {o.error}"]
+        return [f"{o.layout.display}: error: {o.error}"]
     lines = render_plan(o.plan, verbose, o.dry_run) if o.plan else []
     if o.declined:
         lines.append("  declined: nothing changed")
@@ -141,7 +142,7 @@ def render_outcome(o: Outcome, verbose: int) -> list[str]:
         lines.extend(f"  failed  {f}" for f in o.trash.failed)
     if o.trash_run and o.result:
         lines.append(f"  trash: moved to .ocigc/trash/{o.trash_run}/ (undo: ocigc trash restore "
-                     f"{o.layout.location} {o.trash_run})")
+                     f"{printable(o.layout.location)} {o.trash_run})")
     if o.error:
         lines.append(f"  error: {o.error}")
     return lines

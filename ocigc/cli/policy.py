@@ -15,7 +15,7 @@ import typer
 from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json, handle_errors, settings, table
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
-from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError
+from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError, storage_error
 from ocigc.gc import Locker, Outcome, RunOptions, delete_refs, sweep_layout
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
@@ -176,7 +176,7 @@ class Unattended:
             what = "dry run" if o.dry_run else "done" if o.result else "nothing removed"
             refused = x["refused"]
             self.log.log(logging.WARNING if refused else logging.INFO,
-                         f"{self.command} {o.layout.name or o.layout.location}: {what}"
+                         f"{self.command} {o.layout.display}: {what}"
                          + ("; the policy refused to act (ambiguous times)" if refused else ""),
                          extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
                                 "dry_run": o.dry_run, **x})
@@ -211,15 +211,22 @@ def unattended(command: str, root: str, s: Settings, report_file: str | None, lo
     except typer.Exit as e:
         run.finish(int(e.exit_code))
         raise
-    except OcigcError as e:
+    except (OcigcError, OSError) as caught:
+        if isinstance(caught, BrokenPipeError):
+            raise
+        # an OSError that escaped a layout's own handling (EROFS, ENOSPC, ...) is reported like any
+        # other error: one line, exit 1, and the report is still written
+        err = caught if isinstance(caught, OcigcError) else storage_error(caught)
         if run.report is not None:
-            run.report.fail(str(e), e.exit_code)
+            run.report.fail(str(err), err.exit_code)
         if run.log is not None:
-            run.log.error(str(e), extra={"event": "error", "exit_code": e.exit_code})
-            run.finish(e.exit_code)
-            raise typer.Exit(e.exit_code) from None
-        run.finish(e.exit_code)
-        raise
+            run.log.error(str(err), extra={"event": "error", "exit_code": err.exit_code})
+            run.finish(err.exit_code)
+            raise typer.Exit(err.exit_code) from None
+        run.finish(err.exit_code)
+        if err is caught:
+            raise
+        raise err from None
     except KeyboardInterrupt:
         if run.report is not None:
             run.report.fail("interrupted", EXIT_INTERRUPTED)

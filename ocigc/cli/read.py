@@ -12,7 +12,7 @@ from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_e
 from ocigc.cli.app import app
 from ocigc.digest import Digest
 from ocigc.discover import open_layouts
-from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound
+from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound, printable, storage_error
 from ocigc.layout import Layout
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.refs import parse_reference
@@ -49,16 +49,19 @@ def ls_cmd(
         errors: list[str] = []
         for layout in layouts_under(root, jobs):
             try:
-                layout.check_oci_layout()
-                summ = summarize(layout, jobs, s.progress(json_out))
+                try:
+                    layout.check_oci_layout()
+                    summ = summarize(layout, jobs, s.progress(json_out))
+                except OSError as oe:
+                    raise storage_error(oe, layout.where("")) from None
             except OcigcError as e:
                 failed = True
                 errors.append(str(e))
                 out.append({"name": layout.name, "location": layout.location, "error": str(e)})
-                rows.append([layout.name or ".", "-", "-", "-", "-", f"error: {e}"])
+                rows.append([layout.display or ".", "-", "-", "-", "-", f"error: {e}"])
                 continue
             out.append(summ.to_json())
-            rows.append([summ.name or ".", str(summ.tags), str(summ.manifests), str(summ.blobs),
+            rows.append([printable(summ.name) or ".", str(summ.tags), str(summ.manifests), str(summ.blobs),
                          human_bytes(summ.bytes), f"{human_bytes(summ.unreachable_bytes)} ({summ.unreachable_blobs})"])
         if json_out:
             echo_json({"root": root, "layouts": out})
@@ -204,7 +207,8 @@ def _render_check(r: CheckReport, verbose: int) -> str:
     shown = [p for p in r.problems if p.severity in (DANGLING, ERROR, WARNING) or verbose]
     counts = {sev: sum(1 for p in r.problems if p.severity == sev) for sev in (DANGLING, ERROR, WARNING, INFO)}
     status = "ok" if not counts[DANGLING] and not counts[ERROR] else "PROBLEMS"
-    head = (f"{r.name or r.location}: {status} — {r.blobs} blobs, {r.reachable} reachable, {r.manifests} manifests"
+    head = (f"{printable(r.name or r.location)}: {status} — {r.blobs} blobs, {r.reachable} reachable, "
+            f"{r.manifests} manifests"
             + (f", {r.verified} verified" if r.verified else ""))
     foreign = sum(1 for p in r.problems if p.code == "foreign-layer")
     if foreign:
