@@ -43,6 +43,10 @@ class ManifestError(OcigcError):
     """A manifest or index that cannot be read or parsed."""
 
 
+class BlobTooLarge(ManifestError):
+    """A blob read as a possible manifest is larger than the read limit."""
+
+
 class ReferenceNotFound(OcigcError):
     """A tag or digest that the layout does not hold."""
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ocigc import manifest as mf
 from ocigc.descriptor import KNOWN_LEAF_JSON, MANIFEST_TYPES, Descriptor, looks_like_json_type
 from ocigc.digest import Digest
-from ocigc.errors import ManifestError
+from ocigc.errors import BlobTooLarge, ManifestError
 from ocigc.index import Index
 from ocigc.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.parallel import DEFAULT_JOBS, pmap
@@ -47,27 +47,23 @@ def _nx() -> ModuleType:
 
 #: Nesting of indexes and manifests deeper than this is refused (hostile or broken input).
 MAX_DEPTH = 32
-#: The shortest JSON that can hold a descriptor ({"digest":"sha256:<64 hex>","size":0}).
-MIN_DESCRIPTOR_BYTES = 88
 
 
 def wants_read(desc: Descriptor, listed: bool = False) -> bool:
     """Whether a blob must be read to learn its children (media types tell; configs and layers don't).
 
     ``listed``: the descriptor is an ``index.json`` entry or in an index's ``manifests`` list, which
-    name manifests whatever their media type says: read it (when it could hold a descriptor), or
-    the children of a manifest with an unknown media type would look unreachable."""
+    name manifests whatever their media type says. Listed descriptors, unknown JSON types and
+    descriptors without a media type are read whatever size they declare: a declared size is a
+    claim, and one smaller (or larger) than the blob must not hide the blob's children. The read
+    is capped at MAX_MANIFEST_BYTES (``_read_one`` compares what it read with the declared size).
+    Known leaf types (configs, layers, empty) are not read (docs/design.md, "The graph")."""
     mt = desc.media_type
-    if mt in MANIFEST_TYPES:
+    if mt in MANIFEST_TYPES or listed:
         return True
-    if listed:
-        return MIN_DESCRIPTOR_BYTES <= desc.size <= MAX_MANIFEST_BYTES
-    if mt in KNOWN_LEAF_JSON:
+    if mt in KNOWN_LEAF_JSON or desc.size < 0:  # size -1: a schema 1 blobSum, always a layer
         return False
-    if looks_like_json_type(mt) or not mt:
-        # Unknown JSON may hold descriptors; one needs at least MIN_DESCRIPTOR_BYTES ("{}" configs don't).
-        return MIN_DESCRIPTOR_BYTES <= desc.size <= MAX_MANIFEST_BYTES
-    return False
+    return looks_like_json_type(mt) or not mt
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,16 +315,26 @@ def _read_one(layout: Layout, desc: Descriptor, depth: int) -> _ReadResult:
     except FileNotFoundError:
         err = f"{where}: referenced manifest is missing" if declared_manifest else None
         return _ReadResult(desc.digest, None, False, err)
+    except BlobTooLarge as e:
+        if not declared_manifest and desc.size > MAX_MANIFEST_BYTES:
+            return _ReadResult(desc.digest, None, True, None)  # a large blob that says it is large: a leaf
+        if declared_manifest:
+            return _ReadResult(desc.digest, None, True, str(e))
+        return _ReadResult(desc.digest, None, True, f"{e}, its descriptor says {desc.size} "
+                           "(size mismatch: its children cannot be known; refused)")
     except ManifestError as e:
         return _ReadResult(desc.digest, None, True, str(e))
     except OSError as e:
         return _ReadResult(desc.digest, None, True, f"{where}: cannot read ({e.strerror or e})")
-    if not desc.media_type and raw.lstrip()[:1] != b"{":
-        return _ReadResult(desc.digest, None, True, None)  # no media type and not JSON: a leaf
+    # A declared size that differs from the blob hides nothing here: the whole blob was read (not
+    # ``desc.size`` bytes of it) and every reading of it is followed; ``check`` reports the mismatch.
     try:
         parsed = mf.parse(raw, desc.media_type or None, where)
+    except mf.NotJSON as e:
+        if declared_manifest or raw.lstrip()[:1] in (b"{", b"["):
+            # Claimed to be a manifest, or JSON-looking bytes that do not parse (truncated): fail closed.
+            return _ReadResult(desc.digest, None, True, str(e))
+        return _ReadResult(desc.digest, None, True, None)  # not JSON at all: a leaf (check reports a size mismatch)
     except ManifestError as e:
-        if not declared_manifest:
-            return _ReadResult(desc.digest, None, True, None)  # unknown JSON type that is not JSON: a leaf
         return _ReadResult(desc.digest, None, True, str(e))
     return _ReadResult(desc.digest, parsed, True, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ocigc.digest import ALGORITHMS, Digest
-from ocigc.errors import LayoutError, ManifestError, describe_oserror, printable
+from ocigc.errors import BlobTooLarge, LayoutError, ManifestError, describe_oserror, printable
 from ocigc.index import Index
 from ocigc.jsonload import JSONInputError, load_json
 from ocigc.storage import TEMP_PREFIX, DirEntry, FileStat, Storage, listing_stats
@@ -142,7 +142,7 @@ class Layout:
                 raise ManifestError(f"{self.where(digest.blob_path())}: is a symlink (refused)") from None
             raise
         if limit is not None and len(data) > limit:
-            raise ManifestError(f"{self.where(digest.blob_path())}: larger than {limit} bytes")
+            raise BlobTooLarge(f"{self.where(digest.blob_path())}: larger than {limit} bytes")
         return data
 
     def open_blob(self, digest: Digest) -> BinaryIO:

@@ -58,33 +58,79 @@ class Parsed:
     declared_mismatch: str | None = None
 
 
+class NotJSON(ManifestError):
+    """The bytes are not JSON at all (a leaf, unless the blob had to be a manifest)."""
+
+
 def parse(raw: bytes, declared: str | None, where: str) -> Parsed:
-    """Parse a blob that was read because its descriptor says (or may mean) it is a manifest."""
+    """Parse a blob that was read because its descriptor says (or may mean) it is a manifest.
+
+    Every honest reading is taken and their children united: the kind the blob's own
+    ``mediaType`` names, the kind the parent's declared type names, the kind the blob's fields
+    show (``schemaVersion`` with ``manifests``/``config``/``layers``/``fsLayers``/``blobs``), and
+    every descriptor-shaped object anywhere in the document. A reading that fails, or a
+    descriptor-shaped object that is not a valid descriptor, raises ManifestError (fail closed).
+    Bytes that are not JSON raise NotJSON."""
     try:
         doc = load_json(raw, limit=None)
     except JSONInputError as e:
+        if str(e).startswith(("invalid JSON", "not UTF-8")):
+            raise NotJSON(f"{where}: {e}") from None
         raise ManifestError(f"{where}: {e}") from None
+    declared_kind = _kind_of_type(declared or "")
     if not isinstance(doc, dict):
-        raise ManifestError(f"{where}: not a JSON object")
+        if declared_kind is not None:
+            raise ManifestError(f"{where}: not a JSON object")
+        try:
+            refs = tuple((REF, Descriptor.from_json(obj, path or "descriptor")) for path, obj in _scan(doc, "", 0))
+        except (ValueError, InvalidDigest) as e:
+            raise ManifestError(f"{where}: {e}") from None
+        return Parsed(KIND_UNKNOWN_JSON, declared or "", refs)
     own = doc.get("mediaType")
     if own is not None and not isinstance(own, str):
         raise ManifestError(f"{where}: mediaType must be a string")
     media_type = own or declared or ""
+    own_kind = _kind_of_type(own or "")
+    field_kind = _kind_by_fields(doc)
+    kinds: list[str] = []
+    for k in (field_kind, own_kind, declared_kind):
+        if k is not None and k not in kinds:
+            kinds.append(k)
     mismatch = None
     if own and declared and own != declared:
         mismatch = f"declared {declared}, blob says {own}"
-    kind = _kind_of(doc, media_type)
+    elif len(kinds) > 1:
+        mismatch = f"declared {declared or 'no media type'}, blob's fields say {field_kind}"
     try:
-        parsed = _PARSERS[kind](doc, media_type, where)
+        readings = [_PARSERS[k](doc, media_type, where) for k in kinds]
+        scanned = _parse_unknown(doc, media_type, where)
     except (ValueError, InvalidDigest) as e:
         raise ManifestError(f"{where}: {e}") from None
-    if mismatch:
-        parsed = Parsed(parsed.kind, parsed.media_type, parsed.children, parsed.subject,
-                        parsed.artifact_type, parsed.annotations, mismatch)
-    return parsed
+    if not readings:
+        return scanned
+    first = readings[0]
+    children: list[tuple[str, Descriptor]] = []
+    seen: set[tuple[str, str]] = set()
+    subject = next((r.subject for r in readings if r.subject is not None), None)
+    for r in readings:
+        for kind, d in r.children:
+            if (kind, d.digest) not in seen:
+                seen.add((kind, d.digest))
+                children.append((kind, d))
+    have = {d.digest for _, d in children} | ({subject.digest} if subject is not None else set())
+    if subject is None and scanned.subject is not None:
+        subject = scanned.subject
+        have.add(subject.digest)
+    for kind, d in scanned.children:
+        if d.digest not in have:
+            have.add(d.digest)
+            children.append((kind, d))
+    return Parsed(first.kind, first.media_type, tuple(children), subject, first.artifact_type,
+                  first.annotations, mismatch)
 
 
-def _kind_of(doc: dict[str, Any], media_type: str) -> str:
+def _kind_of_type(media_type: str) -> str | None:
+    """The kind a known manifest media type names; None for any other type."""
     if media_type in INDEX_TYPES:
         return KIND_INDEX
     if media_type in IMAGE_MANIFEST_TYPES:
@@ -93,16 +139,22 @@ def _kind_of(doc: dict[str, Any], media_type: str) -> str:
         return KIND_ARTIFACT
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         return KIND_SCHEMA1
-    if media_type:
-        return KIND_UNKNOWN_JSON
-    # No mediaType anywhere (umoci writes manifests without it): tell by the fields.
-    if doc.get("schemaVersion") == 2 and "manifests" in doc:
+    return None
+
+
+def _kind_by_fields(doc: dict[str, Any]) -> str | None:
+    """The kind the blob's own fields show (umoci writes manifests without a mediaType)."""
+    if "schemaVersion" not in doc:
+        return None
+    if "manifests" in doc:
         return KIND_INDEX
-    if doc.get("schemaVersion") == 2 and "config" in doc:
+    if "config" in doc or "layers" in doc:
         return KIND_MANIFEST
-    if doc.get("schemaVersion") == 1 and "fsLayers" in doc:
+    if "fsLayers" in doc:
         return KIND_SCHEMA1
-    return KIND_UNKNOWN_JSON
+    if "blobs" in doc:
+        return KIND_ARTIFACT
+    return None
 
 
 def _descriptors(doc: dict[str, Any], key: str, required: bool) -> list[Descriptor]:

@@ -18,7 +18,7 @@ from ocigc import manifest as mf
 from ocigc.descriptor import MANIFEST_TYPES, Descriptor
 from ocigc.digest import Digest
 from ocigc.errors import IntegrityError, ManifestError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
-from ocigc.graph import MIN_DESCRIPTOR_BYTES, RefGraph, wants_read
+from ocigc.graph import RefGraph, wants_read
 from ocigc.index import Index
 from ocigc.jsonload import JSONInputError, load_json
 from ocigc.layout import MAX_MANIFEST_BYTES, BlobListing, Layout
@@ -29,6 +29,9 @@ from ocigc.survey import LayoutState
 from ocigc.trash import TrashInfo, root_names, trashed_digests
 
 DEFAULT_GRACE = 3600.0
+#: The shortest JSON that can hold a descriptor ({"digest":"sha256:<64 hex>","size":0}): a young
+#: blob shorter than this (by its real size) references nothing.
+MIN_DESCRIPTOR_BYTES = 88
 
 
 @dataclass(frozen=True, slots=True)
