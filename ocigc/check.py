@@ -6,11 +6,12 @@ Severities: ``dangling`` (a referenced blob is missing: exit 4), ``error`` (exit
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc import manifest as mf
-from ocigc.descriptor import MANIFEST_TYPES, looks_like_json_type
+from ocigc.descriptor import ANNOTATION_REF_NAME, MANIFEST_TYPES, looks_like_json_type
 from ocigc.digest import Digest, digest_stream
 from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError, describe_oserror
 from ocigc.layout import Layout
@@ -132,7 +133,12 @@ def _check_subjects(report: CheckReport, layout: Layout, graph: Any, present: se
 
 def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reachable: set[Digest]) -> None:
     graph = state.graph
-    for entry in state.index.entries:
+    for i, entry in enumerate(state.index.entries):
+        if entry.bad_ref_name:
+            value = entry.annotations.get(ANNOTATION_REF_NAME)
+            report.add(ERROR, "bad-ref-name", f"{layout.where('index.json')}: manifests[{i}] ({entry.digest.short}) "
+                       f"has a ref.name that is not a string ({json.dumps(value)[:60]}): no command can address "
+                       "it; it stays a root and is never dropped as untagged", entry.digest)
         mt = entry.media_type
         if mt and mt not in MANIFEST_TYPES and not looks_like_json_type(mt):
             report.add(WARNING, "unknown-media-type", f"{layout.where('index.json')}: entry {entry.digest.short} "

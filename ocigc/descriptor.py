@@ -65,6 +65,17 @@ class Descriptor:
         value = self.annotations.get(ANNOTATION_REF_NAME)
         return value if isinstance(value, str) else None
 
+    @property
+    def has_ref_name(self) -> bool:
+        """The entry carries a ref name annotation, whatever its value: an entry whose name is not a
+        string (``5``, ``null``) is damage to report, never an untagged entry to drop."""
+        return ANNOTATION_REF_NAME in self.annotations
+
+    @property
+    def bad_ref_name(self) -> bool:
+        """A ref name annotation that is not a string (no command can address it)."""
+        return self.has_ref_name and self.ref_name is None
+
     @classmethod
     def from_json(cls, obj: Any, where: str = "descriptor") -> Descriptor:
         """Parse a descriptor object; raises InvalidDigest or ValueError with a clear message."""

@@ -72,7 +72,7 @@ class Index:
         return {e.digest for e in self.entries}
 
     def tagged_digests(self) -> set[Digest]:
-        return {e.digest for e in self.entries if e.ref_name is not None}
+        return {e.digest for e in self.entries if e.has_ref_name}
 
     def entries_for(self, digest: str) -> list[tuple[int, Descriptor]]:
         return [(i, e) for i, e in enumerate(self.entries) if e.digest == digest]
@@ -110,7 +110,9 @@ class Index:
 
     @staticmethod
     def _dump(doc: dict[str, Any]) -> bytes:
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        # A lone surrogate in a string (the escape \ud800, which Go's decoder and Python's accept)
+        # cannot be UTF-8: it is written back as the same lowercase escape it was read from.
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _short(e: Exception) -> str:

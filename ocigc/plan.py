@@ -442,8 +442,8 @@ def untagged_removals(index: Index, graph: RefGraph, dropped: set[int] | None = 
     ``dropped``: positions of tagged entries already going (a retention policy's removals)."""
     dropped = dropped or set()
     live = graph.reachable({e.digest for i, e in enumerate(index.entries)
-                            if e.ref_name is not None and i not in dropped})
-    untagged = [(i, e) for i, e in enumerate(index.entries) if e.ref_name is None]
+                            if e.has_ref_name and i not in dropped})
+    untagged = [(i, e) for i, e in enumerate(index.entries) if not e.has_ref_name]
     changed = True
     while changed:  # referrers of live subjects are live, and so on down referrer chains
         changed = False
@@ -639,7 +639,7 @@ def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[D
 
 def _drop_untagged_below(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest]) -> bool:
     below = graph.reachable(targets)
-    candidates = {i for i, e in enumerate(index.entries) if i not in drop and e.ref_name is None and e.digest in below}
+    candidates = {i for i, e in enumerate(index.entries) if i not in drop and not e.has_ref_name and e.digest in below}
     if not candidates:
         return False
     base = graph.reachable([e.digest for i, e in enumerate(index.entries) if i not in drop and i not in candidates])

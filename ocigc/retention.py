@@ -641,7 +641,7 @@ def gather(rule: Rule, layout: Layout, state: LayoutState, jobs: int = DEFAULT_J
     if rule.removes_tags or rule.time_source in ("auto", SOURCE_MTIME):
         want |= {e.digest for _, e in ranked}
     if rule.untagged == "delete":
-        want |= {e.digest for e in index.entries if e.ref_name is None}
+        want |= {e.digest for e in index.entries if not e.has_ref_name}
     if not rule.uses_time and not rule.removes_tags:
         want -= {e.digest for _, e in ranked}
     seq = sorted(want)
@@ -912,7 +912,7 @@ def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[D
         # Untagged entries within what goes: dropped when no other remaining entry reaches them
         # (an untagged index listing another candidate goes first, the candidate on the next pass).
         cands = {i for i, e in enumerate(entries)
-                 if i not in drop and i not in protected and e.ref_name is None and e.digest in part_of}
+                 if i not in drop and i not in protected and not e.has_ref_name and e.digest in part_of}
         base = graph.reachable(e.digest for i, e in enumerate(entries) if i not in drop and i not in cands)
         below = graph.reachable(c for d in {entries[i].digest for i in cands} for c, _ in graph.children(d))
         for i in sorted(cands):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from typing import Annotated, Any
@@ -44,6 +45,16 @@ def show_warnings(quiet: bool) -> None:
     warnings.showwarning = show
 
 
+def _escape_unencodable_output() -> None:
+    """What a layout holds is printed as it is, and may not be encodable (a lone surrogate in a tag,
+    which Go's JSON decoder accepts): such characters print as ``\\udXXX`` escapes, never a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -59,5 +70,6 @@ def root(
     from ocigc.storage import set_s3_endpoint
 
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
+    _escape_unencodable_output()
     set_s3_endpoint(endpoint_url)
     show_warnings(quiet)
