@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,8 +24,13 @@ from ocigc.survey import LayoutState, TreeNode, resolve, summarize, tree
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
 
 
-def layouts_under(path: str, jobs: int) -> list[Layout]:
+def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]:
+    """``read_only``: digest-named symlinks are read through wherever they lead (the content is
+    verified against the name and nothing is deleted); otherwise only within ``path``."""
     layouts = open_layouts(open_storage(path), jobs)
+    if read_only:
+        for lay in layouts:
+            lay.link_root = Path(os.sep)
     if not layouts:
         raise LayoutError(f"{path}: no OCI image layout found (no oci-layout file at any depth)")
     return layouts
@@ -47,7 +54,7 @@ def ls_cmd(
     with handle_errors():
         rows, out, failed = [], [], False
         errors: list[str] = []
-        for layout in layouts_under(root, jobs):
+        for layout in layouts_under(root, jobs, read_only=True):
             try:
                 layout.check_oci_layout()
                 summ = summarize(layout, jobs, s.progress(json_out))
@@ -186,7 +193,8 @@ def check_cmd(
     Exit 0 when clean, 1 when problems were found, 4 when a referenced blob is missing."""
     s = settings(ctx, quiet, verbose)
     with handle_errors():
-        reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out)) for lay in layouts_under(path, jobs)]
+        reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out))
+                   for lay in layouts_under(path, jobs, read_only=True)]
         code = max((r.exit_code(strict) for r in reports), default=0)
         if json_out:
             echo_json({"path": path, "exit_code": code, "layouts": [r.to_json() for r in reports]})
