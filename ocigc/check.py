@@ -13,7 +13,7 @@ from ocigc import manifest as mf
 from ocigc.descriptor import MANIFEST_TYPES, looks_like_json_type
 from ocigc.digest import Digest, digest_stream
 from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError
-from ocigc.layout import Layout
+from ocigc.layout import Layout, _printable
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import NullProgress, Progress
 from ocigc.storage import FileStat
@@ -104,7 +104,7 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
     symlinks = set(listing.symlinks)
     linked = {d for d in present if d.blob_path() in symlinks}  # never stat-ed or hashed through
     _check_sizes(report, layout, state, (reachable & present) - linked, jobs, progress, listing.stats)
-    _check_listing(report, layout, listing)
+    _check_listing(report, layout, listing, reachable)
     if verify_digests:
         _verify_digests(report, layout, present - linked, jobs, progress)
     garbage = present - reachable
@@ -160,8 +160,22 @@ def _check_sizes(report: CheckReport, layout: Layout, state: LayoutState, digest
                        f"{', '.join(map(str, wrong))} but the blob has {st.size} bytes", d)
 
 
-def _check_listing(report: CheckReport, layout: Layout, listing: Any) -> None:
+def _check_listing(report: CheckReport, layout: Layout, listing: Any, reachable: set[Digest]) -> None:
     for path in listing.symlinks:
+        parts = path.split("/")
+        linked = Digest.from_blob_name(parts[1], parts[2]) if len(parts) == 3 else None
+        target = layout.link_target(linked) if linked is not None else None
+        if linked is not None and target is not None and target.is_file():
+            # A digest-named link to a regular file (a sibling layout's blob): read through, the
+            # content verified against the name; never deleted.
+            report.add(INFO, "symlink-blob", f"{layout.where(path)}: symlink to {_printable(str(target))}",
+                       path=path)
+            continue
+        if linked is not None and target is not None and not target.exists():
+            level = DANGLING if linked in reachable else WARNING
+            report.add(level, "missing-blob" if level == DANGLING else "symlink-dangling",
+                       f"{layout.where(path)}: symlink target {_printable(str(target))} is missing", linked)
+            continue
         report.add(ERROR, "symlink", f"{layout.where(path)}: symlink in blobs/ (ocigc never follows or deletes "
                    "through it)", path=path)
     for path in listing.foreign:

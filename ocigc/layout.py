@@ -166,7 +166,8 @@ class Layout:
         target = self.link_target(digest)
         if target is None:
             raise ManifestError(f"{where}: is a symlink leading outside "
-                                f"{_printable(str(self.link_root or self.storage.url))} (refused)")
+                                f"{_printable(str(self.link_root or self.storage.url))} (refused: sweep a directory "
+                                "holding both ends)")
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:

@@ -407,7 +407,7 @@ def report_listing(plan: Plan, layout: Layout, listing: BlobListing) -> None:
     for path in listing.unknown_algorithms:
         plan.reported.append(f"{layout.where(path)}: unsupported digest algorithm directory (never swept)")
     for path in listing.symlinks:
-        plan.reported.append(f"{layout.where(path)}: symlink in blobs/ (never followed or deleted)")
+        plan.reported.append(f"{layout.where(path)}: symlink in blobs/ (never deleted)")
 
 
 def choose_leftovers(plan: Plan, layout: Layout, listing: BlobListing, grace: float, jobs: int, now: float) -> None:
