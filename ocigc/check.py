@@ -104,7 +104,7 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
     symlinks = set(listing.symlinks)
     linked = {d for d in present if d.blob_path() in symlinks}  # never stat-ed or hashed through
     _check_sizes(report, layout, state, (reachable & present) - linked, jobs, progress, listing.stats)
-    _check_listing(report, layout, listing, reachable)
+    _check_listing(report, layout, listing, reachable, verify_digests)
     if verify_digests:
         _verify_digests(report, layout, present - linked, jobs, progress)
     garbage = present - reachable
@@ -160,7 +160,8 @@ def _check_sizes(report: CheckReport, layout: Layout, state: LayoutState, digest
                        f"{', '.join(map(str, wrong))} but the blob has {st.size} bytes", d)
 
 
-def _check_listing(report: CheckReport, layout: Layout, listing: Any, reachable: set[Digest]) -> None:
+def _check_listing(report: CheckReport, layout: Layout, listing: Any, reachable: set[Digest],
+                   verify: bool = False) -> None:
     for path in listing.symlinks:
         parts = path.split("/")
         linked = Digest.from_blob_name(parts[1], parts[2]) if len(parts) == 3 else None
@@ -168,6 +169,17 @@ def _check_listing(report: CheckReport, layout: Layout, listing: Any, reachable:
         if linked is not None and target is not None and target.is_file():
             # A digest-named link to a regular file (a sibling layout's blob): read through, the
             # content verified against the name; never deleted.
+            if verify:
+                try:
+                    with layout.open_blob(linked) as f:
+                        got, _ = digest_stream(f, linked.algorithm)
+                except (OSError, OcigcError) as e:
+                    report.add(ERROR, "symlink", f"{layout.where(path)}: {e}", path=path)
+                    continue
+                if got != linked:
+                    report.add(ERROR, "digest-mismatch", f"{layout.where(path)}: symlink target "
+                               f"{_printable(str(target))} holds {got}, not {linked}", linked)
+                    continue
             report.add(INFO, "symlink-blob", f"{layout.where(path)}: symlink to {_printable(str(target))}",
                        path=path)
             continue
