@@ -154,3 +154,14 @@ def test_dangling_link_is_damage_for_check(tmp_path: Path) -> None:
     a, b, digests, _garbage = _shared(tmp_path)
     blob_path(a, digests[2]).unlink()
     assert run(["check", b]).code == INTEGRITY
+
+
+def test_read_commands_read_through_verified_links(layout_dir: Path) -> None:
+    _a, b, digests, _garbage = _shared(layout_dir)
+    r = run(["inspect", f"{b}:v1"])
+    assert r.code == OK and digests[2] in r.stdout and "MISSING" not in r.stdout, r
+    doc = run(["check", "--verify-digests", "--json", b]).json()
+    codes = {p["code"] for p in doc["layouts"][0]["problems"]}
+    assert doc["exit_code"] == OK and "symlink-blob" in codes, doc
+    blob_path(_a, digests[2]).unlink()
+    assert "MISSING" in run(["inspect", f"{b}:v1"]).stdout
