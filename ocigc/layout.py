@@ -70,6 +70,10 @@ class Layout:
         #: name) only when their target is a regular file under this directory: the root being swept
         #: (``discover.open_layouts``). None: never read through (refused, fail closed).
         self.link_root: Path | None = None
+        #: Read-only commands: also read through a link whose target is the blob of the same name of
+        #: another layout (``<dir holding oci-layout>/blobs/<alg>/<hex>``), wherever it is. A link to any
+        #: other file outside ``link_root`` (``/etc/hostname``) stays refused.
+        self.follow_blob_links = False
         #: Set by ``discover.map_links`` for a sweep of a root: digests in this layout's ``blobs/`` that a
         #: symlink of another layout under the root leads to (digest -> the link), whole ``blobs/<alg>/``
         #: directories another layout's symlinked directory leads to (algorithm -> the link), and this
@@ -155,10 +159,14 @@ class Layout:
         """Where the digest-named symlink ``blobs/<alg>/<hex>`` leads (resolved), when it leads to a
         path under ``link_root``; None otherwise."""
         local = self.storage.local_path(digest.blob_path())
-        if local is None or self.link_root is None:
+        if local is None:
             return None
         target = Path(os.path.realpath(local))
-        return target if target.is_relative_to(os.path.realpath(self.link_root)) else None
+        if self.link_root is not None and target.is_relative_to(os.path.realpath(self.link_root)):
+            return target
+        if self.follow_blob_links and _is_layout_blob(target, digest):
+            return target
+        return None
 
     def _open_link_target(self, digest: Digest) -> int:
         """An fd on the regular file a digest-named symlink leads to, under ``link_root``; else refused."""
@@ -314,6 +322,13 @@ class Layout:
     def holds_layout(self, rel: str) -> bool:
         """Whether directory ``rel`` of this layout is itself a layout (holds ``oci-layout``)."""
         return self.storage.stat(f"{rel}/{OCI_LAYOUT_FILE}") is not None
+
+
+def _is_layout_blob(target: Path, digest: Digest) -> bool:
+    """``target`` is ``<layout>/blobs/<alg>/<hex>`` of ``digest`` in a directory holding ``oci-layout``."""
+    blobs = target.parent.parent
+    return (target.name == digest.encoded and target.parent.name == digest.algorithm
+            and blobs.name == BLOBS_DIR and (blobs.parent / OCI_LAYOUT_FILE).is_file())
 
 
 def _printable(text: str) -> str:

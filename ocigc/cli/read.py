@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,12 +23,13 @@ JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Stor
 
 
 def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]:
-    """``read_only``: digest-named symlinks are read through wherever they lead (the content is
-    verified against the name and nothing is deleted); otherwise only within ``path``."""
+    """Digest-named symlinks are read through (the content verified against the name) when they lead
+    within ``path``; ``read_only`` also when they lead to the same-named blob of another layout
+    anywhere (nothing is deleted)."""
     layouts = open_layouts(open_storage(path), jobs)
     if read_only:
         for lay in layouts:
-            lay.link_root = Path(os.sep)
+            lay.follow_blob_links = True
     if not layouts:
         raise LayoutError(f"{path}: no OCI image layout found (no oci-layout file at any depth)")
     return layouts
@@ -39,7 +38,7 @@ def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]
 def open_layout(path: str) -> Layout:
     """One layout for a read-only command: digest-named links are read through (verified)."""
     layout = Layout.open(open_storage(path))
-    layout.link_root = Path(os.sep)
+    layout.follow_blob_links = True
     return layout
 
 
