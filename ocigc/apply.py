@@ -238,6 +238,8 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
             dirs.add(head)
             head = head.rsplit("/", 1)[0] if "/" in head else ""
     for d in sorted(dirs, key=lambda p: -p.count("/")):
+        if layout.holds_layout(d):
+            continue  # a nested layout is never an empty leftover directory (on s3:// rmdir is not "if empty")
         with suppress(OSError):  # not empty or already gone: harmless
             layout.storage.remove_dir(d)
 

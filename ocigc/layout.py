@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -69,6 +70,21 @@ class Layout:
         #: The layout's path under the root it was found in ("" for the root itself).
         self.name = name
         self._dirs_checked: set[str] = set()
+        #: Digest-named symlinks in ``blobs/<alg>/`` are read through (content verified against the
+        #: name) only when their target is a regular file under this directory: the root being swept
+        #: (``discover.open_layouts``). None: never read through (refused, fail closed).
+        self.link_root: Path | None = None
+        #: Read-only commands: also read through a link whose target is the blob of the same name of
+        #: another layout (``<dir holding oci-layout>/blobs/<alg>/<hex>``), wherever it is. A link to any
+        #: other file outside ``link_root`` (``/etc/hostname``) stays refused.
+        self.follow_blob_links = False
+        #: Set by ``discover.map_links`` for a sweep of a root: digests in this layout's ``blobs/`` that a
+        #: symlink of another layout under the root leads to (digest -> the link), whole ``blobs/<alg>/``
+        #: directories another layout's symlinked directory leads to (algorithm -> the link), and this
+        #: layout's own symlinks that lead outside the root (invisible to the sweep: noted in the plan).
+        self.linked_from: dict[Digest, str] = {}
+        self.linked_dirs: dict[str, str] = {}
+        self.links_out: list[str] = []
 
     def __repr__(self) -> str:
         return f"Layout({self.storage.url!r})"
@@ -139,8 +155,9 @@ class Layout:
             data = self.storage.read_bytes(digest.blob_path(), limit=limit, nofollow=True)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise ManifestError(f"{self.where(digest.blob_path())}: is a symlink (refused)") from None
-            raise
+                data = self._read_through_link(digest, limit)
+            else:
+                raise
         if limit is not None and len(data) > limit:
             raise BlobTooLarge(f"{self.where(digest.blob_path())}: larger than {limit} bytes")
         return data
@@ -151,8 +168,54 @@ class Layout:
             return self.storage.open_read(digest.blob_path(), nofollow=True)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise ManifestError(f"{self.where(digest.blob_path())}: is a symlink (refused)") from None
+                return os.fdopen(self._open_link_target(digest), "rb")
             raise
+
+    def link_target(self, digest: Digest) -> Path | None:
+        """Where the digest-named symlink ``blobs/<alg>/<hex>`` leads (resolved), when it leads to a
+        path under ``link_root``; None otherwise."""
+        local = self.storage.local_path(digest.blob_path())
+        if local is None:
+            return None
+        target = Path(os.path.realpath(local))
+        if self.link_root is not None and target.is_relative_to(os.path.realpath(self.link_root)):
+            return target
+        if self.follow_blob_links and _is_layout_blob(target, digest):
+            return target
+        return None
+
+    def _open_link_target(self, digest: Digest) -> int:
+        """An fd on the regular file a digest-named symlink leads to, under ``link_root``; else refused."""
+        where = self.where(digest.blob_path())
+        target = self.link_target(digest)
+        if target is None:
+            raise ManifestError(f"{where}: is a symlink leading outside "
+                                f"{_printable(str(self.link_root or self.storage.url))} (refused: sweep a directory "
+                                "holding both ends)")
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise ManifestError(f"{where}: symlink target {_printable(str(target))}: {e.strerror or e} "
+                                "(refused)") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ManifestError(f"{where}: symlink target {_printable(str(target))} is not a regular file "
+                                "(refused)")
+        return fd
+
+    def _read_through_link(self, digest: Digest, limit: int | None) -> bytes:
+        """A digest-named symlink's content, read through the link and verified against the name."""
+        fd = self._open_link_target(digest)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise ManifestError(f"{self.where(digest.blob_path())}: larger than {limit} bytes")
+        if Digest.from_bytes(data, digest.algorithm) != digest:
+            raise ManifestError(f"{self.where(digest.blob_path())}: symlink target's content does not match "
+                                "its digest (refused)")
+        return data
 
     def stat_blob(self, digest: Digest) -> FileStat | None:
         return self.storage.stat(digest.blob_path())
@@ -230,41 +293,68 @@ class Layout:
         digest = None if entry.is_dir else Digest.from_blob_name(alg, entry.name)
         if digest is not None:
             out.digests.add(digest)
-        elif is_temp_leftover(path):
+        elif not entry.is_dir and is_temp_leftover(path):
+            # A directory here (even one named like a writer's temp file, or one holding an
+            # ``oci-layout``) is never a digest nor a leftover: reported as foreign, never deleted.
             out.temp.append(path)
         else:
             out.foreign.append(path)
 
     def list_temp_leftovers(self) -> list[str]:
-        """Leftovers of writers at the layout root: ``ingest/``, ``oci-put-blob*``, ``.umoci-*``."""
+        """Leftovers of writers at the layout root: ``ingest/``, ``oci-put-blob*``, ``.umoci-*``.
+
+        A directory holding ``oci-layout`` is a layout wherever it is (a repository may be named
+        ``ingest`` or ``.umoci-x``): nothing in it or below it is ever a leftover, at any depth, and a
+        leftover-named directory that holds a layout further down keeps that subtree."""
         found: list[str] = []
         try:
             top = self.storage.list_dir("")
         except FileNotFoundError:
             return found
         for e in top:
+            if e.is_symlink:
+                continue
             if e.name == "ingest" and e.is_dir:
-                found.extend(self._walk_files("ingest"))
+                found.extend(self._walk_files("ingest") or [])
             elif e.name.startswith(".umoci-") and e.is_dir:
-                found.extend(self._walk_files(e.name) or [e.name + "/"])
+                files = self._walk_files(e.name)
+                if files is not None:
+                    found.extend(files or [e.name + "/"])
             elif not e.is_dir and (e.name.startswith("oci-put-blob") or e.name.startswith(TEMP_PREFIX)
                                    or (e.name.startswith("index.json") and e.name.endswith(".tmp"))):
                 found.append(e.name)
         return sorted(found)
 
-    def _walk_files(self, rel: str) -> list[str]:
+    def _walk_files(self, rel: str, depth: int = 0) -> list[str] | None:
+        """Files below ``rel``; None when ``rel`` holds ``oci-layout`` (a nested layout: never walked,
+        never a leftover). Symlinks are never followed nor listed."""
         out: list[str] = []
         try:
             entries = self.storage.list_dir(rel)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return out
+        if any(e.name == OCI_LAYOUT_FILE for e in entries) or depth > 64:
+            return None
         for e in entries:
             path = f"{rel}/{e.name}"
+            if e.is_symlink:
+                continue
             if e.is_dir:
-                out.extend(self._walk_files(path))
+                out.extend(self._walk_files(path, depth + 1) or [])
             else:
                 out.append(path)
         return out
+
+    def holds_layout(self, rel: str) -> bool:
+        """Whether directory ``rel`` of this layout is itself a layout (holds ``oci-layout``)."""
+        return self.storage.stat(f"{rel}/{OCI_LAYOUT_FILE}") is not None
+
+
+def _is_layout_blob(target: Path, digest: Digest) -> bool:
+    """``target`` is ``<layout>/blobs/<alg>/<hex>`` of ``digest`` in a directory holding ``oci-layout``."""
+    blobs = target.parent.parent
+    return (target.name == digest.encoded and target.parent.name == digest.algorithm
+            and blobs.name == BLOBS_DIR and (blobs.parent / OCI_LAYOUT_FILE).is_file())
 
 
 def check_index_size(raw: bytes, where: str) -> None:

@@ -411,7 +411,7 @@ def report_listing(plan: Plan, layout: Layout, listing: BlobListing) -> None:
     for path in listing.unknown_algorithms:
         plan.reported.append(f"{layout.where(path)}: unsupported digest algorithm directory (never swept)")
     for path in listing.symlinks:
-        plan.reported.append(f"{layout.where(path)}: symlink in blobs/ (never followed or deleted)")
+        plan.reported.append(f"{layout.where(path)}: symlink in blobs/ (never deleted)")
 
 
 def choose_leftovers(plan: Plan, layout: Layout, listing: BlobListing, grace: float, jobs: int, now: float) -> None:
@@ -436,6 +436,26 @@ def _stat_file(layout: Layout, path: str) -> FileStat | None:
 
 
 # --- sweep ---------------------------------------------------------------------------------------
+def keep_linked(plan: Plan, layout: Layout, graph: RefGraph, listing: BlobListing, keep: set[Digest]) -> set[Digest]:
+    """The hook for digests referenced from outside the layout: what a symlink of another layout under
+    the swept root leads to (``discover.map_links``) is referenced, kept and reported "linked from
+    <link>". The layout's own links that lead outside the swept root are noted: their targets can only
+    be protected by sweeping a root that holds both ends (``docs/design.md``)."""
+    extra: set[Digest] = set()
+    for d in sorted(listing.digests - keep):
+        source = layout.linked_from.get(d) or layout.linked_dirs.get(d.algorithm)
+        if source is None:
+            continue
+        extra.add(d)
+        st = listing.stats.get(d)
+        plan.kept.append(BlobRemoval(d, st.size if st else None, _kind(graph, d), f"linked from {source}"))
+    if layout.links_out:
+        more = f" (and {len(layout.links_out) - 1} more)" if len(layout.links_out) > 1 else ""
+        plan.notes.append(f"symlink {layout.links_out[0]}{more} leads outside the swept path: sweep a "
+                          "directory holding both ends, or its target may be removed by that layout's sweep")
+    return extra
+
+
 def untagged_removals(index: Index, graph: RefGraph, dropped: set[int] | None = None) -> list[EntryRemoval]:
     """Untagged entries that no tagged root reaches and that are not referrers of a live subject.
 
@@ -491,6 +511,7 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     plan.dangling = missing_from(graph, keep, listing, restored)
     report_foreign(plan, layout, graph, keep, listing)
     refuse_dangling(layout, plan)
+    keep = keep | keep_linked(plan, layout, graph, listing, keep)
     choose_blobs(plan, layout, graph, listing.digests, keep, "unreachable", opts.grace, opts.jobs, now,
                  listing.stats)
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)

@@ -66,7 +66,7 @@ def test_sweep_untagged_never_drops_an_entry_whose_ref_name_is_not_a_string(tmp_
 
 def test_a_retention_policy_never_drops_an_entry_whose_ref_name_is_not_a_string(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    b, descs = _layout_with_entries(root, [7, "v1"])
+    _, descs = _layout_with_entries(root, [7, "v1"])
     _write_index(root, descs)
     make_old(root)
     policy = tmp_path / "p.toml"

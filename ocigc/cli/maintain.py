@@ -22,6 +22,7 @@ from ocigc.cli.app import app
 from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
 from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
+from ocigc.discover import map_links
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import (
     EXIT_ERROR,
@@ -241,6 +242,8 @@ def sweep_cmd(
                          trash_retention=parse_duration(trash_retention, "--trash-retention"),
                          locker=cron.locker(make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line())),
                          command=command_line())
-        outcomes = [cron.sweep(lay, opts, run, s.progress(json_out or cron.json_logs))
-                    for lay in layouts_under(path, jobs)]
+        layouts = layouts_under(path, jobs)
+        # Layouts sharing storage through symlinks are planned together: what one links to is kept.
+        map_links(open_storage(path), layouts)
+        outcomes = [cron.sweep(lay, opts, run, s.progress(json_out or cron.json_logs)) for lay in layouts]
         emit(outcomes, s, json_out, "sweep", on_error=cron.on_error())

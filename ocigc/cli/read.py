@@ -22,15 +22,24 @@ from ocigc.survey import LayoutState, TreeNode, resolve, summarize, tree
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
 
 
-def layouts_under(path: str, jobs: int) -> list[Layout]:
+def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]:
+    """Digest-named symlinks are read through (the content verified against the name) when they lead
+    within ``path``; ``read_only`` also when they lead to the same-named blob of another layout
+    anywhere (nothing is deleted)."""
     layouts = open_layouts(open_storage(path), jobs)
+    if read_only:
+        for lay in layouts:
+            lay.follow_blob_links = True
     if not layouts:
         raise LayoutError(f"{path}: no OCI image layout found (no oci-layout file at any depth)")
     return layouts
 
 
 def open_layout(path: str) -> Layout:
-    return Layout.open(open_storage(path))
+    """One layout for a read-only command: digest-named links are read through (verified)."""
+    layout = Layout.open(open_storage(path))
+    layout.follow_blob_links = True
+    return layout
 
 
 @app.command("ls")
@@ -47,7 +56,7 @@ def ls_cmd(
     with handle_errors():
         rows, out, failed = [], [], False
         errors: list[str] = []
-        for layout in layouts_under(root, jobs):
+        for layout in layouts_under(root, jobs, read_only=True):
             try:
                 try:
                     layout.check_oci_layout()
@@ -113,7 +122,9 @@ def inspect_cmd(
         reference = parse_reference(ref)
         layout = open_layout(reference.path)
         state = LayoutState.load(layout, jobs, s.progress(json_out))
-        present = layout.list_blobs().digests
+        listing = layout.list_blobs()
+        present = listing.digests | {d for d in listing.symlinked  # a link to a file: present
+                                     if (lt := layout.link_target(d)) is not None and lt.is_file()}
         digests: list[Digest] = []
         for e in resolve(state.index, reference):
             if e.digest not in digests:
@@ -189,7 +200,8 @@ def check_cmd(
     Exit 0 when clean, 1 when problems were found, 4 when a referenced blob is missing."""
     s = settings(ctx, quiet, verbose)
     with handle_errors():
-        reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out)) for lay in layouts_under(path, jobs)]
+        reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out))
+                   for lay in layouts_under(path, jobs, read_only=True)]
         code = max((r.exit_code(strict) for r in reports), default=0)
         if json_out:
             echo_json({"path": path, "exit_code": code, "layouts": [r.to_json() for r in reports]})
