@@ -273,38 +273,54 @@ def test_pull_a_layout_the_oras_cli_wrote(tmp_path: Path) -> None:
 
 
 def test_interrupted_pull_leaves_no_half_file(tmp_path: Path) -> None:
-    """The blob is a FIFO fed by the test: the pull is killed (SIGKILL) with half the bytes written."""
-    size = 4 * 1024 * 1024
-    data = os.urandom(size)
+    """The pull is stopped (SIGSTOP) as soon as its temp file appears, then killed (SIGKILL) with
+    part of the bytes written. (Blobs are read only when they are regular files, so a FIFO fed by
+    the test cannot pace the pull any more; a blob large enough that it cannot be copied and hashed
+    between two polls does.)"""
+    size = 128 * 1024 * 1024
+    data = os.urandom(1024 * 1024) * (size // (1024 * 1024))
     lay = artifact(tmp_path / "lay", lambda b: [file_layer(b, "big.bin", data)])
-    path = blob_path(lay, f"sha256:{hashlib.sha256(data).hexdigest()}")
-    path.unlink()
-    os.mkfifo(path)
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OCIGC_LOCK_SETTLE": "0.05"}
     proc = subprocess.Popen([*ocigc_command(), "pull", f"{lay}:v1", "-o", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    temps: list[str] = []
     try:
-        with open(path, "wb") as fifo:  # blocks until the pull opens the blob
-            fifo.write(data[: size // 2])
-            fifo.flush()
-            deadline = time.monotonic() + 60
-            temps: list[str] = []
-            while time.monotonic() < deadline:
-                temps = [n for n in os.listdir(out) if n.startswith(".ocigc-tmp-")]
-                if temps and (out / temps[0]).stat().st_size >= size // 2:
-                    break
-                time.sleep(0.01)
-            assert temps, "the pull never wrote its temp file"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            temps = [n for n in os.listdir(out) if n.startswith(".ocigc-tmp-")]
+            if temps:
+                proc.send_signal(signal.SIGSTOP)
+                break
+            time.sleep(0.001)
+        assert temps, "the pull never wrote its temp file"
+        written = (out / temps[0]).stat().st_size
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert written < size, "the whole blob was copied before the pull could be stopped"
     assert not (out / "big.bin").exists()
-    assert len(temps) == 1 and (out / temps[0]).stat().st_size < size  # only the temp name holds bytes
+    assert os.listdir(out) == temps  # only the temp name holds bytes
+
+
+def test_a_blob_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    """A FIFO under a digest name would block a reader forever: pull refuses it in one line."""
+    data = b"x" * 1024
+    lay = artifact(tmp_path / "lay", lambda b: [file_layer(b, "f.bin", data)])
+    path = blob_path(lay, f"sha256:{hashlib.sha256(data).hexdigest()}")
+    path.unlink()
+    os.mkfifo(path)
+    out = tmp_path / "out"
+    proc = subprocess.run([*ocigc_command(), "pull", f"{lay}:v1", "-o", str(out)], capture_output=True,
+                          text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "not a regular file" in proc.stderr, proc.stderr
+    assert not (out / "f.bin").exists()
 
 
 def test_concurrent_files_and_progress_counts(tmp_path: Path) -> None:
