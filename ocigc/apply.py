@@ -229,7 +229,12 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
     dirs: set[str] = set()
     for f in plan.remove_files:
         try:
-            layout.storage.remove(f.path)
+            if f.path.endswith("/"):  # an empty temp directory of a writer: rmdir, never recursive
+                if layout.holds_layout(f.path.rstrip("/")):
+                    continue
+                layout.storage.remove_dir(f.path.rstrip("/"))
+            else:
+                layout.storage.remove(f.path)
             result.removed_files.append(f.path)
         except OSError as e:
             result.failed.append(f"{layout.where(f.path)}: {e.strerror or e}")

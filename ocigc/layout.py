@@ -315,35 +315,41 @@ class Layout:
             if e.is_symlink:
                 continue
             if e.name == "ingest" and e.is_dir:
-                found.extend(self._walk_files("ingest") or [])
+                found.extend(self._walk_files("ingest")[0])
             elif e.name.startswith(".umoci-") and e.is_dir:
-                files = self._walk_files(e.name)
-                if files is not None:
-                    found.extend(files or [e.name + "/"])
+                files, nested = self._walk_files(e.name)
+                # An empty umoci temp directory is itself the leftover ("<name>/": removed with rmdir,
+                # which only ever removes an empty directory); one with a layout below it never is.
+                found.extend(files or ([] if nested else [e.name + "/"]))
             elif not e.is_dir and (e.name.startswith("oci-put-blob") or e.name.startswith(TEMP_PREFIX)
                                    or (e.name.startswith("index.json") and e.name.endswith(".tmp"))):
                 found.append(e.name)
         return sorted(found)
 
-    def _walk_files(self, rel: str, depth: int = 0) -> list[str] | None:
-        """Files below ``rel``; None when ``rel`` holds ``oci-layout`` (a nested layout: never walked,
-        never a leftover). Symlinks are never followed nor listed."""
+    def _walk_files(self, rel: str, depth: int = 0) -> tuple[list[str], bool]:
+        """Files below ``rel`` (an empty directory as ``<path>/``), and whether a nested layout (a
+        directory holding ``oci-layout``) lies at or below it: a nested layout is never walked nor a
+        leftover. Symlinks are never followed nor listed."""
         out: list[str] = []
         try:
             entries = self.storage.list_dir(rel)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
-            return out
+            return out, False
         if any(e.name == OCI_LAYOUT_FILE for e in entries) or depth > 64:
-            return None
+            return [], True
+        nested = False
         for e in entries:
             path = f"{rel}/{e.name}"
             if e.is_symlink:
                 continue
             if e.is_dir:
-                out.extend(self._walk_files(path, depth + 1) or [])
+                files, below = self._walk_files(path, depth + 1)
+                # An empty directory is listed as "<path>/" (removed with rmdir, parents after it).
+                out.extend(files or ([] if below else [path + "/"]))
+                nested = nested or below
             else:
                 out.append(path)
-        return out
+        return out, nested
 
     def holds_layout(self, rel: str) -> bool:
         """Whether directory ``rel`` of this layout is itself a layout (holds ``oci-layout``)."""

@@ -692,11 +692,13 @@ class LayoutDest:
 
     def _blob_dir(self, digest: Digest) -> None:
         rel = f"blobs/{digest.algorithm}"
+        # makedirs under the lock: a thread that finds ``rel`` in the set must find it made, too
+        # (marking it before making it let a second copy write into a directory not yet there).
         with self._dirs_lock:
             if rel in self._dirs:
                 return
+            self.storage.makedirs(rel)
             self._dirs.add(rel)
-        self.storage.makedirs(rel)
 
     def write_blob(self, digest: Digest, size: int, src: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
         assert self.layout is not None

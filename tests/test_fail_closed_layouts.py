@@ -75,6 +75,28 @@ def test_leftover_dir_with_layout_deep_below_keeps_the_layout_and_its_parents(la
     assert run(["check", inner_root]).code == OK
 
 
+def test_empty_umoci_temp_dir_is_removed_and_one_over_a_layout_is_not(layout_dir: Path) -> None:
+    """An empty ``.umoci-*`` directory is a leftover of its own (removed with rmdir, which never
+    removes what is not empty); one with nothing but a layout further down is not a leftover at all."""
+    outer = LayoutBuilder(layout_dir)
+    outer.image("v1", [b"outer"])
+    outer.save()
+    (layout_dir / ".umoci-empty" / "sub").mkdir(parents=True)
+    inner_root = layout_dir / ".umoci-full" / "a" / "b"
+    inner = LayoutBuilder(inner_root)
+    inner.image("t", [b"deep"])
+    inner.save()
+    age(layout_dir)
+    plan = run(["sweep", layout_dir, "--grace", "0s", "--dry-run", "--json"]).json()
+    outer_plan = next(o["plan"] for o in plan["layouts"] if o["layout"] == "")
+    assert [f["path"] for f in outer_plan["remove_files"]] == [".umoci-empty/sub/"]
+    r = run(["sweep", layout_dir, "--grace", "0s", "--yes"])
+    assert r.code == OK, r
+    assert not (layout_dir / ".umoci-empty").exists()
+    assert run(["check", inner_root]).code == OK
+    assert _files(inner_root) >= {"oci-layout", "index.json"}
+
+
 def test_oci_layout_inside_blobs_is_never_a_digest_nor_deleted(layout_dir: Path) -> None:
     b = LayoutBuilder(layout_dir)
     b.image("v1", [b"x"])
