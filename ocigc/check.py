@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc import manifest as mf
-from ocigc.descriptor import ANNOTATION_REF_NAME, MANIFEST_TYPES, looks_like_json_type
+from ocigc.descriptor import ANNOTATION_REF_NAME, MANIFEST_TYPES, is_valid_media_type, looks_like_json_type
 from ocigc.digest import Digest, digest_stream
 from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, OcigcError, describe_oserror, printable
 from ocigc.layout import Layout
@@ -148,6 +148,10 @@ def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reacha
                        f"{entry.digest.short} has no mediaType", entry.digest)
     for d in sorted(reachable):
         node = graph.node(d)
+        bad = sorted(t for t in node["media_types"] if t and not is_valid_media_type(t))
+        if bad:
+            report.add(WARNING, "bad-media-type", f"{layout.where(d.blob_path())}: described with media type "
+                       f"{printable(bad[0])!r}, not a valid media type (the blob is kept as a child)", d)
         if node.get("mismatch"):
             report.add(WARNING, "media-type-mismatch", f"{layout.where(d.blob_path())}: {node['mismatch']}", d)
         if node["kind"] == mf.KIND_UNKNOWN_JSON and node["present"]:

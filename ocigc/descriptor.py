@@ -7,6 +7,7 @@ graph keys nodes by digest only and keeps every description it saw.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,14 @@ ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 def is_manifest_type(media_type: str | None) -> bool:
     return media_type in MANIFEST_TYPES
+
+
+#: RFC 6838 type/subtype, as the image spec's descriptor schema gives it (parameters allowed after ``;``).
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def is_valid_media_type(media_type: str) -> bool:
+    return _MEDIA_TYPE.match(media_type.split(";", 1)[0].strip()) is not None
 
 
 def looks_like_json_type(media_type: str | None) -> bool:
