@@ -54,16 +54,16 @@ _DRIVER = r"""
 import json, os, resource, sys, time
 t0 = time.perf_counter()
 mode, args = sys.argv[1], json.loads(sys.argv[2])
-from ocigc.layout import Layout
-from ocigc.pull import pull
-from ocigc.push import PushRequest, push
-from ocigc.refs import parse_reference
-from ocigc.storage import open_storage
+from ocigc.layout.layout import Layout
+from ocigc.transfer.pull import pull
+from ocigc.transfer.push import PushRequest, push
+from ocigc.oci.refs import parse_reference
+from ocigc.storage.base import open_storage
 if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
     os.fsync = os.fdatasync = lambda fd: None
 if args.get("direct"):  # comparison only: the old, unsafe path (blobs straight to their digest name)
     import contextlib
-    from ocigc.storage import LocalStorage
+    from ocigc.storage.base import LocalStorage
 
     @contextlib.contextmanager
     def _direct(self, rel):
@@ -78,7 +78,7 @@ if args.get("direct"):  # comparison only: the old, unsafe path (blobs straight 
             raise
 
     LocalStorage.open_write_content = _direct
-from ocigc.storage import GLOBAL_COUNTER
+from ocigc.storage.base import GLOBAL_COUNTER
 t1 = time.perf_counter()
 if mode == "push":
     push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))

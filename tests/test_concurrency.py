@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ocigc.check import DANGLING, check_layout
-from ocigc.journal import read_records
-from ocigc.layout import Layout
-from ocigc.lock import LOCK_DIR
-from ocigc.storage import LocalStorage
+from ocigc.gc.check import DANGLING, check_layout
+from ocigc.layout.journal import read_records
+from ocigc.layout.layout import Layout
+from ocigc.lock.handle import LOCK_DIR
+from ocigc.storage.base import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import ocigc_command, run_ocigc
 from tests.layoutkit import LayoutBuilder
@@ -159,9 +159,9 @@ def test_exclusive_exec_from_two_mounts_never_overlaps(s3fs_mounts: S3fsPair, tm
 
 SHARED_HOLDER = textwrap.dedent("""
     import os, sys, time, uuid
-    from ocigc.layout import Layout
-    from ocigc.lock import acquire
-    from ocigc.storage import LocalStorage
+    from ocigc.layout.layout import Layout
+    from ocigc.lock.handle import acquire
+    from ocigc.storage.base import LocalStorage
     layout_path, log_dir, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     with acquire(Layout(LocalStorage(layout_path)), "shared", wait=180, command="shared holder") as h:
         start = time.time()

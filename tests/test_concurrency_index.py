@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ocigc.errors import EXIT_LOST_RACE, LayoutError, LostRace
-from ocigc.index import Index
-from ocigc.indexio import read_index_retrying, update_index
-from ocigc.journal import read_records
-from ocigc.layout import Layout
-from ocigc.storage import LocalStorage
+from ocigc.layout.indexio import read_index_retrying, update_index
+from ocigc.layout.journal import read_records
+from ocigc.layout.layout import Layout
+from ocigc.oci.index import Index
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import LayoutBuilder
 
 
@@ -73,7 +73,7 @@ def test_empty_index_is_retried_never_taken_as_empty(layout: Layout) -> None:
 
 
 def test_index_that_stays_empty_is_a_lost_race_exit_3(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocigc.indexio as indexio
+    import ocigc.layout.indexio as indexio
 
     monkeypatch.setattr(indexio.time, "sleep", lambda _s: None)
     (Path(layout.location) / "index.json").write_bytes(b"")

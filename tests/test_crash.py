@@ -554,11 +554,11 @@ def test_on_a_mount_that_cannot_rename_a_failed_blob_write_leaves_nothing_under_
     import builtins
     import errno
 
-    import ocigc.storage as storage_mod
+    import ocigc.storage.base as storage_mod
     from ocigc.errors import IntegrityError
-    from ocigc.layout import Layout
-    from ocigc.push import BlobSource, descriptor_json, write_blob
-    from ocigc.storage import LocalStorage
+    from ocigc.layout.layout import Layout
+    from ocigc.storage.base import LocalStorage
+    from ocigc.transfer.push import BlobSource, descriptor_json, write_blob
 
     def no_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOTSUP, "Operation not supported")

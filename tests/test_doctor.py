@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from ocigc import doctor as doc
-from ocigc.doctor import (
+from ocigc.doctor import rules as doc
+from ocigc.doctor.rules import (
     FUSE_OTHER,
     GOOFYS,
     LOCAL,

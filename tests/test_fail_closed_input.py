@@ -206,7 +206,7 @@ def test_deeply_nested_json_is_one_line_and_nothing_removed(tmp_path: Path, wher
 
 
 def test_index_json_over_the_size_cap_is_refused_unparsed(tmp_path: Path) -> None:
-    from ocigc.layout import MAX_INDEX_BYTES
+    from ocigc.layout.layout import MAX_INDEX_BYTES
 
     build(tmp_path, "a")
     idx = tmp_path / "a" / "index.json"
@@ -219,9 +219,9 @@ def test_index_json_over_the_size_cap_is_refused_unparsed(tmp_path: Path) -> Non
 
 
 def test_journal_and_trash_records_nested_deeply_are_skipped_or_reported(tmp_path: Path) -> None:
-    from ocigc.journal import read_records
-    from ocigc.layout import Layout
-    from ocigc.storage import LocalStorage
+    from ocigc.layout.journal import read_records
+    from ocigc.layout.layout import Layout
+    from ocigc.storage.base import LocalStorage
 
     build(tmp_path, "a")
     lay = tmp_path / "a"

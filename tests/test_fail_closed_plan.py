@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocigc.gc import RunOptions, sweep_layout
-from ocigc.journal import read_records
-from ocigc.layout import Layout
-from ocigc.plan import SweepOptions
+from ocigc.gc.plan import SweepOptions
+from ocigc.gc.run import RunOptions, sweep_layout
+from ocigc.layout.journal import read_records
+from ocigc.layout.layout import Layout
 from ocigc.progress import Counter, NullCounter
-from ocigc.storage import LocalStorage
+from ocigc.storage.base import LocalStorage
 from tests.clikit import INTEGRITY, LOST_RACE, OK, run, snapshot
 from tests.layoutkit import (
     OCI_CONFIG,
@@ -435,9 +435,9 @@ def test_a_plain_writer_referencing_a_removed_blob_is_a_lost_race(layout_dir: Pa
 def test_a_stale_index_snapshot_bringing_a_deleted_tag_back_is_a_lost_race(layout_dir: Path) -> None:
     """A plain writer writes back the index.json it read before the delete: the deleted tag returns,
     dangling. The delete's verification says so (exit 3, race record) instead of exiting 0."""
-    from ocigc.gc import delete_refs
-    from ocigc.plan import DeleteOptions
-    from ocigc.refs import parse_reference
+    from ocigc.gc.plan import DeleteOptions
+    from ocigc.gc.run import delete_refs
+    from ocigc.oci.refs import parse_reference
 
     b = LayoutBuilder(layout_dir)
     b.image("keep", [b"kept"])
@@ -456,8 +456,8 @@ def test_a_stale_index_snapshot_bringing_a_deleted_tag_back_is_a_lost_race(layou
 
 def test_cli_reports_the_race_with_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same through the CLI: the hook is the library's disposer, swapped in for the run."""
-    import ocigc.gc as gc_mod
-    from ocigc.apply import remove_file
+    import ocigc.gc.run as gc_mod
+    from ocigc.gc.apply import remove_file
 
     b = LayoutBuilder(tmp_path)
     b.image("keep", [b"kept"])

@@ -22,11 +22,11 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ocigc.gc import RunOptions, delete_refs, sweep_layout
-from ocigc.layout import Layout
-from ocigc.plan import DeleteOptions, SweepOptions
-from ocigc.refs import parse_reference
-from ocigc.storage import LocalStorage
+from ocigc.gc.plan import DeleteOptions, SweepOptions
+from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.oci.refs import parse_reference
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import make_old, tree_snapshot
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocigc.errors import IntegrityError, LostRace, ReferenceNotFound, UnsafeToModify
-from ocigc.gc import RunOptions, delete_refs, sweep_layout
-from ocigc.layout import Layout
-from ocigc.plan import DeleteOptions, SweepOptions
-from ocigc.refs import parse_reference
-from ocigc.storage import LocalStorage
+from ocigc.gc.plan import DeleteOptions, SweepOptions
+from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.oci.refs import parse_reference
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import (
     LayoutBuilder,
     blob_path,
@@ -316,7 +316,7 @@ def test_journal_and_backup_written(layout_dir: Path) -> None:
 
 
 def test_sweep_of_root_goes_on_after_a_broken_layout(layout_dir: Path) -> None:
-    from ocigc.discover import open_layouts
+    from ocigc.layout.discover import open_layouts
 
     good = LayoutBuilder(layout_dir / "good")
     good.image("a", [b"x"])
@@ -386,7 +386,7 @@ def test_delete_index_drops_untagged_platform_entries_nothing_else_keeps(tmp_pat
 def _racing_writer(root: Path, add: list[dict[str, object]]):  # type: ignore[no-untyped-def]
     """A dispose that removes as usual and, at its first call, acts like a plain writer (no locks):
     writes index.json with ``add`` appended."""
-    from ocigc.apply import remove_file
+    from ocigc.gc.apply import remove_file
 
     fired: list[str] = []
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocigc.graph import MAX_DEPTH, RefGraph
-from ocigc.layout import Layout
-from ocigc.storage import LocalStorage
-from ocigc.survey import LayoutState
+from ocigc.layout.graph import MAX_DEPTH, RefGraph
+from ocigc.layout.layout import Layout
+from ocigc.layout.state import LayoutState
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import LayoutBuilder, dumps, independent_reachable, random_layout
 
 
@@ -101,7 +101,7 @@ def test_same_digest_with_different_descriptors(tmp_path: Path) -> None:
 
 
 def test_rebuild_with_known_graph_reads_only_new_manifests(tmp_path: Path) -> None:
-    from ocigc.storage import OpCounter
+    from ocigc.storage.base import OpCounter
 
     random_layout(tmp_path, 7)
     counter = OpCounter()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from ocigc.errors import EXIT_LOCK_BUSY, LockBusy, LockLost
-from ocigc.journal import read_records
-from ocigc.layout import Layout
-from ocigc.lock import (
+from ocigc.layout.journal import read_records
+from ocigc.layout.layout import Layout
+from ocigc.lock.handle import (
     INHERIT_ENV,
     LOCK_DIR,
     LockDir,
@@ -33,7 +33,7 @@ from ocigc.lock import (
     list_locks,
     lock_name,
 )
-from ocigc.storage import LocalStorage
+from ocigc.storage.base import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder
 
@@ -322,8 +322,8 @@ def test_defaults_and_settle_by_file_system(layout: Layout) -> None:
     p = LockParams().resolve(None)
     assert (p.ttl, p.refresh, p.settle, p.fence_margin, p.max_skew) == (900, 300, 2.0, 225, 600)
     # tmp_path is on a disk of this kernel (or tmpfs): a short settle suffices
-    from ocigc.lock import HOST_SHARED_FSTYPES
-    from ocigc.storage import LOCAL_FSTYPES, fs_type
+    from ocigc.lock.handle import HOST_SHARED_FSTYPES
+    from ocigc.storage.base import LOCAL_FSTYPES, fs_type
 
     kind = fs_type(str(layout.storage.local_path("")))
     assert kind in LOCAL_FSTYPES

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ocigc.migrate import (
+from ocigc.transfer.migrate.execute import (
     PRESENT,
     Filters,
     InvalidTags,
@@ -21,7 +21,7 @@ from ocigc.migrate import (
     migrate,
     parse_endpoint,
 )
-from ocigc.transfer import RegistryClient, RegistryOptions, referrers_tag
+from ocigc.transfer.registry import RegistryClient, RegistryOptions, referrers_tag
 from tests.clikit import LAYOUTS, copy_layout, run, snapshot
 from tests.layoutkit import LayoutBuilder
 
@@ -347,8 +347,8 @@ class _StubRegistry:
 
 
 def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
-    from ocigc.migrate import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
-    from ocigc.storage import LocalStorage
+    from ocigc.storage.base import LocalStorage
+    from ocigc.transfer.migrate.execute import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
 
     b = LayoutBuilder(tmp_path / "reg")
     img = b.image("v1", [b"layer"])
@@ -422,7 +422,7 @@ def self_signed_https(tmp_path: Path) -> Any:
 
 def test_insecure_skips_certificate_verification_and_the_default_does_not(
         self_signed_https: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ocigc.transfer import RegistryUnavailable
+    from ocigc.transfer.registry import RegistryUnavailable
 
     with pytest.raises(RegistryUnavailable, match=r"certificate verify failed.*--insecure"):
         RegistryClient(self_signed_https, RegistryOptions(retries=0)).ping()

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from ocigc.errors import IntegrityError
-from ocigc.layout import Layout
-from ocigc.push import (
+from ocigc.layout.layout import Layout
+from ocigc.storage.base import LocalStorage
+from ocigc.transfer.push import (
     CHUNK,
     EMPTY_JSON_DIGEST,
     BlobSource,
@@ -31,7 +32,6 @@ from ocigc.push import (
     staged_blobs_here,
     write_blob,
 )
-from ocigc.storage import LocalStorage
 from tests.harness.tools import read_index, run_ocigc, tag_digest
 from tests.test_pull import cli
 

@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from ocigc.check import DANGLING, check_layout
-from ocigc.layout import Layout
-from ocigc.storage import LocalStorage
+from ocigc.gc.check import DANGLING, check_layout
+from ocigc.layout.layout import Layout
+from ocigc.storage.base import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import run_ocigc
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from ocigc.errors import EXIT_USAGE
-from ocigc.gc import Outcome, RunOptions, sweep_layout
-from ocigc.layout import Layout
-from ocigc.plan import SweepOptions
-from ocigc.retention import (
+from ocigc.gc.plan import SweepOptions
+from ocigc.gc.run import Outcome, RunOptions, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.retention.decide import (
     PolicyError,
     ambiguity,
     glob_regex,
@@ -25,7 +25,7 @@ from ocigc.retention import (
     repository_name,
     tag_part,
 )
-from ocigc.storage import LocalStorage
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

@@ -22,11 +22,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocigc.gc import RunOptions, sweep_layout
-from ocigc.layout import Layout
-from ocigc.plan import SweepOptions
-from ocigc.retention import parse_policy
-from ocigc.storage import LocalStorage
+from ocigc.gc.plan import SweepOptions
+from ocigc.gc.run import RunOptions, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.retention.decide import parse_policy
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from ocigc.errors import IntegrityError, ReferenceNotFound, UnsafeToModify
-from ocigc.gc import RunOptions, delete_refs, sweep_layout
-from ocigc.layout import Layout
-from ocigc.plan import DeleteOptions, SweepOptions
-from ocigc.refs import parse_reference
-from ocigc.s3storage import S3Storage, reset_clients
-from ocigc.storage import LocalStorage, open_storage
+from ocigc.gc.plan import DeleteOptions, SweepOptions
+from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.oci.refs import parse_reference
+from ocigc.storage.base import LocalStorage, open_storage
+from ocigc.storage.s3 import S3Storage, reset_clients
 from tests.clikit import LAYOUTS, OK, run
 from tests.layoutkit import (
     LayoutBuilder,
@@ -225,7 +225,7 @@ def test_s3_storage_protocol(s3: S3Env) -> None:
 
 
 def test_s3_multipart_streaming_and_abort(s3: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ocigc.s3storage as s3mod
+    import ocigc.storage.s3 as s3mod
 
     monkeypatch.setattr(s3mod, "PART_SIZE", 5 * 1024 * 1024)
     monkeypatch.setattr(s3mod, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
@@ -430,7 +430,7 @@ def test_leftovers_and_foreign_files(s3: S3Env, tmp_path: Path) -> None:
 
 
 def test_sweep_of_root_goes_on_after_a_broken_layout(s3: S3Env, tmp_path: Path) -> None:
-    from ocigc.discover import open_layouts
+    from ocigc.layout.discover import open_layouts
 
     good = LayoutBuilder(tmp_path / "r" / "good")
     good.image("a", [b"x"])

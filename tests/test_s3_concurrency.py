@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from ocigc import lock
 from ocigc.errors import LockBusy, LockLost
-from ocigc.index import Index
-from ocigc.indexio import update_index
-from ocigc.layout import Layout
-from ocigc.lock import LeaseHandle, LockParams
-from ocigc.s3storage import S3Storage, reset_clients
-from ocigc.storage import conditional
+from ocigc.layout.indexio import update_index
+from ocigc.layout.layout import Layout
+from ocigc.lock import handle as lock
+from ocigc.lock.handle import LeaseHandle, LockParams
+from ocigc.oci.index import Index
+from ocigc.storage.base import conditional
+from ocigc.storage.s3 import S3Storage, reset_clients
 from tests.layoutkit import REF_NAME, LayoutBuilder
 from tests.test_s3_commands import S3Env, fresh, s3_env
 

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ocigc import lock
-from ocigc.indexio import update_index
-from ocigc.lock import LeaseHandle, LockHandle
-from ocigc.s3storage import ConditionalWritesWarning, S3Storage, reset_clients
+from ocigc.layout.indexio import update_index
+from ocigc.lock import handle as lock
+from ocigc.lock.handle import LeaseHandle, LockHandle
+from ocigc.storage.s3 import ConditionalWritesWarning, S3Storage, reset_clients
 from tests.clikit import OK, run
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import REF_NAME, LayoutBuilder
@@ -162,7 +162,7 @@ def test_fallback_uses_lock_files_and_read_back_index_updates(s3: S3Env, ignorin
     def add(index: Any) -> Any:
         import json
 
-        from ocigc.index import Index
+        from ocigc.oci.index import Index
 
         doc = json.loads(index.dumps())
         doc["manifests"].append({**doc["manifests"][0], "annotations": {REF_NAME: "v2"}})

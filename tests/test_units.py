@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocigc import manifest as mf
 from ocigc.digest import Digest, digest_stream, is_digest
 from ocigc.duration import parse_duration
 from ocigc.errors import InvalidDigest, LayoutError, ManifestError, UsageError
-from ocigc.index import Index
-from ocigc.refs import parse_reference
+from ocigc.oci import manifest as mf
+from ocigc.oci.index import Index
+from ocigc.oci.refs import parse_reference
 
 H64 = "a" * 64
 
@@ -171,9 +171,9 @@ def test_index_parse_never_crashes(data: bytes) -> None:
 
 
 def test_journal_records_of_one_run_and_kind_never_overwrite_each_other(tmp_path: Path) -> None:
-    from ocigc.journal import read_records, run_id, write_record
-    from ocigc.layout import Layout
-    from ocigc.storage import LocalStorage
+    from ocigc.layout.journal import read_records, run_id, write_record
+    from ocigc.layout.layout import Layout
+    from ocigc.storage.base import LocalStorage
 
     layout = Layout(LocalStorage(tmp_path))
     run = run_id()

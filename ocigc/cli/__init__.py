@@ -16,8 +16,8 @@ from ocigc.cli import (  # noqa: F401  (command modules register their commands 
     doctor,  # doctor
     locks,  # locks list|break, exec, trash list|restore|purge
     maintain,  # delete, sweep
+    pushpull,  # push, pull, tag
     read,  # ls, tags, inspect, graph, check
-    transfer,  # push, pull, tag
 )
 from ocigc.cli.app import app
 
@@ -42,7 +42,7 @@ def _write_stats(path: str) -> None:
     """Write the storage-operation counts of this process (for benchmarks and tests)."""
     import json
 
-    from ocigc.storage import GLOBAL_COUNTER
+    from ocigc.storage.base import GLOBAL_COUNTER
 
     try:
         with open(path, "w") as f:

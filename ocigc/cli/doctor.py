@@ -8,7 +8,7 @@ import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings
 from ocigc.cli.app import app
-from ocigc.doctor import DEFAULT_STEP_TIMEOUT, diagnose, iter_lines
+from ocigc.doctor.rules import DEFAULT_STEP_TIMEOUT, diagnose, iter_lines
 from ocigc.duration import parse_duration
 from ocigc.errors import UnsafeMount
 

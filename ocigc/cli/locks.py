@@ -18,20 +18,20 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from ocigc.check import DANGLING, check_layout
 from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json, handle_errors, settings, table
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LayoutError, LockLost, UsageError, printable
-from ocigc.index import Index
-from ocigc.indexio import read_index_retrying
-from ocigc.journal import run_id, write_record
-from ocigc.layout import INDEX_FILE, Layout
-from ocigc.lock import INHERIT_ENV, LockHandle, LockInfo, acquire, break_locks, list_locks
+from ocigc.gc.check import DANGLING, check_layout
+from ocigc.gc.trash import DEFAULT_RETENTION, list_runs, purge, restore
+from ocigc.layout.indexio import read_index_retrying
+from ocigc.layout.journal import run_id, write_record
+from ocigc.layout.layout import INDEX_FILE, Layout
+from ocigc.lock.handle import INHERIT_ENV, LockHandle, LockInfo, acquire, break_locks, list_locks
+from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.storage import open_storage
-from ocigc.trash import DEFAULT_RETENTION, list_runs, purge, restore
+from ocigc.storage.base import open_storage
 
 LockWaitOpt = Annotated[str, typer.Option(
     "--lock-wait", metavar="DURATION",
@@ -66,7 +66,7 @@ def waiting_reporter(s: Settings, layout: Layout) -> Callable[[list[LockInfo]], 
 
 def make_locker(s: Settings, wait: float, command: str,
                 ) -> Callable[[Layout, Literal["shared", "exclusive"]], AbstractContextManager[LockHandle]]:
-    """A ``locker`` for ``ocigc.gc.RunOptions``: the layout's lock, waiting up to ``wait`` seconds."""
+    """A ``locker`` for ``ocigc.gc.run.RunOptions``: the layout's lock, waiting up to ``wait`` seconds."""
 
     def locker(layout: Layout, mode: Literal["shared", "exclusive"]) -> AbstractContextManager[LockHandle]:
         return acquire(layout, mode, wait=wait, command=command, on_wait=waiting_reporter(s, layout))

@@ -22,7 +22,6 @@ from ocigc.cli.app import app
 from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
 from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
-from ocigc.discover import map_links
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import (
     EXIT_ERROR,
@@ -33,13 +32,14 @@ from ocigc.errors import (
     UsageError,
     printable,
 )
-from ocigc.gc import Confirm, Outcome, RunOptions
-from ocigc.layout import Layout
+from ocigc.gc.plan import DEFAULT_GRACE, DeleteOptions, Plan, SweepOptions
+from ocigc.gc.run import Confirm, Outcome, RunOptions
+from ocigc.layout.discover import map_links
+from ocigc.layout.layout import Layout
+from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.plan import DEFAULT_GRACE, DeleteOptions, Plan, SweepOptions
-from ocigc.refs import Reference, parse_reference
-from ocigc.retention import load_policy
-from ocigc.storage import open_storage
+from ocigc.retention.decide import load_policy
+from ocigc.storage.base import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")]

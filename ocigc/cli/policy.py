@@ -16,14 +16,14 @@ from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError, storage_error
-from ocigc.gc import Locker, Outcome, RunOptions, delete_refs, sweep_layout
-from ocigc.layout import Layout
+from ocigc.gc.plan import DeleteOptions, Plan, SweepOptions
+from ocigc.gc.report import RunReport, TimedLocker, run_logger
+from ocigc.gc.run import Locker, Outcome, RunOptions, delete_refs, sweep_layout
+from ocigc.layout.layout import Layout
+from ocigc.oci.refs import Reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.plan import DeleteOptions, Plan, SweepOptions
 from ocigc.progress import Progress
-from ocigc.refs import Reference
-from ocigc.report import RunReport, TimedLocker, run_logger
-from ocigc.retention import Policy, explain, load_policy, repository_name
+from ocigc.retention.decide import Policy, explain, load_policy, repository_name
 
 policy_app = typer.Typer(help="Retention policies (TOML files for sweep --policy): check and explain.",
                          no_args_is_help=True)

@@ -7,17 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ocigc.check import DANGLING, ERROR, INFO, WARNING, CheckReport, check_layout
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings, table
 from ocigc.cli.app import app
 from ocigc.digest import Digest
-from ocigc.discover import open_layouts
 from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound, printable, storage_error
-from ocigc.layout import Layout
+from ocigc.gc.check import DANGLING, ERROR, INFO, WARNING, CheckReport, check_layout
+from ocigc.layout.discover import open_layouts
+from ocigc.layout.layout import Layout
+from ocigc.layout.state import LayoutState, TreeNode, resolve, summarize, tree
+from ocigc.oci.refs import parse_reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.refs import parse_reference
-from ocigc.storage import open_storage
-from ocigc.survey import LayoutState, TreeNode, resolve, summarize, tree
+from ocigc.storage.base import open_storage
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
 

@@ -372,8 +372,8 @@ def registry_factory(harness_dir: Path, _harness_seq: _Counter) -> Iterator[Call
 
 @pytest.fixture
 def op_counter() -> Iterator[Any]:
-    """``ocigc.storage.GLOBAL_COUNTER``, reset before and after the test."""
-    from ocigc.storage import GLOBAL_COUNTER
+    """``ocigc.storage.base.GLOBAL_COUNTER``, reset before and after the test."""
+    from ocigc.storage.base import GLOBAL_COUNTER
 
     GLOBAL_COUNTER.reset()
     try:

@@ -1,0 +1,1 @@
+"""Garbage collection: plans for delete and sweep, their execution, trash, check and run reports."""

@@ -1,0 +1,1 @@
+"""The OCI model: descriptors and media types, manifest parsing, references, ``index.json``."""

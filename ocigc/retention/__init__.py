@@ -1,0 +1,1 @@
+"""Retention policies: rules, loading, the decision and its explanation."""

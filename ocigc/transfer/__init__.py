@@ -1,0 +1,1 @@
+"""Moving artifacts: push, pull, tag, the registry client, and migrate."""

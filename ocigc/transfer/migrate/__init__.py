@@ -1,0 +1,1 @@
+"""migrate: copy repositories between layouts and registries, every digest intact."""

@@ -1,0 +1,760 @@
+"""Registry access for ``migrate``: the only module that imports oras (oras-py).
+
+oras-py supplies the transport session, the Docker-config credential helpers
+(``credsStore``/``credHelpers``), challenge parsing and the bearer-token request. It does not
+supply a request loop this module can use as is (``anchors.md`` §8, ``environment.md`` §5):
+
+* ``Registry.do_request`` re-sends the same ``data`` after a 401, so a streamed body would go
+  out empty; its ``@retry`` sleeps 3 to 83 s on any error, also on a refused connection;
+* ``upload_blob``/``put_upload`` read the whole blob into memory;
+* ``upload_manifest`` re-serializes the JSON (a new digest) and refuses indexes;
+* the token backend keeps one token for every repository and re-sends it after a 401.
+
+So the request loop is ours: the ``Authorization`` header is computed per request (Basic, or a
+bearer token cached per repository), a 401 re-authenticates once, manifests go out as raw bytes
+with their own media type, blobs stream in constant memory (POST, then one PUT whose body reads
+the source as it goes), and an upload whose PUT meets a 401 or a broken connection is restarted
+from the POST with a freshly opened source: a consumed stream is never re-sent. Transient
+failures (connection errors, 408, 429, 5xx) are retried with exponential back-off and jitter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, NoReturn
+
+import oras.auth.utils as oras_auth_utils
+import oras.provider
+import oras.utils
+import requests
+from requests.adapters import HTTPAdapter
+
+from ocigc.digest import Digest
+from ocigc.errors import IntegrityError, InvalidDigest, OcigcError, TransferError
+from ocigc.layout.layout import MAX_MANIFEST_BYTES
+from ocigc.oci.descriptor import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    OCI_ARTIFACT,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+
+#: What we accept for manifests (distribution 2.8 answers 404 to a HEAD of an OCI manifest
+#: when the Accept header does not name its type).
+MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT,
+                             DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1])
+#: Size of the reads that feed an upload body and of the chunks written by a download.
+CHUNK = 1024 * 1024
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+PAGE_SIZE = 1000
+_LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
+
+
+class RegistryUnavailable(TransferError):
+    """The registry cannot be reached, or keeps failing, after every retry: the run stops."""
+
+
+class RegistryAuthError(TransferError):
+    """Authentication failed or no credentials were found."""
+
+
+class RegistryRejected(TransferError):
+    """The registry answered one request with an error (refused manifest, unknown blob, ...)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BlobNotFound(TransferError):
+    """A blob or manifest the source should hold is not there."""
+
+
+class StreamInterrupted(TransferError):
+    """A download broke off mid-stream (retried by the caller with a fresh stream)."""
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach a registry. ``plain_http``: http://; ``insecure``: https without TLS verification."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    retries: int = 4
+    backoff: float = 0.5
+    backoff_max: float = 10.0
+    timeout: float = 120.0
+    docker_config: str | None = None
+    pool_size: int = 16
+
+
+def backoff_delay(attempt: int, options: RegistryOptions, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential with jitter, capped."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), options.backoff_max)
+    base = min(options.backoff_max, options.backoff * (2 ** attempt))
+    return base * random.uniform(0.5, 1.0)
+
+
+def referrers_tag(digest: str) -> str:
+    """The distribution spec's referrers tag for a digest: ``<alg>-<first 64 of hex>``."""
+    alg, _, enc = digest.partition(":")
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', alg[:32])}-{re.sub(r'[^A-Za-z0-9_.-]', '-', enc[:64])}"
+
+
+def docker_config_path(explicit: str | None = None) -> str:
+    """``--docker-config`` (a file or a directory), else ``$DOCKER_CONFIG/config.json``, else
+    ``~/.docker/config.json``."""
+    if explicit:
+        return os.path.join(explicit, "config.json") if os.path.isdir(explicit) else explicit
+    env = os.environ.get("DOCKER_CONFIG")
+    if env:
+        return os.path.join(env, "config.json")
+    return os.path.expanduser("~/.docker/config.json")
+
+
+class _BlockAdapter(HTTPAdapter):
+    """An adapter whose connections send bodies in 1 MiB blocks (urllib3's default is 16 KiB)."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs.setdefault("blocksize", CHUNK)
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+
+class _UploadBody:
+    """A streamed request body of a known length, read from ``src`` as the request goes out.
+
+    ``requests`` sees ``__len__`` (Content-Length) and ``read`` (streamed, never buffered whole).
+    A source that ends early or gives more bytes than announced is an error of the source, kept
+    in ``error`` (the request then fails and the caller reports this error, not the network one).
+    """
+
+    def __init__(self, src: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        self._src = src
+        self._size = size
+        self._on_bytes = on_bytes
+        self.sent = 0
+        self.error: Exception | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._size - self.sent
+        if want <= 0:
+            return b""
+        n = want if n is None or n < 0 else min(n, want)
+        try:
+            data = self._src.read(n)
+        except Exception as e:
+            self.error = e
+            raise
+        if not data:
+            self.error = IntegrityError(f"source ended after {self.sent} of {self._size} bytes")
+            raise self.error
+        self.sent += len(data)
+        if self._on_bytes is not None:
+            self._on_bytes(len(data))
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(CHUNK):
+            yield chunk
+
+
+class ResponseStream:
+    """A blob download as a read-only binary stream; errors mid-stream become StreamInterrupted."""
+
+    def __init__(self, response: requests.Response, where: str) -> None:
+        self._response = response
+        self._where = where
+        self.size = int(response.headers.get("Content-Length") or -1)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data: bytes = self._response.raw.read(None if n is None or n < 0 else n, decode_content=True)
+        except Exception as e:  # urllib3 and socket errors: the connection broke
+            raise StreamInterrupted(f"{self._where}: download interrupted ({_short(e)})") from None
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> ResponseStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Restart(Exception):
+    """Internal: restart an upload from its POST (after a re-authentication or a transient failure)."""
+
+    def __init__(self, reason: str, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+@dataclass
+class ManifestInfo:
+    digest: Digest | None
+    media_type: str
+    size: int
+
+
+@dataclass
+class _AuthState:
+    scheme: str | None = None  # "basic" | "bearer"
+    tokens: dict[str, str] = field(default_factory=dict)
+    creds_loaded: bool = False
+    creds: str | None = None  # base64 user:password
+    creds_source: str = ""
+
+
+class RegistryClient:
+    """One registry host. Thread-safe: transfers of several threads share the session and tokens."""
+
+    def __init__(self, host: str, options: RegistryOptions | None = None) -> None:
+        self.host = host
+        self.options = options or RegistryOptions()
+        self._oras = oras.provider.Registry(hostname=host, insecure=self.options.plain_http,
+                                            tls_verify=not self.options.insecure, auth_backend="token")
+        self.session: requests.Session = self._oras.session
+        #: Passed with every request, as oras-py does: a session-wide ``verify=False`` would lose to
+        #: REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in requests' merge of the environment.
+        self._verify = not self.options.insecure
+        adapter = _BlockAdapter(pool_connections=4, pool_maxsize=max(10, self.options.pool_size))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.base = f"{'http' if self.options.plain_http else 'https'}://{host}"
+        self._auth = _AuthState()
+        self._auth_lock = threading.Lock()
+        #: True/False once known: does the registry serve the OCI referrers API?
+        self.referrers_api: bool | None = None
+        self.counts: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.host!r})"
+
+    def _count(self, what: str) -> None:
+        with self._counts_lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+
+    # --- credentials ---------------------------------------------------------------------------
+    def _host_keys(self) -> list[str]:
+        keys: list[str] = []
+        for name in oras.utils.iter_localhosts(self.host):
+            keys += [name, f"https://{name}", f"http://{name}", f"https://{name}/v1/", f"http://{name}/v1/"]
+        return keys
+
+    def _load_creds(self) -> str | None:
+        """Basic credentials (base64 ``user:password``) for this host from the Docker config, or None."""
+        state = self._auth
+        if state.creds_loaded:
+            return state.creds
+        path = docker_config_path(self.options.docker_config)
+        state.creds_source = path
+        state.creds_loaded = True
+        try:
+            with open(path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise RegistryAuthError(f"{path}: cannot read the Docker config ({_short(e)})") from None
+        if not isinstance(cfg, dict):
+            raise RegistryAuthError(f"{path}: not a JSON object")
+        auths = cfg.get("auths") or {}
+        helpers = cfg.get("credHelpers") or {}
+        for key in self._host_keys():
+            entry = auths.get(key) if isinstance(auths, dict) else None
+            if isinstance(entry, dict):
+                if entry.get("auth"):
+                    state.creds = str(entry["auth"])
+                    return state.creds
+                if entry.get("username") and entry.get("password"):
+                    state.creds = oras_auth_utils.get_basic_auth(entry["username"], entry["password"])
+                    return state.creds
+            helper = helpers.get(key) if isinstance(helpers, dict) else None
+            if helper:
+                state.creds = self._from_helper(str(helper), key)
+                if state.creds:
+                    state.creds_source = f"{path} (credHelpers: docker-credential-{helper})"
+                    return state.creds
+        store = cfg.get("credsStore")
+        if store:
+            for key in dict.fromkeys([self.host, f"https://{self.host}"]):
+                state.creds = self._from_helper(str(store), key)
+                if state.creds:
+                    state.creds_source = f"{path} (credsStore: docker-credential-{store})"
+                    return state.creds
+        return None
+
+    def _from_helper(self, helper: str, server: str) -> str | None:
+        try:
+            found: str | None = self._oras.auth._get_auth_from_creds_store(helper, server)
+        except (ValueError, KeyError, OSError):
+            return None
+        return found
+
+    def _auth_headers(self, scope: str) -> dict[str, str]:
+        state = self._auth
+        if state.scheme == "basic" and state.creds:
+            return {"Authorization": f"Basic {state.creds}"}
+        if state.scheme == "bearer":
+            token = state.tokens.get(scope)
+            if token:
+                return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    def _authenticate(self, response: requests.Response, scope: str, sent: dict[str, str]) -> None:
+        """Answer a 401: load credentials, choose Basic or fetch a bearer token for ``scope``."""
+        challenge = response.headers.get("WWW-Authenticate", "")
+        kind = challenge.split(" ", 1)[0].strip().lower()
+        with self._auth_lock:
+            creds = self._load_creds()
+            where = self._auth.creds_source
+            if kind == "basic":
+                if creds is None:
+                    raise RegistryAuthError(
+                        f"{self.host}: authentication required (401) and no credentials for {self.host} in {where}; "
+                        f"run `docker login {self.host}` or point DOCKER_CONFIG at a config that has them")
+                if sent.get("Authorization", "").startswith("Basic "):
+                    raise RegistryAuthError(f"{self.host}: the credentials for {self.host} from {where} were "
+                                            "rejected (401)")
+                self._auth.scheme = "basic"
+                return
+            if kind == "bearer":
+                parsed = oras_auth_utils.parse_auth_header(challenge)
+                if not parsed.realm:
+                    raise RegistryAuthError(f"{self.host}: 401 with a bearer challenge without a realm")
+                if sent.get("Authorization", "").startswith("Bearer ") and \
+                        self._auth.tokens.get(scope) != sent["Authorization"][7:]:
+                    return  # another thread already fetched a newer token for this scope
+                backend = self._oras.auth
+                backend._basic_auth = creds
+                try:
+                    token = backend.request_token(parsed)
+                except requests.RequestException as e:
+                    raise RegistryAuthError(f"{self.host}: cannot reach the token service {parsed.realm} "
+                                            f"({_short(e)})") from None
+                if not token:
+                    how = f"with the credentials from {where}" if creds else \
+                        f"anonymously (no credentials for {self.host} in {where})"
+                    raise RegistryAuthError(f"{self.host}: the token service {parsed.realm} refused a token for "
+                                            f"{parsed.scope or 'the registry'} {how}")
+                if sent.get("Authorization") == f"Bearer {token}":
+                    raise RegistryAuthError(f"{self.host}: access denied for {parsed.scope or 'the registry'} "
+                                            f"(401 with a fresh token)")
+                self._auth.scheme = "bearer"
+                self._auth.tokens[scope] = token
+                return
+            raise RegistryAuthError(f"{self.host}: 401 without a usable WWW-Authenticate challenge "
+                                    f"({challenge[:80] or 'none'})")
+
+    # --- the request loop ----------------------------------------------------------------------
+    def _send(self, method: str, url: str, scope: str, *, headers: dict[str, str] | None = None,
+              data: bytes | None = None, stream: bool = False, allow_redirects: bool = True) -> requests.Response:
+        """One request with at most two re-authentications; network errors are raised (not retried)."""
+        for attempt in range(3):
+            sent = {**(headers or {}), **self._auth_headers(scope)}
+            response = self.session.request(method, url, headers=sent, data=data, stream=stream,
+                                            allow_redirects=allow_redirects, timeout=self.options.timeout,
+                                            verify=self._verify)
+            if response.status_code != 401 or attempt == 2:
+                return response
+            response.close()
+            self._authenticate(response, scope, sent)
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, url: str, scope: str, *, headers: dict[str, str] | None = None,
+                data: bytes | None = None, stream: bool = False, what: str = "") -> requests.Response:
+        """A request with a replayable (or no) body: transient failures are retried with back-off."""
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                response = self._send(method, url, scope, headers=headers, data=data, stream=stream)
+            except requests.exceptions.SSLError as e:
+                raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)}); for a plain-HTTP registry "
+                                          "pass --plain-http, to skip verification --insecure") from None
+            except (requests.ConnectionError, requests.Timeout) as e:
+                problem = _connection_problem(e)
+            else:
+                if response.status_code not in TRANSIENT_STATUS:
+                    return response
+                problem = f"{response.status_code} {response.reason}"
+                retry_after = _retry_after(response)
+                response.close()
+            if attempt >= self.options.retries:
+                self._give_up(problem, what or f"{method} {urllib.parse.urlsplit(url).path}", attempt + 1)
+            time.sleep(backoff_delay(attempt, self.options, retry_after))
+            self._count("retries")
+            attempt += 1
+
+    def _give_up(self, problem: str, what: str, attempts: int) -> NoReturn:
+        hint = ""
+        if "refused" in problem and not self.options.plain_http:
+            hint = " (is it running? a plain-HTTP registry needs --plain-http)"
+        raise RegistryUnavailable(f"{self.host}: {problem} after {attempts} attempt(s) ({what}){hint}")
+
+    def _url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def _location(self, response: requests.Response) -> str:
+        loc = response.headers.get("Location", "")
+        if not loc:
+            raise RegistryRejected(f"{self.host}: upload session without a Location header", response.status_code)
+        return urllib.parse.urljoin(self.base + "/", loc)
+
+    # --- general ---------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """GET /v2/: reachable, a registry, and our credentials (if it wants any) work."""
+        response = self.request("GET", self._url("/v2/"), "", what="GET /v2/")
+        response.close()
+        if response.status_code == 404:
+            raise RegistryRejected(f"{self.host}: no registry API at {self.base}/v2/ (404)", 404)
+        if response.status_code >= 400:
+            _raise_for(response, f"{self.host}: GET /v2/")
+
+    def catalog(self) -> list[str]:
+        """Every repository name (``/v2/_catalog``, paginated)."""
+        out: list[str] = []
+        url: str | None = self._url(f"/v2/_catalog?n={PAGE_SIZE}")
+        while url:
+            response = self.request("GET", url, "catalog", what="GET /v2/_catalog")
+            if response.status_code != 200:
+                response.close()
+                raise RegistryRejected(f"{self.host}: the catalog is not available ({response.status_code}); "
+                                       "name the repositories with --repo", response.status_code)
+            out.extend(_json(response).get("repositories") or [])
+            url = self._next_page(response)
+        return out
+
+    def _next_page(self, response: requests.Response) -> str | None:
+        m = _LINK_NEXT.search(response.headers.get("Link", ""))
+        return urllib.parse.urljoin(self.base + "/", m.group(1)) if m else None
+
+    def tags(self, repo: str) -> list[str]:
+        """Tags of ``repo`` (paginated); [] when the repository does not exist."""
+        out: list[str] = []
+        url: str | None = self._url(f"/v2/{repo}/tags/list?n={PAGE_SIZE}")
+        while url:
+            response = self.request("GET", url, repo, what=f"GET tags of {repo}")
+            if response.status_code == 404:
+                response.close()
+                return out
+            if response.status_code != 200:
+                _raise_for(response, f"{self.host}/{repo}: tags list")
+            out.extend(_json(response).get("tags") or [])
+            url = self._next_page(response)
+        return out
+
+    # --- manifests -------------------------------------------------------------------------------
+    def head_manifest(self, repo: str, ref: str) -> ManifestInfo | None:
+        response = self.request("HEAD", self._url(f"/v2/{repo}/manifests/{ref}"), repo,
+                                headers={"Accept": MANIFEST_ACCEPT}, what=f"HEAD {repo}:{ref}")
+        response.close()
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            _raise_for(response, f"{self.host}/{repo}: HEAD manifest {ref}")
+        raw_digest = response.headers.get("Docker-Content-Digest")
+        try:
+            digest = Digest(raw_digest) if raw_digest else None
+        except InvalidDigest:
+            digest = None
+        return ManifestInfo(digest, _media_type(response), int(response.headers.get("Content-Length") or -1))
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, Digest]:
+        """Raw bytes, media type and digest of a manifest; a digest reference is verified."""
+        response = self.request("GET", self._url(f"/v2/{repo}/manifests/{ref}"), repo,
+                                headers={"Accept": MANIFEST_ACCEPT}, what=f"GET {repo}:{ref}")
+        if response.status_code == 404:
+            response.close()
+            raise BlobNotFound(f"{self.host}/{repo}: manifest {ref} not found")
+        if response.status_code != 200:
+            _raise_for(response, f"{self.host}/{repo}: GET manifest {ref}")
+        raw = response.content
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise RegistryRejected(f"{self.host}/{repo}: manifest {ref} is larger than {MAX_MANIFEST_BYTES} bytes")
+        media_type = _media_type(response) or _own_media_type(raw)
+        if ref.partition(":")[0] in ("sha256", "sha384", "sha512") and ":" in ref:
+            want = Digest(ref)
+            got = Digest.from_bytes(raw, want.algorithm)
+            if got != want:
+                raise IntegrityError(f"{self.host}/{repo}: manifest {ref} has content hashing to {got}")
+            return raw, media_type, want
+        header = response.headers.get("Docker-Content-Digest", "")
+        algorithm = header.partition(":")[0] if header.partition(":")[0] in ("sha384", "sha512") else "sha256"
+        return raw, media_type, Digest.from_bytes(raw, algorithm)
+
+    def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> dict[str, str]:
+        """PUT raw manifest bytes with their media type; returns the response's digest and OCI-Subject."""
+        response = self.request("PUT", self._url(f"/v2/{repo}/manifests/{ref}"), repo,
+                                headers={"Content-Type": media_type}, data=raw, what=f"PUT manifest {repo}:{ref}")
+        response.close()
+        if response.status_code not in (200, 201):
+            code, message = _error_of(response)
+            raise RegistryRejected(f"{self.host}/{repo}: manifest {ref} ({media_type}) refused: "
+                                   f"{response.status_code} {code}{': ' if message else ''}{message}",
+                                   response.status_code, code)
+        self._count("manifest_put")
+        return {"digest": response.headers.get("Docker-Content-Digest", ""),
+                "subject": response.headers.get("OCI-Subject", "")}
+
+    # --- referrers -------------------------------------------------------------------------------
+    def referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
+        """The referrers API's descriptors for ``digest``; None when the registry has no referrers API."""
+        if self.referrers_api is False:
+            return None
+        out: list[dict[str, Any]] = []
+        url: str | None = self._url(f"/v2/{repo}/referrers/{digest}")
+        while url:
+            response = self.request("GET", url, repo, headers={"Accept": OCI_INDEX}, what=f"GET referrers {digest}")
+            if response.status_code != 200 or "json" not in response.headers.get("Content-Type", ""):
+                response.close()
+                if response.status_code in (404, 405, 400) and self.referrers_api is None:
+                    self.referrers_api = False
+                return out or None
+            self.referrers_api = True
+            doc = _json(response)
+            out.extend(m for m in doc.get("manifests") or [] if isinstance(m, dict))
+            url = self._next_page(response)
+        return out
+
+    # --- blobs -----------------------------------------------------------------------------------
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        response = self.request("HEAD", self._url(f"/v2/{repo}/blobs/{digest}"), repo, what=f"HEAD blob {digest}")
+        response.close()
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        _raise_for(response, f"{self.host}/{repo}: HEAD blob {digest}")
+
+    def open_blob(self, repo: str, digest: str) -> ResponseStream:
+        where = f"{self.host}/{repo}@{digest}"
+        response = self.request("GET", self._url(f"/v2/{repo}/blobs/{digest}"), repo, stream=True,
+                                what=f"GET blob {digest}")
+        if response.status_code == 404:
+            response.close()
+            raise BlobNotFound(f"{where}: blob not found")
+        if response.status_code != 200:
+            _raise_for(response, f"{where}: GET blob")
+        return ResponseStream(response, where)
+
+    def read_blob(self, repo: str, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        with self.open_blob(repo, digest) as stream:
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise RegistryRejected(f"{self.host}/{repo}@{digest}: larger than {limit} bytes")
+        return data
+
+    def upload_blob(self, repo: str, digest: str, size: int, open_source: Callable[[], tuple[BinaryIO, int]],
+                    on_bytes: Callable[[int], None] | None = None, mount_from: str | None = None) -> str:
+        """Store a blob: ``"mounted"`` (cross-repository mount from ``mount_from``) or ``"uploaded"``.
+
+        ``open_source`` opens the source afresh for each attempt and gives its actual size. The
+        body is streamed; after a 401 or a broken connection the upload restarts from the POST.
+        """
+        attempt = 0
+        while True:
+            try:
+                return self._upload_once(repo, digest, size, open_source, on_bytes, mount_from)
+            except _Restart as r:
+                if not r.transient:
+                    self._count("upload_restarts")
+                    continue  # re-authenticated: restart at once (does not use up a retry)
+                if attempt >= self.options.retries:
+                    self._give_up(str(r), f"upload of {digest} to {repo}", attempt + 1)
+                time.sleep(backoff_delay(attempt, self.options, r.retry_after))
+                self._count("retries")
+                attempt += 1
+
+    def _upload_once(self, repo: str, digest: str, size: int, open_source: Callable[[], tuple[BinaryIO, int]],
+                     on_bytes: Callable[[int], None] | None, mount_from: str | None) -> str:
+        url = self._url(f"/v2/{repo}/blobs/uploads/")
+        if mount_from:
+            url += "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+        scope = repo
+        try:
+            response = self._send("POST", url, scope, headers={"Content-Length": "0"}, data=b"")
+        except requests.exceptions.SSLError as e:
+            raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)})") from None
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise _Restart(_connection_problem(e), transient=True) from None
+        response.close()
+        if mount_from and response.status_code == 201:
+            self._count("mounts")
+            return "mounted"
+        if mount_from and response.status_code in (401, 403, 404, 405):
+            # A token for one repository may not cover the other (or mounts are off): plain upload.
+            return self._upload_once(repo, digest, size, open_source, on_bytes, None)
+        if response.status_code in TRANSIENT_STATUS:
+            raise _Restart(f"{response.status_code} {response.reason}", True, _retry_after(response))
+        if response.status_code != 202:
+            _raise_for(response, f"{self.host}/{repo}: starting the upload of {digest}")
+        put_url = self._location(response)
+        put_url += ("&" if urllib.parse.urlsplit(put_url).query else "?") + urllib.parse.urlencode({"digest": digest})
+        src, actual = open_source()
+        body: _UploadBody | None = None
+        try:
+            if actual >= 0 and actual != size:
+                raise IntegrityError(f"blob {digest}: the source holds {actual} bytes, its descriptor says {size}")
+            data: Any = b"" if size == 0 else _UploadBody(src, size, on_bytes)
+            body = data if isinstance(data, _UploadBody) else None
+            headers = {"Content-Type": "application/octet-stream", **self._auth_headers(scope)}
+            try:
+                response = self.session.request("PUT", put_url, data=data, headers=headers,
+                                                timeout=self.options.timeout, verify=self._verify)
+            except Exception as e:
+                self._source_or_network(e, body, on_bytes, digest)
+        finally:
+            src.close()
+        response.close()
+        if response.status_code == 401:
+            self._undo(on_bytes, body)
+            self._authenticate(response, scope, headers)
+            raise _Restart("re-authenticated", transient=False)
+        if response.status_code in TRANSIENT_STATUS:
+            self._undo(on_bytes, body)
+            raise _Restart(f"{response.status_code} {response.reason}", True, _retry_after(response))
+        if response.status_code not in (200, 201, 204):
+            code, message = _error_of(response)
+            if code in ("DIGEST_INVALID", "SIZE_INVALID"):
+                raise IntegrityError(f"{self.host}/{repo}: the registry refused blob {digest}: {code} "
+                                     f"({message or 'content does not match its digest'})")
+            _raise_for(response, f"{self.host}/{repo}: upload of {digest}")
+        self._count("uploads")
+        return "uploaded"
+
+    def _source_or_network(self, e: Exception, body: _UploadBody | None, on_bytes: Callable[[int], None] | None,
+                           digest: str) -> NoReturn:
+        """A failed PUT: the source's fault (reported as is) or the network's (restart the upload)."""
+        err = body.error if body is not None else None
+        self._undo(on_bytes, body)
+        if err is None and not isinstance(e, (requests.RequestException, OSError)):
+            raise e  # not the network's: the caller's own (an abort raised from on_bytes, say)
+        if err is not None:
+            if isinstance(err, StreamInterrupted):
+                raise _Restart(str(err), transient=True) from None
+            if isinstance(err, OcigcError):
+                raise err from None
+            raise TransferError(f"blob {digest}: cannot read the source ({_short(err)})") from None
+        if isinstance(e, requests.exceptions.SSLError):
+            raise RegistryUnavailable(f"{self.host}: TLS error ({_tls_problem(e)})") from None
+        if isinstance(e, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
+            raise _Restart(_connection_problem(e), transient=True) from None
+        raise e
+
+    @staticmethod
+    def _undo(on_bytes: Callable[[int], None] | None, body: _UploadBody | None) -> None:
+        """Take back the progress of an attempt that will be repeated."""
+        if on_bytes is not None and body is not None and body.sent:
+            on_bytes(-body.sent)
+            body.sent = 0
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _short(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
+
+
+def _tls_problem(e: BaseException) -> str:
+    """``certificate verify failed: self-signed certificate`` out of urllib3's nested message."""
+    m = re.search(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+?)(?: \(_ssl|['\")]|$)", str(e))
+    return m.group(1).strip() if m else _short(e)
+
+
+def _connection_problem(e: BaseException) -> str:
+    text = str(e)
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused"
+    if "Connection reset" in text or "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "connection reset"
+    if isinstance(e, requests.Timeout):
+        return "timed out"
+    if "Name or service not known" in text or "nodename nor servname" in text or "NameResolution" in text:
+        return "host name not found"
+    return _short(e)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _media_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+
+def _own_media_type(raw: bytes) -> str:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    mt = doc.get("mediaType") if isinstance(doc, dict) else None
+    return mt if isinstance(mt, str) else ""
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        doc = response.json()
+    except ValueError:
+        raise RegistryRejected(f"{response.url}: response is not JSON") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _error_of(response: requests.Response) -> tuple[str, str]:
+    """The first ``{"errors": [{"code", "message"}]}`` of an error response."""
+    try:
+        doc = json.loads(response.content or b"{}")
+    except ValueError:
+        return "", response.text[:120].strip() if response.content else ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return str(errors[0].get("code") or ""), str(errors[0].get("message") or "")
+    return "", ""
+
+
+def _raise_for(response: requests.Response, what: str) -> NoReturn:
+    code, message = _error_of(response)
+    response.close()
+    status = response.status_code
+    if status == 403:
+        raise RegistryAuthError(f"{what}: access denied (403{' ' + code if code else ''})")
+    detail = f" {code}" if code else ""
+    detail += f": {message}" if message else ""
+    raise RegistryRejected(f"{what}: {status}{detail}", status, code)
+
+
+def basic_auth_value(username: str, password: str) -> str:
+    """The base64 ``user:password`` of a Docker config ``auths`` entry."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+__all__ = [
+    "CHUNK", "MANIFEST_ACCEPT", "BlobNotFound", "ManifestInfo", "RegistryAuthError", "RegistryClient",
+    "RegistryOptions", "RegistryRejected", "RegistryUnavailable", "ResponseStream", "StreamInterrupted",
+    "backoff_delay", "basic_auth_value", "docker_config_path", "referrers_tag",
+]
