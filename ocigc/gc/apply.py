@@ -37,6 +37,7 @@ from ocigc.layout.state import LayoutState
 from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import NullProgress, Progress
+from ocigc.storage.base import RemovesMany
 
 #: Removes one file of the layout; returns False when it was already gone. The trash swaps it.
 Disposer = Callable[[Layout, str], bool]
@@ -191,7 +192,7 @@ def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Diges
     counter = progress.counter("remove", total=len(todo))
     many: Callable[[list[str]], list[tuple[str, str]]] | None = None
     if dispose is remove_file:
-        many = getattr(layout.storage, "remove_many", None)
+        many = layout.storage.remove_many if isinstance(layout.storage, RemovesMany) else None
     # Plan order (manifests parents first), in parallel batches; guard() before each batch.
     batch = MANY_BATCH if many is not None else BATCH
     for start in range(0, len(todo), batch):

@@ -61,7 +61,14 @@ from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.jsonload import load_json
 from ocigc.layout.journal import write_record
 from ocigc.layout.layout import CONTROL_DIR, Layout
-from ocigc.storage.base import LOCAL_FSTYPES, ConditionalStorage, PreconditionFailed, conditional, fs_type
+from ocigc.storage.base import (
+    LOCAL_FSTYPES,
+    ConditionalStorage,
+    HasSettleHint,
+    PreconditionFailed,
+    conditional,
+    fs_type,
+)
 
 LOCK_DIR = f"{CONTROL_DIR}/locks"
 #: Largest lock file read (ours are under 1 KiB); a larger one is reported, never parsed.
@@ -171,9 +178,8 @@ def default_settle(layout: Layout | None) -> float:
     whose listings show every completed write at once (the settle only has to outlast the other
     process's write call); 0.1 s on 9p/virtiofs; what the storage says (``settle_hint``) for a
     native object store with consistent listings."""
-    hint = getattr(layout.storage, "settle_hint", None) if layout is not None else None
-    if isinstance(hint, int | float):
-        return float(hint)
+    if layout is not None and isinstance(layout.storage, HasSettleHint):
+        return float(layout.storage.settle_hint)
     path = layout.storage.local_path("") if layout is not None else None
     if path is None:
         return 2.0
@@ -416,10 +422,9 @@ class LockDir:
         """Read a lease object (never cached); False when it is gone."""
         rel = f"{LOCK_DIR}/{info.name}"
         storage = self.layout.storage
-        reader = getattr(storage, "read_with_etag", None)
         try:
-            if reader is not None:
-                raw, etag = reader(rel)
+            if isinstance(storage, ConditionalStorage):
+                raw, etag = storage.read_with_etag(rel)
             else:
                 raw = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
                 etag = hashlib.sha256(raw).hexdigest()

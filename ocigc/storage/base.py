@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, Protocol, runtime_checkable
 
 #: Prefix of every temporary file ocigc writes. Sweep treats older ones as leftovers.
 TEMP_PREFIX = ".ocigc-tmp-"
@@ -195,6 +195,62 @@ class PreconditionFailed(OSError):
     """A conditional write or delete lost: the object changed (or appeared) since it was read."""
 
 
+# --- optional capabilities ----------------------------------------------------------------------
+# Each is a small protocol of its own; core code asks ``isinstance(storage, Capability)`` (or the
+# helper below it) and never probes attribute names. A new backend implements ``Storage`` and any
+# of these it can do better than the generic path (docs/design.md, "Where does a change go").
+
+
+@runtime_checkable
+class HasSettleHint(Protocol):
+    """A native store that knows how long the lock-file protocol must wait for its listings."""
+
+    settle_hint: float
+
+
+@runtime_checkable
+class RemovesMany(Protocol):
+    """Batched removals (S3 ``DeleteObjects``): ``(rel, problem)`` for each that failed."""
+
+    def remove_many(self, rels: list[str]) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class ListsWithStats(Protocol):
+    """Listings that carry each entry's size and time (an object-store listing): no stat per entry."""
+
+    def list_blobs_with_stats(self, rel: str) -> dict[str, FileStat]: ...
+
+
+@runtime_checkable
+class WritesContent(Protocol):
+    """A cheaper way to write a content-addressed file than ``open_write`` (no fsync of a temp)."""
+
+    def open_write_content(self, rel: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+
+@runtime_checkable
+class StagesTemp(Protocol):
+    """A file system where a writer may fill a temp file by path and publish it by rename."""
+
+    @property
+    def is_local_disk(self) -> bool: ...
+
+    def new_temp(self, rel: str) -> tuple[str, Path]: ...
+
+    def publish_temp(self, tmp_rel: str, rel: str) -> None: ...
+
+    def discard_temp(self, tmp_rel: str) -> None: ...
+
+
+def stager(storage: Storage) -> StagesTemp:
+    """``storage`` as a ``StagesTemp``; a TypeError where it is not (callers check first)."""
+    if not isinstance(storage, StagesTemp):
+        raise TypeError(f"{storage.url}: cannot stage temp files")
+    return storage
+
+
+@runtime_checkable
 class ConditionalStorage(Storage, Protocol):
     """Optional capabilities of a store with conditional requests (the native S3 backend).
 
@@ -226,17 +282,15 @@ class ConditionalStorage(Storage, Protocol):
 
 def conditional(storage: Storage) -> ConditionalStorage | None:
     """``storage`` when it supports conditional writes (probing the store at first use), else None."""
-    probe = getattr(storage, "conditional_writes", None)
-    if probe is None or not probe():
-        return None
-    return cast(ConditionalStorage, storage)
+    if isinstance(storage, ConditionalStorage) and storage.conditional_writes():
+        return storage
+    return None
 
 
 def listing_stats(storage: Storage, rel: str) -> dict[str, FileStat] | None:
     """Every entry of a directory with its size and mtime from the listing itself, when the storage
     can (an object-store listing carries them: no stat per entry); None otherwise."""
-    fn = getattr(storage, "list_blobs_with_stats", None)
-    return cast(dict[str, FileStat], fn(rel)) if fn is not None else None
+    return storage.list_blobs_with_stats(rel) if isinstance(storage, ListsWithStats) else None
 
 
 #: ``--endpoint-url`` of the CLI for s3:// locations (None: boto3's own configuration, e.g.
@@ -505,8 +559,7 @@ class LocalStorage:
 
 def open_write_content(storage: Storage, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
     """``storage.open_write_content`` where the storage has it (see ``LocalStorage``), else ``open_write``."""
-    fn = getattr(storage, "open_write_content", None)
-    return fn(rel) if fn is not None else storage.open_write(rel)
+    return storage.open_write_content(rel) if isinstance(storage, WritesContent) else storage.open_write(rel)
 
 
 def open_storage(location: str, counter: OpCounter | None = None) -> Storage:

@@ -90,7 +90,7 @@ from ocigc.oci.index import Index
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullCounter, NullProgress, Progress
-from ocigc.storage.base import Storage, open_storage, open_write_content
+from ocigc.storage.base import StagesTemp, Storage, open_storage, open_write_content, stager
 
 # --- oras conventions -------------------------------------------------------------------------
 MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -568,7 +568,7 @@ def write_blob(layout: Layout, blob: BlobSource, counter: Counter | None = None)
         return False  # a staged temp file stays until the push ends (``discard_staged``)
     rel = digest.blob_path()
     if blob.staged is not None:  # a failed publish leaves it for ``discard_staged``
-        layout.storage.publish_temp(blob.staged, rel)  # type: ignore[attr-defined]
+        stager(layout.storage).publish_temp(blob.staged, rel)
         blob.staged = None
         return True
     where = blob.path or blob.label or str(digest)
@@ -639,7 +639,7 @@ class _Writeback:
 
 def staged_blobs_here(storage: Storage) -> bool:
     """Whether push stages blobs in one pass (a local disk, where writing a temp copy is cheap)."""
-    return getattr(storage, "is_local_disk", False) is True and hasattr(storage, "new_temp")
+    return isinstance(storage, StagesTemp) and storage.is_local_disk
 
 
 def stage_file(layout: Layout, path: str, where: str, counter: Counter | None = None,
@@ -649,7 +649,7 @@ def stage_file(layout: Layout, path: str, where: str, counter: Counter | None = 
     Returns the digest, the size and the temp file's name, for ``write_blob`` to publish under
     the digest (or for ``discard_staged``); the temp file is removed when this raises."""
     storage = layout.storage
-    tmp_rel, tmp_path = storage.new_temp(f"blobs/{algorithm}/staged")  # type: ignore[attr-defined]
+    tmp_rel, tmp_path = stager(storage).new_temp(f"blobs/{algorithm}/staged")
     try:
         try:
             src = open(path, "rb")  # noqa: SIM115 - closed below
@@ -663,7 +663,7 @@ def stage_file(layout: Layout, path: str, where: str, counter: Counter | None = 
             finally:
                 wb.close()
     except BaseException:
-        storage.discard_temp(tmp_rel)  # type: ignore[attr-defined]
+        stager(storage).discard_temp(tmp_rel)
         raise
     return digest, size, tmp_rel
 
@@ -672,7 +672,7 @@ def discard_staged(layout: Layout, blobs: Sequence[BlobSource]) -> None:
     """Remove the temp files of staged blobs that were not published (present already, or failed)."""
     for b in blobs:
         if b.staged is not None:
-            layout.storage.discard_temp(b.staged)  # type: ignore[attr-defined]
+            stager(layout.storage).discard_temp(b.staged)
             b.staged = None
 
 
@@ -1069,7 +1069,7 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
         if item.is_dir:
             tmp_rel = None
             if stage_in is not None:
-                tmp_rel, out_path = stage_in.storage.new_temp("blobs/sha256/staged")  # type: ignore[attr-defined]
+                tmp_rel, out_path = stager(stage_in.storage).new_temp("blobs/sha256/staged")
                 out = str(out_path)
             else:
                 out = os.path.join(tmp, f"{uuid.uuid4().hex}.tar.gz")
@@ -1077,7 +1077,7 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
                 packed = pack_directory(item.abs_path, item.title, out)
             except BaseException:
                 if stage_in is not None and tmp_rel is not None:
-                    stage_in.storage.discard_temp(tmp_rel)  # type: ignore[attr-defined]
+                    stager(stage_in.storage).discard_temp(tmp_rel)
                 raise
             annotations = {ANNOTATION_CONTENT_DIGEST: str(packed.tar_digest), ANNOTATION_UNPACK: "true",
                            ANNOTATION_TITLE: item.title}
