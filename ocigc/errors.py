@@ -31,6 +31,17 @@ class UsageError(OcigcError):
     exit_code = EXIT_USAGE
 
 
+class InvalidOption(UsageError):
+    """An option of a core call whose value cannot work. ``option`` is the option's field name
+    (``concurrency``, ``annotations``, ``subject``); the message says what is wrong and never names
+    a command-line flag: the CLI names the flag (``cli/_common.py``, ``OPTION_FLAGS``)."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(problem)
+        self.option = option
+        self.problem = problem
+
+
 class InvalidDigest(OcigcError):
     """A string that is not ALG:HEX with a supported algorithm and the right hex length."""
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, OcigcError, describe_oserror
+from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, InvalidOption, OcigcError, describe_oserror
 from ocigc.progress import NullProgress, Progress, TqdmProgress
 
 
@@ -45,11 +45,21 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: The flag of a core option where it is not ``--`` + the option's name with ``-`` for ``_``.
+OPTION_FLAGS: dict[str, str] = {}
+
+
+def flag_of(option: str) -> str:
+    return OPTION_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """Turn ocigc errors into a one-line message and the documented exit code."""
+    """Turn ocigc errors into a one-line message and the documented exit code (the one place)."""
     try:
         yield
+    except InvalidOption as e:
+        fail(f"{flag_of(e.option)}: {e.problem}", e.exit_code)
     except OcigcError as e:
         fail(str(e), e.exit_code)
     except BrokenPipeError:
