@@ -1,6 +1,6 @@
 """The error hierarchy. Every error knows its exit code; the CLI maps them in one place.
 
-Exit codes (the brief): 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries;
+Exit codes (docs/cli.md, "Exit codes"): 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries;
 4 integrity failure (dangling reference); 5 unsafe mount configuration; 75 lock busy;
 130 interrupted.
 """

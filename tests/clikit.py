@@ -28,7 +28,7 @@ OCIGC = str(Path(sys.executable).parent / "ocigc")
 MODES = ["runner", "proc"]
 SUBPROCESS_TIMEOUT = 300
 
-#: Exit codes, from the brief (asserted literally: a test must fail if errors.py drifts).
+#: Exit codes, from docs/cli.md (asserted literally: a test must fail if errors.py drifts).
 OK, ERROR, USAGE, LOST_RACE, INTEGRITY, UNSAFE_MOUNT, LOCK_BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 5, 75, 130
 
 

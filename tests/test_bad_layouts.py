@@ -2,10 +2,10 @@
 through sweep/delete on a copy: a one-line ``error:`` naming the file and the problem, the
 documented exit code, no traceback, and NOTHING deleted or changed.
 
-Exit codes follow the brief and docs/cli.md: 4 only for a dangling reference (a referenced blob is
+Exit codes follow docs/cli.md: 4 only for a dangling reference (a referenced blob is
 missing), 1 for everything else. EXPECT.json's ``suggested_error.exit_code`` says 4 for
-``size-mismatch`` and ``digest-mismatch``; the fixture README calls those suggestions, and the
-brief's "4 integrity failure (dangling reference)" wins: both are ``check`` errors (exit 1).
+``size-mismatch`` and ``digest-mismatch``; the fixture README calls those suggestions, and
+docs/cli.md's "4 integrity failure (dangling reference)" wins: both are ``check`` errors (exit 1).
 """
 
 from __future__ import annotations

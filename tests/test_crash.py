@@ -4,7 +4,7 @@ SIGKILLed at random points (and deterministically inside the ``index.json`` rewr
 afterwards ``ocigc check`` must find no dangling reference (exit != 4) and ``ocigc sweep`` must
 complete and leave the layout clean. No timed assertions: times only choose when to kill.
 
-The brief's promise under test: "A crash can leave garbage, never a dangling reference."
+The promise under test (docs/design.md): "A crash can leave garbage, never a dangling reference."
 """
 
 from __future__ import annotations

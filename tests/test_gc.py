@@ -1,4 +1,4 @@
-"""delete and sweep: the brief's semantics, properties and crash safety (library level)."""
+"""delete and sweep: the semantics of docs/design.md, properties and crash safety (library level)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 oras-py supplies the transport session, the Docker-config credential helpers
 (``credsStore``/``credHelpers``), challenge parsing and the bearer-token request. It does not
-supply a request loop this module can use as is (``anchors.md`` §8, ``environment.md`` §5):
+supply a request loop this module can use as is (``docs/migrate.md``):
 
 * ``Registry.do_request`` re-sends the same ``data`` after a 401, so a streamed body would go
   out empty; its ``@retry`` sleeps 3 to 83 s on any error, also on a refused connection;
