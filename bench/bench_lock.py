@@ -234,7 +234,7 @@ class Soak:
     def verify(self) -> None:
         from ocigc.layout.journal import read_records
         from ocigc.layout.layout import Layout
-        from ocigc.storage.base import LocalStorage
+        from ocigc.storage.local import LocalStorage
 
         doc = json.loads((self.paths["a"] / "index.json").read_text())
         tags: dict[str, set[str]] = {}
@@ -270,7 +270,7 @@ def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
     root = mount / f"lat-{settle:g}"
     LayoutBuilder(root).save()
     counter = OpCounter()
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     layout = Layout(LocalStorage(root, counter))
     params = LockParams(settle=settle)

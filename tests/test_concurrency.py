@@ -30,7 +30,7 @@ from ocigc.gc.check import DANGLING, check_layout
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.lock.handle import LOCK_DIR
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import ocigc_command, run_ocigc
 from tests.layoutkit import LayoutBuilder
@@ -161,7 +161,7 @@ SHARED_HOLDER = textwrap.dedent("""
     import os, sys, time, uuid
     from ocigc.layout.layout import Layout
     from ocigc.lock.handle import acquire
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     layout_path, log_dir, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     with acquire(Layout(LocalStorage(layout_path)), "shared", wait=180, command="shared holder") as h:
         start = time.time()

@@ -19,7 +19,7 @@ from ocigc.gc.plan import SweepOptions
 from ocigc.gc.report import JsonLogFormatter, RunReport, write_atomic
 from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder, blob_path, independent_reachable, make_old, tree_snapshot
 from tests.test_retention import Img, build

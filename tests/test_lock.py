@@ -33,7 +33,7 @@ from ocigc.lock.handle import (
     list_locks,
     lock_name,
 )
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder
 
@@ -323,7 +323,7 @@ def test_defaults_and_settle_by_file_system(layout: Layout) -> None:
     assert (p.ttl, p.refresh, p.settle, p.fence_margin, p.max_skew) == (900, 300, 2.0, 225, 600)
     # tmp_path is on a disk of this kernel (or tmpfs): a short settle suffices
     from ocigc.lock.handle import HOST_SHARED_FSTYPES
-    from ocigc.storage.base import LOCAL_FSTYPES, fs_type
+    from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type
 
     kind = fs_type(str(layout.storage.local_path("")))
     assert kind in LOCAL_FSTYPES

@@ -31,7 +31,7 @@ from ocigc.layout.layout import INDEX_FILE, Layout
 from ocigc.lock.handle import INHERIT_ENV, LockHandle, LockInfo, acquire, break_locks, list_locks
 from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 
 LockWaitOpt = Annotated[str, typer.Option(
     "--lock-wait", metavar="DURATION",

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ocigc.errors import OcigcError, UsageError
-from ocigc.storage.base import LOCAL_FSTYPES
+from ocigc.storage.mounts import LOCAL_FSTYPES
 
 # ------------------------------------------------------------------------------------ constants
 

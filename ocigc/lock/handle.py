@@ -61,14 +61,8 @@ from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.jsonload import load_json
 from ocigc.layout.journal import write_record
 from ocigc.layout.layout import CONTROL_DIR, Layout
-from ocigc.storage.base import (
-    LOCAL_FSTYPES,
-    ConditionalStorage,
-    HasSettleHint,
-    PreconditionFailed,
-    conditional,
-    fs_type,
-)
+from ocigc.storage.base import ConditionalStorage, HasSettleHint, PreconditionFailed, conditional
+from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type
 
 LOCK_DIR = f"{CONTROL_DIR}/locks"
 #: Largest lock file read (ours are under 1 KiB); a larger one is reported, never parsed.

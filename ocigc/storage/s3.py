@@ -315,11 +315,8 @@ class S3Storage:
     @classmethod
     def from_url(cls, url: str, counter: OpCounter | None = None, endpoint_url: str | None = None,
                  client: Any = None) -> S3Storage:
-        from ocigc.storage import base as storage_mod
-
         bucket, prefix = parse_s3_url(url)
-        endpoint = endpoint_url or storage_mod.S3_ENDPOINT_URL
-        return cls(_bucket(bucket, endpoint, client), prefix, counter)
+        return cls(_bucket(bucket, endpoint_url, client), prefix, counter)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"

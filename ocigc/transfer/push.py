@@ -90,7 +90,8 @@ from ocigc.oci.index import Index
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullCounter, NullProgress, Progress
-from ocigc.storage.base import StagesTemp, Storage, open_storage, open_write_content, stager
+from ocigc.storage.base import StagesTemp, Storage, open_write_content, stager
+from ocigc.storage.open_storage import open_storage
 
 # --- oras conventions -------------------------------------------------------------------------
 MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"

@@ -78,7 +78,8 @@ from ocigc.oci.index import Index
 from ocigc.oci.refs import TAG_RE
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
-from ocigc.storage.base import Storage, open_storage, open_write_content
+from ocigc.storage.base import Storage, open_write_content
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.push import copy_hashing, ensure_layout
 from ocigc.transfer.registry import (
     BlobNotFound,
