@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ocigc.errors import OcigcError, UsageError
-from ocigc.storage.mounts import LOCAL_FSTYPES
+from ocigc.storage.mounts import LOCAL_FSTYPES, MountEntry, find_mount, parse_mountinfo
 
 # ------------------------------------------------------------------------------------ constants
 
@@ -124,77 +124,6 @@ class Finding:
 
 
 # ------------------------------------------------------------------------------------ mountinfo
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/self/mountinfo."""
-
-    mount_id: int
-    parent_id: int
-    device: str
-    root: str
-    mount_point: str
-    mount_options: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: tuple[str, ...]
-
-    @property
-    def read_only(self) -> bool:
-        return "ro" in self.mount_options or "ro" in self.super_options
-
-    @property
-    def subtype(self) -> str:
-        """``s3fs`` for ``fuse.s3fs``; empty for plain ``fuse``."""
-        base, _, sub = self.fstype.partition(".")
-        return sub if base in ("fuse", "fuseblk") else ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mount_point": self.mount_point, "fstype": self.fstype, "source": self.source, "root": self.root,
-            "device": self.device, "mount_options": list(self.mount_options),
-            "super_options": list(self.super_options),
-        }
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    """Every well-formed line of a mountinfo file (proc(5)); malformed lines are skipped."""
-    entries: list[MountEntry] = []
-    for line in text.splitlines():
-        head, sep, tail = line.partition(" - ")
-        if not sep:
-            continue
-        fields = head.split()
-        rest = tail.split()
-        if len(fields) < 6 or len(rest) < 2:
-            continue
-        try:
-            mount_id, parent_id = int(fields[0]), int(fields[1])
-        except ValueError:
-            continue
-        entries.append(MountEntry(
-            mount_id=mount_id, parent_id=parent_id, device=fields[2], root=_unescape(fields[3]),
-            mount_point=_unescape(fields[4]), mount_options=tuple(fields[5].split(",")),
-            fstype=rest[0], source=_unescape(rest[1]),
-            super_options=tuple(rest[2].split(",")) if len(rest) > 2 else (),
-        ))
-    return entries
-
-
-def find_mount(entries: Sequence[MountEntry], real_path: str) -> MountEntry | None:
-    """The mount holding ``real_path`` (already resolved): longest prefix, topmost when stacked."""
-    best: MountEntry | None = None
-    for entry in entries:
-        mp = entry.mount_point
-        inside = real_path == mp or mp == "/" or real_path.startswith(mp.rstrip("/") + "/")
-        if inside and (best is None or len(mp) >= len(best.mount_point)):
-            best = entry
-    return best
 
 
 def identify_adapter(entry: MountEntry, daemon_name: str | None = None) -> str:

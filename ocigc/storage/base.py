@@ -247,7 +247,7 @@ def listing_stats(storage: Storage, rel: str) -> dict[str, FileStat] | None:
     return storage.list_blobs_with_stats(rel) if isinstance(storage, ListsWithStats) else None
 
 
-def _norm(rel: str) -> str:
+def normalize_rel(rel: str) -> str:
     rel = rel.strip("/")
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):

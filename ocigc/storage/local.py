@@ -21,8 +21,8 @@ from ocigc.storage.base import (
     FileStat,
     NotRegularFile,
     OpCounter,
-    _norm,
     file_kind,
+    normalize_rel,
 )
 from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type, is_object_store_fuse
 
@@ -45,7 +45,7 @@ class LocalStorage:
         return str(self.base)
 
     def _p(self, rel: str) -> Path:
-        rel = _norm(rel)
+        rel = normalize_rel(rel)
         return self.base / rel if rel else self.base
 
     def join(self, rel: str) -> str:
@@ -122,7 +122,7 @@ class LocalStorage:
             raise
 
     def _temp_name(self, rel: str) -> str:
-        head, _, _ = _norm(rel).rpartition("/")
+        head, _, _ = normalize_rel(rel).rpartition("/")
         name = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         return f"{head}/{name}" if head else name
 

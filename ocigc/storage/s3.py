@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from ocigc.errors import OcigcError, UsageError
-from ocigc.storage.base import GLOBAL_COUNTER, DirEntry, FileStat, OpCounter, PreconditionFailed, _norm
+from ocigc.storage.base import GLOBAL_COUNTER, DirEntry, FileStat, OpCounter, PreconditionFailed, normalize_rel
 
 try:  # the optional extra
     import boto3
@@ -94,7 +94,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
         raise UsageError(f"{url!r}: needs a bucket name (s3://BUCKET/PREFIX)")
     try:
-        return bucket, _norm(prefix)
+        return bucket, normalize_rel(prefix)
     except ValueError:
         raise UsageError(f"{url!r}: '..' is not allowed in an s3:// prefix") from None
 
@@ -309,7 +309,7 @@ class S3Storage:
         self._b = bucket
         self.bucket = bucket.bucket
         self.client = bucket.client
-        self.prefix = _norm(prefix)
+        self.prefix = normalize_rel(prefix)
         self.counter = counter if counter is not None else GLOBAL_COUNTER
 
     @classmethod
@@ -327,7 +327,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def _key(self, rel: str) -> str:
-        rel = _norm(rel)
+        rel = normalize_rel(rel)
         if not self.prefix:
             return rel
         return f"{self.prefix}/{rel}" if rel else self.prefix
@@ -454,14 +454,14 @@ class S3Storage:
         return out
 
     def stat(self, rel: str) -> FileStat | None:
-        if not _norm(rel) and not self.prefix:
+        if not normalize_rel(rel) and not self.prefix:
             self.counter.add("stat")
             try:
                 self._call("head_bucket", "", Bucket=self.bucket)
             except FileNotFoundError:
                 return None
             return FileStat(0, 0.0, True)
-        if _norm(rel):
+        if normalize_rel(rel):
             head = self._head(rel)
             if head is not None:
                 return FileStat(int(head.get("ContentLength") or 0), _head_mtime(head), False)
@@ -482,7 +482,7 @@ class S3Storage:
         try:
             resp = self._call("get_object", rel, **kwargs)
         except FileNotFoundError:
-            if _norm(rel) and self._is_dir(rel):
+            if normalize_rel(rel) and self._is_dir(rel):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory", self.join(rel)) from None
             raise
         except OSError as e:
@@ -498,7 +498,7 @@ class S3Storage:
         try:
             resp = self._call("get_object", rel, Bucket=self.bucket, Key=self._key(rel))
         except FileNotFoundError:
-            if _norm(rel) and self._is_dir(rel):
+            if normalize_rel(rel) and self._is_dir(rel):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory", self.join(rel)) from None
             raise
         return cast(BinaryIO, io.BufferedReader(_Reader(resp["Body"]), buffer_size=1024 * 1024))
@@ -538,7 +538,7 @@ class S3Storage:
             raise
 
     def _create_only(self, rel: str) -> bool:
-        return _BLOB_REL.search(_norm(rel)) is not None and self.conditional_writes()
+        return _BLOB_REL.search(normalize_rel(rel)) is not None and self.conditional_writes()
 
     def _create_blob(self, rel: str, data: bytes) -> None:
         """A blob is created only if absent; one already there with the same size is the same content."""
