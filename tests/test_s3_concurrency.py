@@ -26,7 +26,8 @@ from ocigc.lock import handle as lock
 from ocigc.lock.handle import LeaseHandle, LockParams
 from ocigc.oci.index import Index
 from ocigc.storage.base import conditional
-from ocigc.storage.s3 import S3Storage, reset_clients
+from ocigc.storage.s3 import S3Storage
+from ocigc.storage.s3client import reset_clients
 from tests.layoutkit import REF_NAME, LayoutBuilder
 from tests.test_s3_commands import S3Env, fresh, s3_env
 
