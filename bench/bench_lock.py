@@ -263,7 +263,8 @@ class Soak:
 # ------------------------------------------------------------------------------------------ latency
 def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
     from ocigc.layout.layout import Layout
-    from ocigc.lock.handle import LockParams, acquire
+    from ocigc.lock.acquire import acquire
+    from ocigc.lock.params import LockParams
     from ocigc.storage.base import OpCounter
     from tests.layoutkit import LayoutBuilder
 

@@ -285,7 +285,7 @@ def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Pa
                                                          request: pytest.FixtureRequest) -> None:
     """Run A holds the exclusive lock in the middle of its removals; run B (the CLI, as the next
     cron run) exits 75 at once without waiting; once A is done, B's next run succeeds."""
-    from ocigc.lock.handle import acquire
+    from ocigc.lock.acquire import acquire
 
     if hosts == "one-host-local":
         a_root = b_root = tmp_path / "root"

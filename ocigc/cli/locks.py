@@ -28,7 +28,9 @@ from ocigc.gc.trash import DEFAULT_RETENTION, list_runs, purge, restore
 from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.journal import run_id, write_record
 from ocigc.layout.layout import INDEX_FILE, Layout
-from ocigc.lock.handle import INHERIT_ENV, LockHandle, LockInfo, acquire, break_locks, list_locks
+from ocigc.lock.acquire import acquire
+from ocigc.lock.files import LockInfo, break_locks, list_locks
+from ocigc.lock.handle import INHERIT_ENV, LockHandle
 from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.storage.open_storage import open_storage

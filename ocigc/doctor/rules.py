@@ -1223,7 +1223,7 @@ def settle_delay(explicit: float | None = None) -> float:
     """The lock settle delay caches are compared with: explicit, else OCIGC_LOCK_SETTLE, else 2 s."""
     if explicit is not None:
         return explicit
-    from ocigc.lock.handle import LockParams
+    from ocigc.lock.params import LockParams
 
     env = LockParams.from_env().settle
     return env if env is not None else DEFAULT_FUSE_SETTLE

@@ -76,7 +76,8 @@ from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
 from ocigc.layout.indexio import update_index
 from ocigc.layout.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
-from ocigc.lock.handle import LockHandle, acquire, hold_for
+from ocigc.lock.acquire import acquire
+from ocigc.lock.handle import LockHandle, hold_for
 from ocigc.oci.descriptor import (
     ANNOTATION_CREATED,
     ANNOTATION_REF_NAME,

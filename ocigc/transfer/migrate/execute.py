@@ -65,7 +65,7 @@ from ocigc.layout.graph import wants_read
 from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.layout.state import stat_blobs
-from ocigc.lock import handle as locking
+from ocigc.lock import acquire as locking
 from ocigc.oci import manifest as mf
 from ocigc.oci.descriptor import (
     ANNOTATION_REF_NAME,
