@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ocigc.errors import OcigcError, UsageError
+from ocigc.lock.params import DEFAULT_FUSE_SETTLE, LockParams
 from ocigc.storage.mounts import LOCAL_FSTYPES, MountEntry, find_mount, parse_mountinfo
 
 # ------------------------------------------------------------------------------------ constants
@@ -55,11 +56,6 @@ _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 #: Where the self-test writes, relative to PATH.
 DOCTOR_DIR = ".ocigc/doctor"
-
-#: The lock settle delay on a FUSE or network file system when OCIGC_LOCK_SETTLE is not set
-#: (``ocigc.lock.handle.default_settle``). A cache that can hide another host's files for longer than
-#: this defeats the "create, settle, list again" rule.
-DEFAULT_FUSE_SETTLE = 2.0
 
 #: Seconds a self-test step may take before it counts as hung.
 DEFAULT_STEP_TIMEOUT = 30.0
@@ -1223,8 +1219,6 @@ def settle_delay(explicit: float | None = None) -> float:
     """The lock settle delay caches are compared with: explicit, else OCIGC_LOCK_SETTLE, else 2 s."""
     if explicit is not None:
         return explicit
-    from ocigc.lock.params import LockParams
-
     env = LockParams.from_env().settle
     return env if env is not None else DEFAULT_FUSE_SETTLE
 

@@ -72,7 +72,7 @@ Mode = Literal["shared", "exclusive"]
 
 
 @dataclass
-class _Instance:
+class HeldLock:
     """A lock we hold (or are acquiring): its current generation and when we last confirmed it."""
 
     scope: str
@@ -120,7 +120,7 @@ class LockHandle:
         self.wait = 0.0
         self._waiting = 0.0
         self.stats = AcquireStats()
-        self._held: dict[str, _Instance] = {}
+        self._held: dict[str, HeldLock] = {}
         self._mu = threading.RLock()
         self._hold_mu = threading.Lock()
         self._lost: str | None = None
@@ -200,7 +200,7 @@ class LockHandle:
         self._thread.start()
         return self
 
-    def _acquire_instance(self, scope: str, mode: str, wait: float) -> _Instance:
+    def _acquire_instance(self, scope: str, mode: str, wait: float) -> HeldLock:
         p = self.params
         deadline = now_boot() + wait
         self._waiting = wait
@@ -230,7 +230,7 @@ class LockHandle:
             self._back_off(after, deadline, backoff)
             backoff = min(backoff * 2, p.backoff_cap)
 
-    def _settle_and_check(self, inst: _Instance, scope: str, mode: str, deadline: float) -> list[LockInfo] | None:
+    def _settle_and_check(self, inst: HeldLock, scope: str, mode: str, deadline: float) -> list[LockInfo] | None:
         """Wait the settle delay and list again: None when we hold the lock, else the live conflicts."""
         settle = self.params.settle or 0.0
         time.sleep(settle)
@@ -247,7 +247,7 @@ class LockHandle:
             live = self._live_conflicts(scope, mode)
         return live
 
-    def _drain(self, inst: _Instance, scope: str, deadline: float) -> bool:
+    def _drain(self, inst: HeldLock, scope: str, deadline: float) -> bool:
         """Keep our exclusive file as a barrier and wait for shared holders to finish. False: give up."""
         p = self.params
         x_since: dict[str, float] = {}
@@ -312,7 +312,7 @@ class LockHandle:
         return f"{self.identity.host} pid={os.getpid()} owner={self.owner} command={self.command!r}"
 
     # --- files ---------------------------------------------------------------------------------
-    def _body(self, inst: _Instance, prev: str | None) -> bytes:
+    def _body(self, inst: HeldLock, prev: str | None) -> bytes:
         now = time.time()
         me = self.identity
         body = {
@@ -327,12 +327,12 @@ class LockHandle:
         }
         return json.dumps(body, indent=1).encode()
 
-    def _write_new(self, scope: str, mode: str) -> _Instance:
-        inst = _Instance(scope, mode, 1, time.time(), now_boot())
+    def _write_new(self, scope: str, mode: str) -> HeldLock:
+        inst = HeldLock(scope, mode, 1, time.time(), now_boot())
         self._write_gen(inst, None)
         return inst
 
-    def _write_gen(self, inst: _Instance, prev: str | None) -> None:
+    def _write_gen(self, inst: HeldLock, prev: str | None) -> None:
         inst.name = lock_name(inst.scope, inst.mode, self.owner, inst.gen)
         rel = f"{LOCK_DIR}/{inst.name}"
         data = self._body(inst, prev)
@@ -349,16 +349,16 @@ class LockHandle:
             raise LockError(f"{self.dir.where(inst.name)}: read back differs from what we wrote "
                             f"({len(back)} of {len(data)} bytes); the mount did not store our lock file")
 
-    def _delete(self, inst: _Instance) -> None:
+    def _delete(self, inst: HeldLock) -> None:
         with contextlib.suppress(OSError):
             self.layout.storage.remove(f"{LOCK_DIR}/{inst.name}")
 
-    def _register(self, inst: _Instance) -> _Instance:
+    def _register(self, inst: HeldLock) -> HeldLock:
         with self._mu:
             self._held[inst.scope] = inst
         return inst
 
-    def _drop(self, inst: _Instance) -> None:
+    def _drop(self, inst: HeldLock) -> None:
         with self._mu:
             if self._held.get(inst.scope) is inst:
                 del self._held[inst.scope]
@@ -367,11 +367,11 @@ class LockHandle:
             self._delete(inst)
 
     # --- refresh -------------------------------------------------------------------------------
-    def _refresh_if_due(self, inst: _Instance) -> None:
+    def _refresh_if_due(self, inst: HeldLock) -> None:
         if now_boot() - inst.confirmed >= (self.params.refresh or self.params.ttl / 3):
             self._refresh(inst)
 
-    def _refresh(self, inst: _Instance) -> None:
+    def _refresh(self, inst: HeldLock) -> None:
         """Write the next generation, confirm the current one is still there, delete it."""
         with inst.mu:
             if inst.dropped:
@@ -381,7 +381,7 @@ class LockHandle:
             if old not in self.dir.names():
                 raise LockLost(f"{self.dir.where(old)}: our lock file is gone (broken by another process); "
                                "stopped before the next destructive step")
-            new = _Instance(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started)
+            new = HeldLock(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started)
             self._write_gen(new, old)
             if old not in self.dir.names():
                 self._delete(new)

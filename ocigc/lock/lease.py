@@ -20,7 +20,7 @@ from ocigc.errors import LockLost
 from ocigc.layout.journal import write_record
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import EXCLUSIVE, LOCK_DIR, SHARED, LockInfo, is_lease, lease_name, now_boot
-from ocigc.lock.handle import LockHandle, _Instance
+from ocigc.lock.handle import HeldLock, LockHandle
 from ocigc.storage.base import ConditionalStorage, PreconditionFailed
 
 
@@ -45,7 +45,7 @@ class LeaseHandle(LockHandle):
         return f"LeaseHandle({self.layout.location!r}, mode={self.mode!r}, owner={self.owner[:8]})"
 
     # --- acquisition ---------------------------------------------------------------------------
-    def _acquire_instance(self, scope: str, mode: str, wait: float) -> _Instance:
+    def _acquire_instance(self, scope: str, mode: str, wait: float) -> HeldLock:
         if mode != EXCLUSIVE:
             return super()._acquire_instance(scope, mode, wait)
         p = self.params
@@ -73,13 +73,13 @@ class LeaseHandle(LockHandle):
             self._back_off(blocking, deadline, backoff)
             backoff = min(backoff * 2, p.backoff_cap)
 
-    def _take_lease(self, scope: str) -> _Instance | LockInfo:
+    def _take_lease(self, scope: str) -> HeldLock | LockInfo:
         """Create the lease, or take over a stale one; else the live holder."""
         name = lease_name(scope)
         rel = f"{LOCK_DIR}/{name}"
         holder: LockInfo | None = None
         for _ in range(8):  # the lease may vanish or change between our create and our read
-            inst = _Instance(scope, EXCLUSIVE, 1, time.time(), now_boot(), name=name, epoch=1)
+            inst = HeldLock(scope, EXCLUSIVE, 1, time.time(), now_boot(), name=name, epoch=1)
             try:
                 inst.etag = self.store.put_if_absent(rel, self._lease_body(inst, None))
                 return inst
@@ -109,14 +109,14 @@ class LeaseHandle(LockHandle):
         return holder if holder is not None else LockInfo(name, scope, EXCLUSIVE, "", 0,
                                                           problem="changing too fast to read")
 
-    def _lease_body(self, inst: _Instance, prev: str | None) -> bytes:
+    def _lease_body(self, inst: HeldLock, prev: str | None) -> bytes:
         body = json.loads(self._body(inst, prev))
         body["epoch"] = inst.epoch
         body["lease"] = True
         return json.dumps(body, indent=1).encode()
 
     # --- refresh and release -------------------------------------------------------------------
-    def _refresh(self, inst: _Instance) -> None:
+    def _refresh(self, inst: HeldLock) -> None:
         if not is_lease(inst.name):
             super()._refresh(inst)
             return
@@ -131,7 +131,7 @@ class LeaseHandle(LockHandle):
                     raise LockLost(f"{where}: the inherited lease is gone; stopped before the next destructive step")
                 inst.confirmed = started
                 return
-            nxt = _Instance(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started, name=inst.name,
+            nxt = HeldLock(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started, name=inst.name,
                             epoch=inst.epoch)
             assert inst.etag is not None
             try:
@@ -144,7 +144,7 @@ class LeaseHandle(LockHandle):
                 raise LockLost(lost) from None
             inst.gen, inst.etag, inst.confirmed = nxt.gen, etag, started
 
-    def _delete(self, inst: _Instance) -> None:
+    def _delete(self, inst: HeldLock) -> None:
         if not is_lease(inst.name):
             super()._delete(inst)
             return

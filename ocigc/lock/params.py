@@ -98,6 +98,16 @@ class LockParams:
         return self.ttl + (self.settle or 0.0) + self.poll
 
 
+#: The settle on a FUSE or network file system (cross-host visibility) when ``OCIGC_LOCK_SETTLE`` is
+#: not set: a cache that can hide another host's files for longer defeats the "create, settle, list
+#: again" rule (``ocigc doctor`` measures caches against it).
+DEFAULT_FUSE_SETTLE = 2.0
+#: The settle on a disk of this kernel, whose listings show every completed write at once (it only
+#: has to outlast the other process's write call).
+LOCAL_DISK_SETTLE = 0.02
+#: The settle on a local file system another kernel shares (``HOST_SHARED_FSTYPES``).
+HOST_SHARED_SETTLE = 0.1
+
 #: Local file systems that another kernel sees too (a VM's host through 9p or virtiofs), whose
 #: caches can delay what the other side sees: a longer settle than on a disk of this kernel.
 HOST_SHARED_FSTYPES = frozenset({"9p", "virtiofs"})
@@ -112,8 +122,8 @@ def default_settle(layout: Layout | None) -> float:
         return float(layout.storage.settle_hint)
     path = layout.storage.local_path("") if layout is not None else None
     if path is None:
-        return 2.0
+        return DEFAULT_FUSE_SETTLE
     kind = fs_type(str(path))
     if kind is not None and kind in LOCAL_FSTYPES:
-        return 0.1 if kind in HOST_SHARED_FSTYPES else 0.02
-    return 2.0
+        return HOST_SHARED_SETTLE if kind in HOST_SHARED_FSTYPES else LOCAL_DISK_SETTLE
+    return DEFAULT_FUSE_SETTLE
