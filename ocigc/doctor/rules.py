@@ -118,103 +118,124 @@ class Context:
         return f"{default_what} (assumed: the adapter's command line could not be read)"
 
 
-def _s3fs_rules(ctx: Context) -> list[Finding]:
-    out: list[Finding] = []
-    opts, v, settle = ctx.options, ctx.version, ctx.settle
-    new_listing_cache = v is None or v >= (1, 96)
-    cache_off = opts.get("max_stat_cache_size") == "0"
-    key = opts.last_of("stat_cache_expire", "stat_cache_interval_expire")
-    raw = opts.get(key) if key else None
-    try:
-        expire = float(raw) if raw is not None else 900.0
-    except ValueError:
-        expire = 900.0
-    src = ctx.source(key, "the s3fs default, 900 s")
-    effective = 0.0 if cache_off else expire
+@dataclass(frozen=True)
+class _S3fsStatCache:
+    """s3fs's stat cache as configured: how long entries live, and by which option."""
 
-    # --- stat (and, from 1.96, listing) cache
-    if cache_off:
-        out.append(Finding(
+    expire: float
+    key: str | None
+    source: str
+    off: bool
+
+    @property
+    def effective(self) -> float:
+        return 0.0 if self.off else self.expire
+
+    @classmethod
+    def of(cls, ctx: Context) -> _S3fsStatCache:
+        opts = ctx.options
+        key = opts.last_of("stat_cache_expire", "stat_cache_interval_expire")
+        raw = opts.get(key) if key else None
+        try:
+            expire = float(raw) if raw is not None else 900.0
+        except ValueError:
+            expire = 900.0
+        return cls(expire, key, ctx.source(key, "the s3fs default, 900 s"), opts.get("max_stat_cache_size") == "0")
+
+
+def _s3fs_stat_cache_rule(ctx: Context, cache: _S3fsStatCache) -> Finding:
+    """The stat (and, from s3fs 1.96, listing) cache against the settle delay."""
+    v, settle, expire, src = ctx.version, ctx.settle, cache.expire, cache.source
+    if cache.off:
+        return Finding(
             OK, "s3fs.stat_cache", "stat cache disabled (max_stat_cache_size=0)", option="max_stat_cache_size",
             current="0", source=ctx.source("max_stat_cache_size", ""),
             why="safe, but every stat is a HEAD request: listing with stat is 10-100x slower; "
-                "stat_cache_expire=1 is as safe and faster"))
-    elif expire > settle:
+                "stat_cache_expire=1 is as safe and faster")
+    if expire > settle:
         hides = ("a file that another host deleted keeps stat-ing as present, so `oras push` on this host "
                  "skips re-uploading a blob that a sweep just removed (a dangling reference), and an "
                  "overwritten file keeps its old size")
-        if new_listing_cache:
+        if v is None or v >= (1, 96):
             hides += ("; s3fs >= 1.96 also caches directory listings for this long, so another host's "
                       "new lock files are missing from listings and two exclusive locks can both succeed")
-        out.append(Finding(
+        return Finding(
             UNSAFE, "s3fs.stat_cache",
             f"stat cache keeps entries for {fmt_seconds(expire)}, longer than the {fmt_seconds(settle)} lock "
-            "settle delay", option=key or "stat_cache_expire", current=fmt_seconds(expire),
+            "settle delay", option=cache.key or "stat_cache_expire", current=fmt_seconds(expire),
             recommended="-o stat_cache_expire=1", source=src,
-            why=f"for up to {fmt_seconds(expire)} another host's changes stay hidden from this host: {hides}"))
-    elif key == "stat_cache_interval_expire":
-        out.append(Finding(
+            why=f"for up to {fmt_seconds(expire)} another host's changes stay hidden from this host: {hides}")
+    if cache.key == "stat_cache_interval_expire":
+        return Finding(
             WARNING, "s3fs.stat_cache",
             "stat_cache_interval_expire counts from the last access: an entry looked at more often than every "
             f"{fmt_seconds(expire)} never expires", option="stat_cache_interval_expire",
             current=fmt_seconds(expire), recommended="-o stat_cache_expire=1", source=src,
-            why="a lock file or blob polled often keeps its cached state forever"))
-    else:
-        out.append(Finding(
-            OK, "s3fs.stat_cache", f"stat cache expires after {fmt_seconds(expire)} (within the settle delay)",
-            option="stat_cache_expire", current=fmt_seconds(expire), source=src))
+            why="a lock file or blob polled often keeps its cached state forever")
+    return Finding(
+        OK, "s3fs.stat_cache", f"stat cache expires after {fmt_seconds(expire)} (within the settle delay)",
+        option="stat_cache_expire", current=fmt_seconds(expire), source=src)
 
-    # --- negative cache ("this file does not exist")
+
+def _s3fs_negative_cache_setting(ctx: Context) -> tuple[bool, str, str, str]:
+    """Is the negative cache on, by which option, from where, and what turns it off (per s3fs version)."""
+    opts, v = ctx.options, ctx.version
     if v is not None and v < (1, 92):
-        last = opts.last_of("enable_noobj_cache")
-        on = last is not None
         option = "enable_noobj_cache"
+        on = opts.last_of(option) is not None
         nsrc = (opts.source_of(option) or "the command line") if on else \
             ctx.source(None, f"off: the s3fs {version_str(v)} default")
-        fix = "remove -o enable_noobj_cache"
+        return on, option, nsrc, "remove -o enable_noobj_cache"
+    last = opts.last_of("disable_noobj_cache", "disable_negative_cache", "enable_noobj_cache",
+                        "enable_negative_cache")
+    on = last is None or last.startswith("enable")
+    option = last or ("disable_negative_cache" if v is not None and v >= (1, 96) else "disable_noobj_cache")
+    if last is not None:
+        nsrc = opts.source_of(last) or "the command line"
     else:
-        last = opts.last_of("disable_noobj_cache", "disable_negative_cache", "enable_noobj_cache",
-                            "enable_negative_cache")
-        on = last is None or last.startswith("enable")
-        option = last or ("disable_negative_cache" if v is not None and v >= (1, 96) else "disable_noobj_cache")
-        if last is not None:
-            nsrc = opts.source_of(last) or "the command line"
-        else:
-            nsrc = ctx.source(None, "on: the default since s3fs 1.92" if v is not None
-                              else "on: the default since s3fs 1.92 (s3fs version unknown)")
-        if v is None:
-            fix = "-o disable_noobj_cache (s3fs 1.92-1.95) or -o disable_negative_cache (s3fs >= 1.96)"
-        elif v >= (1, 96):
-            fix = "-o disable_negative_cache"
-        else:
-            fix = "-o disable_noobj_cache"
-    if on and not cache_off:
-        why = ("after this host looks up a name and misses, a file that another host then creates under that "
-               "name (a lock file, a pushed manifest or blob) stays 'not found' here for up to "
-               f"{fmt_seconds(effective)}")
-        if effective > settle:
-            out.append(Finding(
-                UNSAFE, "s3fs.negative_cache",
-                f"negative cache on for {fmt_seconds(effective)}, longer than the settle delay",
-                option=option, current="on", recommended=fix, source=nsrc, why=why))
-        else:
-            out.append(Finding(
-                WARNING, "s3fs.negative_cache",
-                f"negative cache on, bounded by the {fmt_seconds(effective)} stat cache expiry",
-                option=option, current="on", recommended=fix, source=nsrc,
-                why=why + "; s3fs's man page calls it fit only for a bucket used by one s3fs"))
+        nsrc = ctx.source(None, "on: the default since s3fs 1.92" if v is not None
+                          else "on: the default since s3fs 1.92 (s3fs version unknown)")
+    if v is None:
+        fix = "-o disable_noobj_cache (s3fs 1.92-1.95) or -o disable_negative_cache (s3fs >= 1.96)"
+    elif v >= (1, 96):
+        fix = "-o disable_negative_cache"
     else:
-        out.append(Finding(OK, "s3fs.negative_cache", "negative cache off", option=option,
-                           current="off", source=nsrc))
+        fix = "-o disable_noobj_cache"
+    return on, option, nsrc, fix
 
-    # --- kernel caches (libfuse options that s3fs passes through)
+
+def _s3fs_negative_cache_rule(ctx: Context, cache: _S3fsStatCache) -> Finding:
+    """The negative cache ("this file does not exist"), bounded by the stat cache expiry."""
+    on, option, nsrc, fix = _s3fs_negative_cache_setting(ctx)
+    if not on or cache.off:
+        return Finding(OK, "s3fs.negative_cache", "negative cache off", option=option, current="off", source=nsrc)
+    effective = cache.effective
+    why = ("after this host looks up a name and misses, a file that another host then creates under that "
+           "name (a lock file, a pushed manifest or blob) stays 'not found' here for up to "
+           f"{fmt_seconds(effective)}")
+    if effective > ctx.settle:
+        return Finding(
+            UNSAFE, "s3fs.negative_cache",
+            f"negative cache on for {fmt_seconds(effective)}, longer than the settle delay",
+            option=option, current="on", recommended=fix, source=nsrc, why=why)
+    return Finding(
+        WARNING, "s3fs.negative_cache",
+        f"negative cache on, bounded by the {fmt_seconds(effective)} stat cache expiry",
+        option=option, current="on", recommended=fix, source=nsrc,
+        why=why + "; s3fs's man page calls it fit only for a bucket used by one s3fs")
+
+
+def _s3fs_rules(ctx: Context) -> list[Finding]:
+    cache = _S3fsStatCache.of(ctx)
+    out = [_s3fs_stat_cache_rule(ctx, cache), _s3fs_negative_cache_rule(ctx, cache)]
+    # kernel caches (libfuse options that s3fs passes through)
     out.extend(_fuse_kernel_rules(ctx))
-    if opts.has("use_cache"):
+    if ctx.options.has("use_cache"):
         out.append(Finding(
             INFO, "s3fs.use_cache", "local content cache on (use_cache); it is validated against the stat "
             "cache, so it is as fresh as stat_cache_expire allows", option="use_cache",
-            source=opts.source_of("use_cache")))
-    if v is None:
+            source=ctx.options.source_of("use_cache")))
+    if ctx.version is None:
         out.append(Finding(
             INFO, "s3fs.version", "s3fs version unknown: judged by the defaults of the newest s3fs "
             "(negative cache on, listings cached from 1.96)"))

@@ -99,6 +99,158 @@ def _run_with_timeout(fn: Callable[[], str], timeout: float) -> tuple[str, str, 
     return result["status"], result.get("detail", ""), result["seconds"]
 
 
+class _SelfTestRun:
+    """The files and state of one self-test; each step is a method returning its detail."""
+
+    def __init__(self, path: str) -> None:
+        base = Path(path)
+        self.directory = base / DOCTOR_DIR
+        self.created_dirs = [d for d in (base / ".ocigc", self.directory) if not d.exists()]
+        host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
+        token = uuid.uuid4().hex
+        self.first = self.directory / f"doctor-{host}-{os.getpid()}-{token[:12]}.tmp"
+        self.second = self.first.with_name(self.first.name[:-4] + "-renamed.tmp")
+        self.data1 = f"ocigc doctor self-test {token} one\n".encode()
+        self.data2 = f"ocigc doctor self-test {token} two: overwritten\n".encode()
+        self.test = SelfTest(str(self.directory))
+        self.current = self.first
+        self.written_at = 0.0
+        #: Seconds the last step's operation took (without its verification).
+        self.op_seconds: float | None = None
+
+    def steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("mkdir", self.mkdir), ("create", self.create), ("list", self.listing), ("stat", self.stat),
+            ("read", self.read), ("rename", self.rename), ("overwrite", self.overwrite), ("remove", self.remove),
+            ("list-again", self.list_again),
+        ]
+
+    def timed(self, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.op_seconds = time.perf_counter() - start
+
+    def mkdir(self) -> str:
+        self.timed(lambda: os.makedirs(self.directory, exist_ok=True))
+        return "" if not self.created_dirs else f"created {', '.join(str(d) for d in self.created_dirs)}"
+
+    def create(self) -> str:
+        def op() -> None:
+            fd = os.open(self.first, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, self.data1)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.written_at = time.time()
+        self.timed(op)
+        return f"{len(self.data1)} bytes, O_CREAT|O_EXCL, fsync, close"
+
+    def listing(self) -> str:
+        names = self.timed(lambda: os.listdir(self.directory))
+        if self.first.name not in names:
+            raise _Failed("the file this host just wrote is missing from the directory listing: listings are "
+                          "cached, so lock files would be invisible")
+        return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} listed"
+
+    def stat(self) -> str:
+        st = self.timed(lambda: os.stat(self.first))
+        if st.st_size != len(self.data1):
+            raise _Failed(f"stat says {st.st_size} bytes, {len(self.data1)} were written")
+        self.test.mtime_skew = st.st_mtime - self.written_at
+        return f"mtime differs from this host's clock by {self.test.mtime_skew:+.1f}s"
+
+    def read(self) -> str:
+        def op() -> bytes:
+            with open(self.first, "rb") as f:
+                return f.read()
+        got = self.timed(op)
+        if got != self.data1:
+            raise _Failed(f"read back {len(got)} bytes that differ from the {len(self.data1)} written")
+        return "content matches"
+
+    def rename(self) -> str:
+        try:
+            self.timed(lambda: os.replace(self.first, self.second))
+        except OSError as e:
+            if e.errno in _UNSUPPORTED:
+                raise _Unsupported(f"rename refused ({errno.errorcode.get(e.errno or 0, e.errno)}): ocigc writes "
+                                   "in place instead of temp file + rename") from e
+            raise
+        self.current = self.second
+        names = os.listdir(self.directory)
+        if self.second.name not in names or self.first.name in names:
+            raise _Failed("after the rename the listing does not show the new name only")
+        return "new name listed, old name gone"
+
+    def overwrite(self) -> str:
+        target = self.current
+
+        def op() -> None:
+            with open(target, "wb") as f:
+                f.write(self.data2)
+        try:
+            self.timed(op)
+        except OSError as e:
+            if e.errno in _UNSUPPORTED:
+                raise _Unsupported(f"overwrite refused ({errno.errorcode.get(e.errno or 0, e.errno)}): index.json "
+                                   "cannot be replaced in place") from e
+            raise
+        with open(target, "rb") as f:
+            if f.read() != self.data2:
+                raise _Failed("the overwritten file does not read back as written")
+        return "O_TRUNC write, read back"
+
+    def remove(self) -> str:
+        target = self.current
+        try:
+            self.timed(lambda: os.unlink(target))
+        except OSError as e:
+            if e.errno in _UNSUPPORTED:
+                raise _Failed(f"remove refused ({errno.errorcode.get(e.errno or 0, e.errno)}): ocigc cannot "
+                              "delete blobs nor release its lock files") from e
+            raise
+        return ""
+
+    def list_again(self) -> str:
+        names = self.timed(lambda: os.listdir(self.directory))
+        if self.first.name in names or self.second.name in names:
+            raise _Failed("the removed file still shows in the directory listing")
+        return "gone"
+
+    def run_steps(self, timeout: float) -> bool:
+        """Every step in order, each bounded by ``timeout``; a failure skips the rest. True when one hung."""
+        hung = stopped = False
+        for name, fn in self.steps():
+            if stopped:
+                self.test.steps.append(Step(name, "skipped", None, "an earlier step failed"))
+                continue
+            self.op_seconds = None
+            status, detail, seconds = _run_with_timeout(fn, timeout)
+            op_seconds = self.op_seconds if self.op_seconds is not None else seconds
+            latency = op_seconds * 1000.0 if status != "timeout" else None
+            self.test.steps.append(Step(name, status, latency, detail))
+            hung = status == "timeout"
+            stopped = status in ("timeout", "failed")
+        return hung
+
+    def clean_up(self) -> None:
+        """Remove the test files, and the directories doctor created when they are empty."""
+        for p in (self.first, self.second):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                if p.exists():
+                    self.test.leftovers.append(str(p))
+        for d in reversed(self.created_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+
+
 def run_self_test(path: str, timeout: float = DEFAULT_STEP_TIMEOUT) -> SelfTest:
     """Create, list, stat, read, rename, overwrite, remove, list again in ``PATH/.ocigc/doctor/``.
 
@@ -106,150 +258,12 @@ def run_self_test(path: str, timeout: float = DEFAULT_STEP_TIMEOUT) -> SelfTest:
     the rest; a hung step stops the test and leaves its file behind (listed in ``leftovers``).
     Files are removed and directories doctor created are removed when empty.
     """
-    base = Path(path)
-    control = base / ".ocigc"
-    directory = base / DOCTOR_DIR
-    created_dirs = [d for d in (control, directory) if not d.exists()]
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40] or "host"
-    token = uuid.uuid4().hex
-    first = directory / f"doctor-{host}-{os.getpid()}-{token[:12]}.tmp"
-    second = first.with_name(first.name[:-4] + "-renamed.tmp")
-    data1 = f"ocigc doctor self-test {token} one\n".encode()
-    data2 = f"ocigc doctor self-test {token} two: overwritten\n".encode()
-    test = SelfTest(str(directory))
-    state: dict[str, Any] = {"current": first, "content": data1}
-    clock: dict[str, float] = {}
-
-    def timed(fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            clock["op"] = time.perf_counter() - start
-
-    def mkdir() -> str:
-        timed(lambda: os.makedirs(directory, exist_ok=True))
-        return "" if not created_dirs else f"created {', '.join(str(d) for d in created_dirs)}"
-
-    def create() -> str:
-        def op() -> None:
-            fd = os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, data1)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        state["written_at"] = time.time()
-        timed(op)
-        return f"{len(data1)} bytes, O_CREAT|O_EXCL, fsync, close"
-
-    def listing() -> str:
-        names = timed(lambda: os.listdir(directory))
-        if first.name not in names:
-            raise _Failed("the file this host just wrote is missing from the directory listing: listings are "
-                          "cached, so lock files would be invisible")
-        return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} listed"
-
-    def stat() -> str:
-        st = timed(lambda: os.stat(first))
-        if st.st_size != len(data1):
-            raise _Failed(f"stat says {st.st_size} bytes, {len(data1)} were written")
-        test.mtime_skew = st.st_mtime - state["written_at"]
-        return f"mtime differs from this host's clock by {test.mtime_skew:+.1f}s"
-
-    def read() -> str:
-        def op() -> bytes:
-            with open(first, "rb") as f:
-                return f.read()
-        got = timed(op)
-        if got != data1:
-            raise _Failed(f"read back {len(got)} bytes that differ from the {len(data1)} written")
-        return "content matches"
-
-    def rename() -> str:
-        try:
-            timed(lambda: os.replace(first, second))
-        except OSError as e:
-            if e.errno in _UNSUPPORTED:
-                raise _Unsupported(f"rename refused ({errno.errorcode.get(e.errno or 0, e.errno)}): ocigc writes "
-                                   "in place instead of temp file + rename") from e
-            raise
-        state["current"] = second
-        names = os.listdir(directory)
-        if second.name not in names or first.name in names:
-            raise _Failed("after the rename the listing does not show the new name only")
-        return "new name listed, old name gone"
-
-    def overwrite() -> str:
-        target: Path = state["current"]
-
-        def op() -> None:
-            with open(target, "wb") as f:
-                f.write(data2)
-        try:
-            timed(op)
-        except OSError as e:
-            if e.errno in _UNSUPPORTED:
-                raise _Unsupported(f"overwrite refused ({errno.errorcode.get(e.errno or 0, e.errno)}): index.json "
-                                   "cannot be replaced in place") from e
-            raise
-        state["content"] = data2
-        with open(target, "rb") as f:
-            if f.read() != data2:
-                raise _Failed("the overwritten file does not read back as written")
-        return "O_TRUNC write, read back"
-
-    def remove() -> str:
-        target: Path = state["current"]
-        try:
-            timed(lambda: os.unlink(target))
-        except OSError as e:
-            if e.errno in _UNSUPPORTED:
-                raise _Failed(f"remove refused ({errno.errorcode.get(e.errno or 0, e.errno)}): ocigc cannot "
-                              "delete blobs nor release its lock files") from e
-            raise
-        state["removed"] = True
-        return ""
-
-    def list_again() -> str:
-        names = timed(lambda: os.listdir(directory))
-        if first.name in names or second.name in names:
-            raise _Failed("the removed file still shows in the directory listing")
-        return "gone"
-
-    steps: list[tuple[str, Callable[[], str]]] = [
-        ("mkdir", mkdir), ("create", create), ("list", listing), ("stat", stat), ("read", read),
-        ("rename", rename), ("overwrite", overwrite), ("remove", remove), ("list-again", list_again),
-    ]
-    hung = False
-    stopped = False
-    for name, fn in steps:
-        if stopped:
-            test.steps.append(Step(name, "skipped", None, "an earlier step failed"))
-            continue
-        clock.pop("op", None)
-        status, detail, seconds = _run_with_timeout(fn, timeout)
-        latency = clock.get("op", seconds) * 1000.0 if status != "timeout" else None
-        test.steps.append(Step(name, status, latency, detail))
-        if status == "timeout":
-            hung = stopped = True
-        elif status == "failed":
-            stopped = True
-    if hung:
-        test.leftovers = [str(p) for p in (first, second)]
-        return test
-    for p in (first, second):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            if p.exists():
-                test.leftovers.append(str(p))
-    for d in reversed(created_dirs):
-        with contextlib.suppress(OSError):
-            os.rmdir(d)
-    return test
+    run = _SelfTestRun(path)
+    if run.run_steps(timeout):
+        run.test.leftovers = [str(p) for p in (run.first, run.second)]
+        return run.test
+    run.clean_up()
+    return run.test
 
 
 def self_test_findings(test: SelfTest) -> list[Finding]:
