@@ -19,7 +19,7 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
-from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
+from ocigc.cli.locking import LockWaitOpt, command_line, make_locker
 from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration

@@ -19,7 +19,7 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
-from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
+from ocigc.cli.locking import LockWaitOpt, command_line, make_locker
 from ocigc.duration import parse_duration
 from ocigc.errors import OcigcError, UsageError
 from ocigc.layout.layout import Layout

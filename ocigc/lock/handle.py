@@ -305,7 +305,7 @@ class LockHandle:
         now_wall = time.time()
         holders = "; ".join(c.describe(now_wall) for c in live[:5])
         more = f" (+{len(live) - 5} more)" if len(live) > 5 else ""
-        waited = f"after waiting {self._waiting:g}s" if self._waiting else "(--lock-wait 0)"
+        waited = f"after waiting {self._waiting:g}s" if self._waiting else "without waiting"
         return f"{self.dir.where()}: lock busy {waited}: held by {holders}{more}"
 
     def _whoami(self) -> str:
