@@ -4,7 +4,7 @@
 ``python -m bench lock -- --soak-writers 4 --soak-ops 25 --soak-sweeps 20``   the long soak
 ``python -m bench lock -- --quick``          fewer samples
 
-Latency: ``ocigc.lock.handle.acquire`` in-process through mount A (uncontended shared and exclusive, the
+Latency: ``ocigc.lock.acquire.acquire`` in-process through mount A (uncontended shared and exclusive, the
 index.json hold), with the default settle delay of a FUSE mount (2 s) and with 0.5 s, plus the
 cost in storage operations. Soak: ``Soak`` (also used by ``tests/test_concurrency.py``) runs
 concurrent ``ocigc`` writers (push, tag, delete) from both mounts while sweeps run with

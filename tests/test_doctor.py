@@ -20,14 +20,21 @@ from typing import Any
 
 import pytest
 
-from ocigc.doctor.mounts import FUSE_OTHER, LOCAL, NETWORK, System, find_daemon, identify_adapter
+from ocigc.doctor.mounts import (
+    FUSE_OTHER,
+    GOOFYS,
+    LOCAL,
+    MOUNTPOINT,
+    NETWORK,
+    RCLONE,
+    S3FS,
+    System,
+    find_daemon,
+    identify_adapter,
+)
 from ocigc.doctor.options import parse_flag_args, parse_s3fs_args, split_fuse_options
 from ocigc.doctor.report import DoctorError, DoctorReport, diagnose, iter_lines
 from ocigc.doctor.rules import (
-    GOOFYS,
-    MOUNTPOINT,
-    RCLONE,
-    S3FS,
     UNSAFE,
     WARNING,
     Finding,
@@ -35,7 +42,8 @@ from ocigc.doctor.rules import (
     parse_version,
 )
 from ocigc.doctor.selftest import SelfTest, run_self_test, self_test_findings
-from ocigc.storage.mounts import find_mount, parse_mountinfo
+from ocigc.storage import mounts as storage_mounts
+from ocigc.storage.mounts import find_mount, fs_type, parse_mountinfo
 from tests.harness.mounts import RcloneMount, S3fsMount
 from tests.harness.tools import run_ocigc
 
@@ -171,6 +179,19 @@ def test_parse_mountinfo_fields_escapes_and_optional_fields() -> None:
     s3 = entries[2]
     assert (s3.fstype, s3.source, s3.subtype) == ("fuse.s3fs", "s3fs", "s3fs")
     assert not s3.read_only and entries[3].read_only
+
+
+def test_fs_type_reads_mountinfo_with_the_one_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fs_type`` (storage) decodes every octal escape of a mount point, as doctor does: a tab
+    (``\\011``) and a backslash (``\\134``) as well as a space (``\\040``)."""
+    info = tmp_path / "mountinfo"
+    info.write_text("\n".join([
+        "1 0 254:0 / / rw,relatime - ext4 /dev/vda rw",
+        "42 1 0:39 / /ocigc-no-such-dir/a\\011b\\134c\\040d rw,nosuid - fuse.s3fs s3fs rw,user_id=0",
+    ]) + "\n")
+    monkeypatch.setattr(storage_mounts, "MOUNTINFO", str(info))
+    assert fs_type("/ocigc-no-such-dir/a\tb\\c d/repo") == "fuse.s3fs"
+    assert fs_type("/ocigc-no-such-dir/a") == "ext4"
 
 
 def test_find_mount_longest_prefix_and_topmost() -> None:

@@ -2,10 +2,12 @@
 
 Paths are relative to the storage's base and use ``/``. A ``Storage`` can hand out a child
 rooted at a sub-directory (``child``), so a root of many layouts and each layout share one
-operation counter. The native object-store backend (``ocigc.s3storage``, ``s3://bucket/prefix``)
-implements the same protocol, plus optional capabilities the core uses when present: conditional
-writes (``ConditionalStorage``), listings with sizes and times (``listing_stats``) and batched
-removals (``remove_many``).
+operation counter. This module holds the protocol, the optional capabilities (each a small
+protocol of its own), ``FileStat``, ``DirEntry``, ``OpCounter`` and the errors; the backends are
+``ocigc.storage.local`` (a directory: a local disk or a FUSE mount of a bucket) and
+``ocigc.storage.s3`` (native, ``s3://bucket/prefix``), which adds conditional writes
+(``ConditionalStorage``), listings with sizes and times (``listing_stats``) and batched removals
+(``remove_many``). ``ocigc.storage.open_storage`` picks one for a location string.
 
 On a FUSE mount of a bucket every operation below is a network round trip, so callers list
 directories without stat-ing entries where they can and run many small reads in a pool
@@ -152,7 +154,7 @@ class PreconditionFailed(OSError):
 # --- optional capabilities ----------------------------------------------------------------------
 # Each is a small protocol of its own; core code asks ``isinstance(storage, Capability)`` (or the
 # helper below it) and never probes attribute names. A new backend implements ``Storage`` and any
-# of these it can do better than the generic path (docs/design.md, "Where does a change go").
+# of these it can do better than the generic path (docs/design.md, "Code map": where does a change go).
 
 
 @runtime_checkable
