@@ -4,7 +4,7 @@
 ``python -m bench lock -- --soak-writers 4 --soak-ops 25 --soak-sweeps 20``   the long soak
 ``python -m bench lock -- --quick``          fewer samples
 
-Latency: ``ocigc.lock.handle.acquire`` in-process through mount A (uncontended shared and exclusive, the
+Latency: ``ocigc.lock.acquire.acquire`` in-process through mount A (uncontended shared and exclusive, the
 index.json hold), with the default settle delay of a FUSE mount (2 s) and with 0.5 s, plus the
 cost in storage operations. Soak: ``Soak`` (also used by ``tests/test_concurrency.py``) runs
 concurrent ``ocigc`` writers (push, tag, delete) from both mounts while sweeps run with
@@ -234,7 +234,7 @@ class Soak:
     def verify(self) -> None:
         from ocigc.layout.journal import read_records
         from ocigc.layout.layout import Layout
-        from ocigc.storage.base import LocalStorage
+        from ocigc.storage.local import LocalStorage
 
         doc = json.loads((self.paths["a"] / "index.json").read_text())
         tags: dict[str, set[str]] = {}
@@ -263,14 +263,15 @@ class Soak:
 # ------------------------------------------------------------------------------------------ latency
 def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
     from ocigc.layout.layout import Layout
-    from ocigc.lock.handle import LockParams, acquire
+    from ocigc.lock.acquire import acquire
+    from ocigc.lock.params import LockParams
     from ocigc.storage.base import OpCounter
     from tests.layoutkit import LayoutBuilder
 
     root = mount / f"lat-{settle:g}"
     LayoutBuilder(root).save()
     counter = OpCounter()
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     layout = Layout(LocalStorage(root, counter))
     params = LockParams(settle=settle)

@@ -58,12 +58,12 @@ from ocigc.layout.layout import Layout
 from ocigc.transfer.pull import pull
 from ocigc.transfer.push import PushRequest, push
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
     os.fsync = os.fdatasync = lambda fd: None
 if args.get("direct"):  # comparison only: the old, unsafe path (blobs straight to their digest name)
     import contextlib
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     @contextlib.contextmanager
     def _direct(self, rel):

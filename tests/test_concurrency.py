@@ -29,8 +29,8 @@ from typing import Any
 from ocigc.gc.check import DANGLING, check_layout
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
-from ocigc.lock.handle import LOCK_DIR
-from ocigc.storage.base import LocalStorage
+from ocigc.lock.files import LOCK_DIR
+from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import ocigc_command, run_ocigc
 from tests.layoutkit import LayoutBuilder
@@ -160,8 +160,8 @@ def test_exclusive_exec_from_two_mounts_never_overlaps(s3fs_mounts: S3fsPair, tm
 SHARED_HOLDER = textwrap.dedent("""
     import os, sys, time, uuid
     from ocigc.layout.layout import Layout
-    from ocigc.lock.handle import acquire
-    from ocigc.storage.base import LocalStorage
+    from ocigc.lock.acquire import acquire
+    from ocigc.storage.local import LocalStorage
     layout_path, log_dir, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     with acquire(Layout(LocalStorage(layout_path)), "shared", wait=180, command="shared holder") as h:
         start = time.time()

@@ -14,7 +14,7 @@ from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.oci.index import Index
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import LayoutBuilder
 
 

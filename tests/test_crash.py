@@ -554,10 +554,10 @@ def test_on_a_mount_that_cannot_rename_a_failed_blob_write_leaves_nothing_under_
     import builtins
     import errno
 
-    import ocigc.storage.base as storage_mod
+    import ocigc.storage.local as storage_mod
     from ocigc.errors import IntegrityError
     from ocigc.layout.layout import Layout
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.push import BlobSource, descriptor_json, write_blob
 
     def no_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:

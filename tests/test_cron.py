@@ -19,7 +19,7 @@ from ocigc.gc.plan import SweepOptions
 from ocigc.gc.report import JsonLogFormatter, RunReport, write_atomic
 from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder, blob_path, independent_reachable, make_old, tree_snapshot
 from tests.test_retention import Img, build
@@ -285,7 +285,7 @@ def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Pa
                                                          request: pytest.FixtureRequest) -> None:
     """Run A holds the exclusive lock in the middle of its removals; run B (the CLI, as the next
     cron run) exits 75 at once without waiting; once A is done, B's next run succeeds."""
-    from ocigc.lock.handle import acquire
+    from ocigc.lock.acquire import acquire
 
     if hosts == "one-host-local":
         a_root = b_root = tmp_path / "root"

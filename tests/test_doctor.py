@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from ocigc.doctor import rules as doc
-from ocigc.doctor.rules import (
+from ocigc.doctor.mounts import (
     FUSE_OTHER,
     GOOFYS,
     LOCAL,
@@ -29,24 +28,22 @@ from ocigc.doctor.rules import (
     NETWORK,
     RCLONE,
     S3FS,
+    System,
+    find_daemon,
+    identify_adapter,
+)
+from ocigc.doctor.options import parse_flag_args, parse_s3fs_args, split_fuse_options
+from ocigc.doctor.report import DoctorError, DoctorReport, diagnose, iter_lines
+from ocigc.doctor.rules import (
     UNSAFE,
     WARNING,
-    DoctorError,
-    DoctorReport,
     Finding,
-    System,
-    diagnose,
-    find_daemon,
-    find_mount,
-    identify_adapter,
-    parse_flag_args,
     parse_go_duration,
-    parse_mountinfo,
-    parse_s3fs_args,
     parse_version,
-    run_self_test,
-    split_fuse_options,
 )
+from ocigc.doctor.selftest import SelfTest, run_self_test, self_test_findings
+from ocigc.storage import mounts as storage_mounts
+from ocigc.storage.mounts import find_mount, fs_type, parse_mountinfo
 from tests.harness.mounts import RcloneMount, S3fsMount
 from tests.harness.tools import run_ocigc
 
@@ -182,6 +179,19 @@ def test_parse_mountinfo_fields_escapes_and_optional_fields() -> None:
     s3 = entries[2]
     assert (s3.fstype, s3.source, s3.subtype) == ("fuse.s3fs", "s3fs", "s3fs")
     assert not s3.read_only and entries[3].read_only
+
+
+def test_fs_type_reads_mountinfo_with_the_one_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fs_type`` (storage) decodes every octal escape of a mount point, as doctor does: a tab
+    (``\\011``) and a backslash (``\\134``) as well as a space (``\\040``)."""
+    info = tmp_path / "mountinfo"
+    info.write_text("\n".join([
+        "1 0 254:0 / / rw,relatime - ext4 /dev/vda rw",
+        "42 1 0:39 / /ocigc-no-such-dir/a\\011b\\134c\\040d rw,nosuid - fuse.s3fs s3fs rw,user_id=0",
+    ]) + "\n")
+    monkeypatch.setattr(storage_mounts, "MOUNTINFO", str(info))
+    assert fs_type("/ocigc-no-such-dir/a\tb\\c d/repo") == "fuse.s3fs"
+    assert fs_type("/ocigc-no-such-dir/a") == "ext4"
 
 
 def test_find_mount_longest_prefix_and_topmost() -> None:
@@ -527,13 +537,13 @@ def test_report_json_shape(tmp_path: Path) -> None:
     assert data["findings"][0]["severity"] == "unsafe"  # most severe first
     assert {"severity", "check", "option", "current", "recommended", "source", "why"} <= set(data["findings"][0])
     assert data["options"]["passwd_file"] == "<hidden>" and data["daemon"]["pid"] == 4242
-    assert "\n".join(doc.iter_lines(report))  # renders
+    assert "\n".join(iter_lines(report))  # renders
 
 
 # ------------------------------------------------------------------------------------ self-test
 
 
-def _statuses(test: doc.SelfTest) -> dict[str, str]:
+def _statuses(test: SelfTest) -> dict[str, str]:
     return {s.name: s.status for s in test.steps}
 
 
@@ -553,11 +563,11 @@ def test_self_test_rename_unsupported_is_a_warning(tmp_path: Path, monkeypatch: 
     def no_rename(src: Any, dst: Any) -> None:
         raise OSError(errno.ENOSYS, "Function not implemented")
 
-    monkeypatch.setattr(doc.os, "replace", no_rename)
+    monkeypatch.setattr(os, "replace", no_rename)
     test = run_self_test(str(tmp_path))
     statuses = _statuses(test)
     assert statuses["rename"] == "unsupported" and statuses["remove"] == "ok" and test.ok
-    findings = doc.self_test_findings(test)
+    findings = self_test_findings(test)
     assert [f.severity for f in findings] == [WARNING] and "in place" in findings[0].message
     assert not (tmp_path / ".ocigc").exists()
 
@@ -572,10 +582,10 @@ def test_self_test_failed_remove_is_unsafe(tmp_path: Path, monkeypatch: pytest.M
             raise PermissionError(errno.EPERM, "Operation not permitted")
         real_unlink(path, *a, **kw)
 
-    monkeypatch.setattr(doc.os, "unlink", refuse_first)
+    monkeypatch.setattr(os, "unlink", refuse_first)
     test = run_self_test(str(tmp_path))
     assert _statuses(test)["remove"] == "failed" and _statuses(test)["list-again"] == "skipped"
-    findings = doc.self_test_findings(test)
+    findings = self_test_findings(test)
     assert findings[0].severity == UNSAFE and "delete" in findings[0].message
     assert not test.leftovers  # the clean-up retried and succeeded
 
@@ -586,10 +596,10 @@ def test_self_test_listing_that_misses_own_file_is_unsafe(tmp_path: Path, monkey
     def stale(path: Any = ".") -> list[str]:
         return [n for n in real_listdir(path) if not n.startswith("doctor-")]
 
-    monkeypatch.setattr(doc.os, "listdir", stale)
+    monkeypatch.setattr(os, "listdir", stale)
     test = run_self_test(str(tmp_path))
     assert _statuses(test)["list"] == "failed" and not test.ok
-    assert "missing from the directory listing" in doc.self_test_findings(test)[0].message
+    assert "missing from the directory listing" in self_test_findings(test)[0].message
 
 
 def test_self_test_hung_step_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -601,14 +611,14 @@ def test_self_test_hung_step_times_out(tmp_path: Path, monkeypatch: pytest.Monke
             release.wait()
         return real_stat(path, *a, **kw)
 
-    monkeypatch.setattr(doc.os, "stat", hang)
+    monkeypatch.setattr(os, "stat", hang)
     try:
         test = run_self_test(str(tmp_path), timeout=0.2)
     finally:
         release.set()
     assert _statuses(test)["stat"] == "timeout" and _statuses(test)["read"] == "skipped"
     assert test.leftovers and not test.ok
-    assert doc.self_test_findings(test)[0].severity == UNSAFE
+    assert self_test_findings(test)[0].severity == UNSAFE
 
 
 # ------------------------------------------------------------------------------------ the command

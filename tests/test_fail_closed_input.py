@@ -221,7 +221,7 @@ def test_index_json_over_the_size_cap_is_refused_unparsed(tmp_path: Path) -> Non
 def test_journal_and_trash_records_nested_deeply_are_skipped_or_reported(tmp_path: Path) -> None:
     from ocigc.layout.journal import read_records
     from ocigc.layout.layout import Layout
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     build(tmp_path, "a")
     lay = tmp_path / "a"

@@ -26,7 +26,7 @@ from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.progress import Counter, NullCounter
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.clikit import INTEGRITY, LOST_RACE, OK, run, snapshot
 from tests.layoutkit import (
     OCI_CONFIG,

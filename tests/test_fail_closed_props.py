@@ -26,7 +26,7 @@ from ocigc.gc.plan import DeleteOptions, SweepOptions
 from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import make_old, tree_snapshot
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -15,7 +15,7 @@ from ocigc.gc.plan import DeleteOptions, SweepOptions
 from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import (
     LayoutBuilder,
     blob_path,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ocigc.layout.graph import MAX_DEPTH, RefGraph
 from ocigc.layout.layout import Layout
 from ocigc.layout.state import LayoutState
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import LayoutBuilder, dumps, independent_reachable, random_layout
 
 

@@ -243,7 +243,7 @@ def test_run_ocigc_returns_output_and_storage_counts(tmp_path: Path) -> None:
 
 
 def test_op_counter_counts_storage_operations(op_counter: Any, tmp_path: Path) -> None:
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     storage = LocalStorage(tmp_path)
     storage.write_bytes("a", b"1")

@@ -19,21 +19,11 @@ import pytest
 from ocigc.errors import EXIT_LOCK_BUSY, LockBusy, LockLost
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
-from ocigc.lock.handle import (
-    INHERIT_ENV,
-    LOCK_DIR,
-    LockDir,
-    LockError,
-    LockHandle,
-    LockInfo,
-    LockParams,
-    acquire,
-    break_locks,
-    default_settle,
-    list_locks,
-    lock_name,
-)
-from ocigc.storage.base import LocalStorage
+from ocigc.lock.acquire import acquire
+from ocigc.lock.files import LOCK_DIR, LockDir, LockInfo, break_locks, list_locks, lock_name
+from ocigc.lock.handle import INHERIT_ENV, LockHandle
+from ocigc.lock.params import LockError, LockParams, default_settle
+from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder
 
@@ -322,8 +312,8 @@ def test_defaults_and_settle_by_file_system(layout: Layout) -> None:
     p = LockParams().resolve(None)
     assert (p.ttl, p.refresh, p.settle, p.fence_margin, p.max_skew) == (900, 300, 2.0, 225, 600)
     # tmp_path is on a disk of this kernel (or tmpfs): a short settle suffices
-    from ocigc.lock.handle import HOST_SHARED_FSTYPES
-    from ocigc.storage.base import LOCAL_FSTYPES, fs_type
+    from ocigc.lock.params import HOST_SHARED_FSTYPES
+    from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type
 
     kind = fs_type(str(layout.storage.local_path("")))
     assert kind in LOCAL_FSTYPES

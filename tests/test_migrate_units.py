@@ -347,7 +347,7 @@ class _StubRegistry:
 
 
 def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.migrate.execute import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
 
     b = LayoutBuilder(tmp_path / "reg")

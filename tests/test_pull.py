@@ -172,7 +172,7 @@ def test_hostile_artifact_is_refused_and_nothing_outside_is_touched(arena: dict[
 def test_refused_with_the_library_error_types(arena: dict[str, Path]) -> None:
     from ocigc.layout.layout import Layout
     from ocigc.oci.refs import parse_reference
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.pull import UnsafeArtifact, pull
 
     artifact(arena["lay"], lambda b: [dir_layer(b, "d", [entry("d/ok", data=b"fine"), entry("d/../x")])])
@@ -326,7 +326,7 @@ def test_a_blob_that_is_a_fifo_is_refused_unread(tmp_path: Path) -> None:
 def test_concurrent_files_and_progress_counts(tmp_path: Path) -> None:
     from ocigc.layout.layout import Layout
     from ocigc.oci.refs import parse_reference
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.pull import pull
 
     payloads = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(8)}

@@ -18,7 +18,7 @@ import pytest
 
 from ocigc.errors import IntegrityError
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from ocigc.transfer.push import (
     CHUNK,
     EMPTY_JSON_DIGEST,

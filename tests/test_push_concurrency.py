@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ocigc.gc.check import DANGLING, check_layout
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import run_ocigc
 

@@ -25,7 +25,7 @@ from ocigc.retention.decide import (
     repository_name,
     tag_part,
 )
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

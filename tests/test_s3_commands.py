@@ -25,8 +25,10 @@ from ocigc.gc.plan import DeleteOptions, SweepOptions
 from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import LocalStorage, open_storage
-from ocigc.storage.s3 import S3Storage, reset_clients
+from ocigc.storage.local import LocalStorage
+from ocigc.storage.open_storage import open_storage
+from ocigc.storage.s3 import S3Storage
+from ocigc.storage.s3client import reset_clients
 from tests.clikit import LAYOUTS, OK, run
 from tests.layoutkit import (
     LayoutBuilder,

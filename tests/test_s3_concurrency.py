@@ -22,11 +22,13 @@ import pytest
 from ocigc.errors import LockBusy, LockLost
 from ocigc.layout.indexio import update_index
 from ocigc.layout.layout import Layout
-from ocigc.lock import handle as lock
-from ocigc.lock.handle import LeaseHandle, LockParams
+from ocigc.lock import acquire as lock
+from ocigc.lock.lease import LeaseHandle
+from ocigc.lock.params import LockParams
 from ocigc.oci.index import Index
 from ocigc.storage.base import conditional
-from ocigc.storage.s3 import S3Storage, reset_clients
+from ocigc.storage.s3 import S3Storage
+from ocigc.storage.s3client import reset_clients
 from tests.layoutkit import REF_NAME, LayoutBuilder
 from tests.test_s3_commands import S3Env, fresh, s3_env
 

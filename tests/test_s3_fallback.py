@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from ocigc.layout.indexio import update_index
-from ocigc.lock import handle as lock
-from ocigc.lock.handle import LeaseHandle, LockHandle
-from ocigc.storage.s3 import ConditionalWritesWarning, S3Storage, reset_clients
+from ocigc.lock import acquire as lock
+from ocigc.lock.handle import LockHandle
+from ocigc.lock.lease import LeaseHandle
+from ocigc.storage.s3 import S3Storage
+from ocigc.storage.s3client import ConditionalWritesWarning, reset_clients
 from tests.clikit import OK, run
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import REF_NAME, LayoutBuilder

@@ -12,7 +12,7 @@ from ocigc.gc.check import check_layout
 from ocigc.gc.trash import TRASH_DIR, list_runs, purge, resurrect
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
 from tests.layoutkit import LayoutBuilder, blob_path, make_old, present_blobs
 

@@ -173,7 +173,7 @@ def test_index_parse_never_crashes(data: bytes) -> None:
 def test_journal_records_of_one_run_and_kind_never_overwrite_each_other(tmp_path: Path) -> None:
     from ocigc.layout.journal import read_records, run_id, write_record
     from ocigc.layout.layout import Layout
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
 
     layout = Layout(LocalStorage(tmp_path))
     run = run_id()

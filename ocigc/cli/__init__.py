@@ -14,10 +14,12 @@ import ocigc.cli.migrate  # registers migrate
 import ocigc.cli.policy  # noqa: F401  (policy check)
 from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
     doctor,  # doctor
-    locks,  # locks list|break, exec, trash list|restore|purge
+    exec,  # exec
+    locks,  # locks list|break
     maintain,  # delete, sweep
     pushpull,  # push, pull, tag
     read,  # ls, tags, inspect, graph, check
+    trash,  # trash list|restore|purge
 )
 from ocigc.cli.app import app
 

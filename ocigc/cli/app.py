@@ -67,7 +67,7 @@ def root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Registry upkeep for OCI image layouts on object storage."""
-    from ocigc.storage.base import set_s3_endpoint
+    from ocigc.storage.open_storage import set_s3_endpoint
 
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
     _escape_unencodable_output()

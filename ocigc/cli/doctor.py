@@ -8,7 +8,8 @@ import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings
 from ocigc.cli.app import app
-from ocigc.doctor.rules import DEFAULT_STEP_TIMEOUT, diagnose, iter_lines
+from ocigc.doctor.report import diagnose, iter_lines
+from ocigc.doctor.selftest import DEFAULT_STEP_TIMEOUT
 from ocigc.duration import parse_duration
 from ocigc.errors import UnsafeMount
 

@@ -19,7 +19,7 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
-from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
+from ocigc.cli.locking import LockWaitOpt, command_line, make_locker
 from ocigc.cli.policy import JsonReportOpt, LogFormatOpt, PolicyOpt, render_decisions, unattended
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.duration import format_duration, parse_duration
@@ -39,7 +39,7 @@ from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.retention.decide import load_policy
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")]

@@ -19,14 +19,14 @@ from ocigc.cli._common import (
     settings,
 )
 from ocigc.cli.app import app
-from ocigc.cli.locks import LockWaitOpt, command_line, make_locker
+from ocigc.cli.locking import LockWaitOpt, command_line, make_locker
 from ocigc.duration import parse_duration
 from ocigc.errors import OcigcError, UsageError
 from ocigc.layout.layout import Layout
 from ocigc.lock.handle import LockHandle
 from ocigc.oci.descriptor import ANNOTATION_TITLE
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.pull import DEFAULT_PULL_CONCURRENCY, pull
 from ocigc.transfer.push import (
     DEFAULT_PUSH_CONCURRENCY,

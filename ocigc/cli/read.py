@@ -17,7 +17,7 @@ from ocigc.layout.layout import Layout
 from ocigc.layout.state import LayoutState, TreeNode, resolve, summarize, tree
 from ocigc.oci.refs import parse_reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
 

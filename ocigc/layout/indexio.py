@@ -84,7 +84,7 @@ def read_index_retrying(layout: Layout, retries: int = READ_RETRIES, delay: floa
 
 def default_settle(layout: Layout) -> float:
     """The lock protocol's settle delay for this layout (``OCIGC_LOCK_SETTLE``, else by file system)."""
-    from ocigc.lock.handle import LockParams
+    from ocigc.lock.params import LockParams
 
     return LockParams.from_env().resolve(layout).settle or 0.0
 

@@ -26,36 +26,34 @@ upload (invisible, billed until aborted: an ``AbortIncompleteMultipartUpload`` l
 already there of another size (truncated by another writer) is replaced. A 409
 ``ConditionalRequestConflict`` is retried.
 
-Endpoint, region and credentials come the standard AWS way (environment, profiles,
-``AWS_ENDPOINT_URL``); the CLI's ``--endpoint-url`` overrides the endpoint.
-``OCIGC_S3_CONDITIONAL=auto|on|off`` forces the capability (``auto``: probe).
+Requests, the client per bucket, error translation and the probe: ``ocigc.storage.s3client``
+(endpoint, credentials, ``OCIGC_S3_CONDITIONAL``).
 """
 
 from __future__ import annotations
 
 import errno
 import io
-import os
 import re
-import threading
 import time
-import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from ocigc.errors import OcigcError, UsageError
-from ocigc.storage.base import GLOBAL_COUNTER, DirEntry, FileStat, OpCounter, PreconditionFailed, _norm
-
-try:  # the optional extra
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-except ImportError as _e:  # pragma: no cover - depends on the installation
-    raise ImportError("s3:// locations need boto3: pip install 'ocigc[s3]'") from _e
+from ocigc.errors import UsageError
+from ocigc.storage.base import GLOBAL_COUNTER, DirEntry, FileStat, OpCounter, PreconditionFailed, normalize_rel
+from ocigc.storage.s3client import (
+    CONFLICT_RETRIES,
+    BodyReader,
+    Bucket,
+    ConflictingRequest,
+    bucket_client,
+    etag_of,
+    head_mtime,
+    is_not_found_code,
+    mtime_of,
+)
 
 #: Objects up to this size are written with one PUT; larger ones with a multipart upload.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -63,26 +61,7 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 #: DeleteObjects takes at most 1,000 keys.
 DELETE_BATCH = 1000
-#: Retries of a 409 ConditionalRequestConflict (a concurrent conditional operation on the key).
-CONFLICT_RETRIES = 5
-#: Directory of the capability probe objects, under the storage's root prefix.
-PROBE_DIR = ".ocigc/probe"
-CONDITIONAL_ENV = "OCIGC_S3_CONDITIONAL"
-ADDRESSING_ENV = "OCIGC_S3_ADDRESSING_STYLE"
-
 _BLOB_REL = re.compile(r"(?:^|/)blobs/[a-z0-9]+/[0-9a-f]{32,}$")
-_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
-_PRECONDITION = frozenset({"PreconditionFailed", "412"})
-_CONFLICT = frozenset({"ConditionalRequestConflict", "409", "OperationAborted"})
-_DENIED = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
-
-
-class S3Error(OcigcError):
-    """The bucket cannot be used at all: no credentials, no such bucket, access denied, no endpoint."""
-
-
-class ConditionalWritesWarning(UserWarning):
-    """The server ignores conditional requests: ocigc falls back to the lock-file protocol."""
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -94,116 +73,14 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
         raise UsageError(f"{url!r}: needs a bucket name (s3://BUCKET/PREFIX)")
     try:
-        return bucket, _norm(prefix)
+        return bucket, normalize_rel(prefix)
     except ValueError:
         raise UsageError(f"{url!r}: '..' is not allowed in an s3:// prefix") from None
-
-
-def _code(e: ClientError) -> str:
-    err = e.response.get("Error", {}) if isinstance(e.response, dict) else {}
-    code = str(err.get("Code") or "")
-    status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")) if isinstance(
-        e.response, dict) else ""
-    return code or status
-
-
-def _status(e: ClientError) -> int:
-    try:
-        return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    except (TypeError, ValueError, AttributeError):
-        return 0
-
-
-def _is(e: ClientError, codes: frozenset[str]) -> bool:
-    return _code(e) in codes or str(_status(e)) in codes
-
-
-def _etag(value: Any) -> str:
-    return str(value or "")
-
-
-# --------------------------------------------------------------------------------------------
-# One client per (endpoint, bucket), shared by every S3Storage of the process
-# --------------------------------------------------------------------------------------------
-@dataclass
-class _Bucket:
-    bucket: str
-    endpoint_url: str | None
-    client: Any
-    #: Probe results, per process: None until probed.
-    conditional: bool | None = None
-    conditional_delete: bool | None = None
-    probe_reason: str = ""
-    mu: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def where(self) -> str:
-        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
-
-
-_BUCKETS: dict[tuple[str | None, str], _Bucket] = {}
-_BUCKETS_MU = threading.Lock()
-
-
-def _env_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
-def _make_client(endpoint_url: str | None) -> Any:
-    style = os.environ.get(ADDRESSING_ENV) or ("path" if endpoint_url or _env_endpoint() else "auto")
-    config = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5},
-                    s3={"addressing_style": style}, connect_timeout=10, read_timeout=120)
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def _bucket(bucket: str, endpoint_url: str | None, client: Any = None) -> _Bucket:
-    key = (endpoint_url, bucket)
-    with _BUCKETS_MU:
-        found = _BUCKETS.get(key)
-        if found is None or (client is not None and found.client is not client):
-            found = _Bucket(bucket, endpoint_url or _env_endpoint(), client or _make_client(endpoint_url))
-            _BUCKETS[key] = found
-        return found
-
-
-def reset_clients() -> None:
-    """Forget the per-process clients and probe results (tests)."""
-    with _BUCKETS_MU:
-        _BUCKETS.clear()
 
 
 # --------------------------------------------------------------------------------------------
 # Streams
 # --------------------------------------------------------------------------------------------
-class _Reader(io.RawIOBase):
-    """A GET's body as a read-only binary stream (no fileno, no seek)."""
-
-    def __init__(self, body: Any) -> None:
-        super().__init__()
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self._body.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return cast(bytes, self._body.read())
-        return cast(bytes, self._body.read(size))
-
-    def close(self) -> None:
-        if not self.closed:
-            with suppress(Exception):
-                self._body.close()
-        super().close()
-
-
 class _Writer(io.RawIOBase):
     """Buffers up to one part; a single PUT when small, a multipart upload otherwise (aborted on failure)."""
 
@@ -276,7 +153,7 @@ class _Writer(io.RawIOBase):
                     return
                 extra = {}
                 continue
-            except _Conflict:
+            except ConflictingRequest:
                 time.sleep(0.05 * (attempt + 1))
         self.abort()
         raise OSError(errno.EAGAIN, f"{s.join(self.rel)}: upload kept conflicting with another request")
@@ -291,10 +168,6 @@ class _Writer(io.RawIOBase):
             s.client.abort_multipart_upload(Bucket=s.bucket, Key=self.key, UploadId=upload_id)
 
 
-class _Conflict(OSError):
-    """409 ConditionalRequestConflict: retry."""
-
-
 # --------------------------------------------------------------------------------------------
 # The storage
 # --------------------------------------------------------------------------------------------
@@ -305,21 +178,18 @@ class S3Storage:
     #: lock-file protocol when conditional writes are missing.
     settle_hint = 0.2
 
-    def __init__(self, bucket: _Bucket, prefix: str = "", counter: OpCounter | None = None) -> None:
+    def __init__(self, bucket: Bucket, prefix: str = "", counter: OpCounter | None = None) -> None:
         self._b = bucket
         self.bucket = bucket.bucket
         self.client = bucket.client
-        self.prefix = _norm(prefix)
+        self.prefix = normalize_rel(prefix)
         self.counter = counter if counter is not None else GLOBAL_COUNTER
 
     @classmethod
     def from_url(cls, url: str, counter: OpCounter | None = None, endpoint_url: str | None = None,
                  client: Any = None) -> S3Storage:
-        from ocigc.storage import base as storage_mod
-
         bucket, prefix = parse_s3_url(url)
-        endpoint = endpoint_url or storage_mod.S3_ENDPOINT_URL
-        return cls(_bucket(bucket, endpoint, client), prefix, counter)
+        return cls(bucket_client(bucket, endpoint_url, client), prefix, counter)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
@@ -330,7 +200,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def _key(self, rel: str) -> str:
-        rel = _norm(rel)
+        rel = normalize_rel(rel)
         if not self.prefix:
             return rel
         return f"{self.prefix}/{rel}" if rel else self.prefix
@@ -346,49 +216,10 @@ class S3Storage:
 
     # --- requests --------------------------------------------------------------------------------
     def _call(self, op: str, rel: str, **kwargs: Any) -> Any:
-        """One request; botocore errors become OSError subclasses (or S3Error for bucket-level ones)."""
-        try:
-            return getattr(self.client, op)(**kwargs)
-        except ClientError as e:
-            raise self._translate(e, rel) from None
-        except NoCredentialsError:
-            raise S3Error(f"{self.join(rel)}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                          "AWS_PROFILE or an instance role)") from None
-        except BotoCoreError as e:
-            raise S3Error(f"{self.join(rel)}: {e}") from None
-
-    def _translate(self, e: ClientError, rel: str) -> Exception:
-        where = self.join(rel)
-        code = _code(e)
-        message = str(e.response.get("Error", {}).get("Message") or code) if isinstance(e.response, dict) else code
-        if code == "NoSuchBucket":
-            return S3Error(f"s3://{self.bucket}: no such bucket{self._at()}")
-        if code == "NoSuchUpload":
-            return FileNotFoundError(errno.ENOENT, f"{where}: multipart upload vanished")
-        if _is(e, _NOT_FOUND):
-            return FileNotFoundError(errno.ENOENT, "No such file or directory", where)
-        if _is(e, _PRECONDITION):
-            return PreconditionFailed(errno.EEXIST, f"{where}: precondition failed (changed by another writer)")
-        if _is(e, _CONFLICT):
-            return _Conflict(errno.EAGAIN, f"{where}: conflicting concurrent request ({code})")
-        if _is(e, _DENIED):
-            return S3Error(f"{where}: access denied ({message}){self._at()}")
-        return OSError(errno.EIO, f"{where}: {code}: {message}")
-
-    def _at(self) -> str:
-        return f" at {self._b.endpoint_url}" if self._b.endpoint_url else ""
+        return self._b.call(op, self.join(rel), **kwargs)
 
     def _retrying(self, op: str, rel: str, **kwargs: Any) -> Any:
-        """``_call`` with 409 conflicts retried."""
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                return self._call(op, rel, **kwargs)
-            except _Conflict:
-                if attempt + 1 == CONFLICT_RETRIES:
-                    raise PreconditionFailed(errno.EAGAIN, f"{self.join(rel)}: kept conflicting with concurrent "
-                                             f"requests (409) {CONFLICT_RETRIES} times") from None
-                time.sleep(0.02 * (attempt + 1) * (1 + (uuid.uuid4().int % 100) / 100))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._b.retrying(op, self.join(rel), **kwargs)
 
     def _pages(self, prefix: str, delimiter: str | None = None, max_keys: int | None = None,
                rel: str = "") -> Iterator[dict[str, Any]]:
@@ -449,7 +280,7 @@ class S3Storage:
                     continue
                 if "/" in name:
                     continue
-                out[name] = FileStat(int(obj.get("Size") or 0), _mtime(obj.get("LastModified")), False)
+                out[name] = FileStat(int(obj.get("Size") or 0), mtime_of(obj.get("LastModified")), False)
         if not out and not marker and prefix:
             if self._head(rel) is not None:
                 raise NotADirectoryError(errno.ENOTDIR, "Not a directory", self.join(rel))
@@ -457,17 +288,17 @@ class S3Storage:
         return out
 
     def stat(self, rel: str) -> FileStat | None:
-        if not _norm(rel) and not self.prefix:
+        if not normalize_rel(rel) and not self.prefix:
             self.counter.add("stat")
             try:
                 self._call("head_bucket", "", Bucket=self.bucket)
             except FileNotFoundError:
                 return None
             return FileStat(0, 0.0, True)
-        if _norm(rel):
+        if normalize_rel(rel):
             head = self._head(rel)
             if head is not None:
-                return FileStat(int(head.get("ContentLength") or 0), _head_mtime(head), False)
+                return FileStat(int(head.get("ContentLength") or 0), head_mtime(head), False)
         return FileStat(0, 0.0, True) if self._is_dir(rel) else None
 
     def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
@@ -485,7 +316,7 @@ class S3Storage:
         try:
             resp = self._call("get_object", rel, **kwargs)
         except FileNotFoundError:
-            if _norm(rel) and self._is_dir(rel):
+            if normalize_rel(rel) and self._is_dir(rel):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory", self.join(rel)) from None
             raise
         except OSError as e:
@@ -494,22 +325,22 @@ class S3Storage:
             raise
         with resp["Body"] as body:
             data = body.read()
-        return data, _etag(resp.get("ETag"))
+        return data, etag_of(resp.get("ETag"))
 
     def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO:
         self.counter.add("open")
         try:
             resp = self._call("get_object", rel, Bucket=self.bucket, Key=self._key(rel))
         except FileNotFoundError:
-            if _norm(rel) and self._is_dir(rel):
+            if normalize_rel(rel) and self._is_dir(rel):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory", self.join(rel)) from None
             raise
-        return cast(BinaryIO, io.BufferedReader(_Reader(resp["Body"]), buffer_size=1024 * 1024))
+        return cast(BinaryIO, io.BufferedReader(BodyReader(resp["Body"]), buffer_size=1024 * 1024))
 
     def _put(self, rel: str, data: bytes, **extra: Any) -> str:
         self.counter.add("write")
         resp = self._retrying("put_object", rel, Bucket=self.bucket, Key=self._key(rel), Body=data, **extra)
-        return _etag(resp.get("ETag"))
+        return etag_of(resp.get("ETag"))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if len(data) > MULTIPART_THRESHOLD:
@@ -541,7 +372,7 @@ class S3Storage:
             raise
 
     def _create_only(self, rel: str) -> bool:
-        return _BLOB_REL.search(_norm(rel)) is not None and self.conditional_writes()
+        return _BLOB_REL.search(normalize_rel(rel)) is not None and self.conditional_writes()
 
     def _create_blob(self, rel: str, data: bytes) -> None:
         """A blob is created only if absent; one already there with the same size is the same content."""
@@ -564,10 +395,7 @@ class S3Storage:
         except OSError as e:
             if "EntityTooLarge" not in str(e) and "InvalidRequest" not in str(e):
                 raise
-            try:  # larger than 5 GiB: a multipart copy
-                self.client.copy(source, self.bucket, self._key(dst))
-            except ClientError as ce:
-                raise self._translate(ce, src) from None
+            self._b.copy_large(source, self._key(dst), self.join(src))  # larger than 5 GiB
         self.counter.add("remove")
         self._call("delete_object", src, Bucket=self.bucket, Key=self._key(src))
 
@@ -595,7 +423,7 @@ class S3Storage:
                 continue
             for err in resp.get("Errors") or []:
                 key = str(err.get("Key"))
-                if err.get("Code") in _NOT_FOUND:
+                if is_not_found_code(err.get("Code")):
                     continue
                 failures.append((by_key.get(key, key), f"{err.get('Code')}: {err.get('Message')}"))
         return failures
@@ -633,7 +461,7 @@ class S3Storage:
         if not self._b.conditional_delete:
             # The server ignores If-Match on DELETE: compare, then delete (a small window remains).
             head = self._head(rel)
-            if head is None or _etag(head.get("ETag")) != etag:
+            if head is None or etag_of(head.get("ETag")) != etag:
                 return False
             self.counter.add("remove")
             self._call("delete_object", rel, Bucket=self.bucket, Key=self._key(rel))
@@ -647,82 +475,7 @@ class S3Storage:
 
     def conditional_writes(self) -> bool:
         """Does the server honour ``If-None-Match: *`` and ``If-Match``? Probed once per bucket and process."""
-        b = self._b
-        if b.conditional is not None:
-            return b.conditional
-        with b.mu:
-            if b.conditional is None:
-                forced = (os.environ.get(CONDITIONAL_ENV) or "auto").strip().lower()
-                if forced in ("off", "0", "no", "false"):
-                    b.conditional, b.conditional_delete, b.probe_reason = False, False, f"{CONDITIONAL_ENV}={forced}"
-                elif forced in ("on", "1", "yes", "true"):
-                    b.conditional, b.conditional_delete, b.probe_reason = True, True, f"{CONDITIONAL_ENV}={forced}"
-                else:
-                    ok, cond_delete, why = self._probe()
-                    b.conditional_delete = cond_delete
-                    b.probe_reason = why
-                    b.conditional = ok
-                    if not ok:
-                        warnings.warn(f"{b.where}: the server does not honour conditional writes ({why}); "
-                                      "falling back to the lock-file protocol (no atomic create, no "
-                                      "compare-and-swap of index.json)", ConditionalWritesWarning, stacklevel=2)
-        return bool(b.conditional)
-
-    @property
-    def conditional_reason(self) -> str:
-        return self._b.probe_reason
-
-    def _probe(self) -> tuple[bool, bool, str]:
-        """PUT a probe object with ``If-None-Match: *`` twice (the second must fail with 412), PUT with
-        ``If-Match`` on a wrong ETag (must fail), DELETE with ``If-Match`` on a wrong ETag (must not delete)."""
-        root = self  # the probe object goes to <this prefix>/.ocigc/probe/ (where we may write)
-        rel = f"{PROBE_DIR}/{uuid.uuid4().hex}"
-        try:
-            try:
-                root._put(rel, b"ocigc conditional-write probe\n", IfNoneMatch="*")
-            except (PreconditionFailed, OSError) as e:
-                return False, False, f"a PUT with If-None-Match failed: {e}"
-            try:
-                root._put(rel, b"second\n", IfNoneMatch="*")
-                return False, False, "a second PUT with If-None-Match: * of the same key succeeded"
-            except PreconditionFailed:
-                pass
-            try:
-                root._put(rel, b"third\n", IfMatch='"00000000000000000000000000000000"')
-                return False, False, "a PUT with If-Match on a wrong ETag succeeded"
-            except (PreconditionFailed, FileNotFoundError):
-                pass
-            try:
-                root._call("delete_object", rel, Bucket=self.bucket, Key=root._key(rel),
-                           IfMatch='"00000000000000000000000000000000"')
-            except (PreconditionFailed, FileNotFoundError):
-                return True, True, "conditional writes and deletes honoured"
-            except OSError:
-                return True, False, "conditional writes honoured; conditional delete rejected"
-            cond_delete = root._head(rel) is not None
-            return True, cond_delete, ("conditional writes and deletes honoured" if cond_delete
-                                       else "conditional writes honoured; conditional delete ignored")
-        except S3Error as e:
-            return False, False, f"probe failed: {e}"
-        finally:
-            with suppress(Exception):
-                root.client.delete_object(Bucket=self.bucket, Key=root._key(rel))
+        return self._b.conditional_writes(lambda: self._b.probe(self.prefix, self.counter))
 
 
-def _mtime(value: Any) -> float:
-    ts = getattr(value, "timestamp", None)
-    return float(ts()) if ts is not None else 0.0
-
-
-def _head_mtime(head: dict[str, Any]) -> float:
-    """``x-amz-meta-mtime`` (what s3fs and rclone write) when present, else LastModified."""
-    meta = head.get("Metadata") or {}
-    for key in ("mtime", "Mtime"):
-        raw = meta.get(key)
-        if raw:
-            with suppress(ValueError):
-                return float(raw)
-    return _mtime(head.get("LastModified"))
-
-
-__all__ = ["ConditionalWritesWarning", "S3Error", "S3Storage", "parse_s3_url", "reset_clients"]
+__all__ = ["S3Storage", "parse_s3_url"]

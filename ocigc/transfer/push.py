@@ -76,7 +76,8 @@ from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
 from ocigc.layout.indexio import update_index
 from ocigc.layout.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
-from ocigc.lock.handle import LockHandle, acquire, hold_for
+from ocigc.lock.acquire import acquire
+from ocigc.lock.handle import LockHandle, hold_for
 from ocigc.oci.descriptor import (
     ANNOTATION_CREATED,
     ANNOTATION_REF_NAME,
@@ -90,7 +91,8 @@ from ocigc.oci.index import Index
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullCounter, NullProgress, Progress
-from ocigc.storage.base import StagesTemp, Storage, open_storage, open_write_content, stager
+from ocigc.storage.base import StagesTemp, Storage, open_write_content, stager
+from ocigc.storage.open_storage import open_storage
 
 # --- oras conventions -------------------------------------------------------------------------
 MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"

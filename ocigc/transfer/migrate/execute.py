@@ -65,7 +65,7 @@ from ocigc.layout.graph import wants_read
 from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.layout import INDEX_FILE, MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.layout.state import stat_blobs
-from ocigc.lock import handle as locking
+from ocigc.lock import acquire as locking
 from ocigc.oci import manifest as mf
 from ocigc.oci.descriptor import (
     ANNOTATION_REF_NAME,
@@ -78,7 +78,8 @@ from ocigc.oci.index import Index
 from ocigc.oci.refs import TAG_RE
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
-from ocigc.storage.base import Storage, open_storage, open_write_content
+from ocigc.storage.base import Storage, open_write_content
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.push import copy_hashing, ensure_layout
 from ocigc.transfer.registry import (
     BlobNotFound,

@@ -1,0 +1,64 @@
+"""What writing commands share about locks: ``--lock-wait``, a ``locker`` that takes the layout's
+lock with a waiting message on stderr, the command line recorded in lock files, and the layouts a
+PATH names (``locks``, ``trash``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Annotated, Literal
+
+import typer
+
+from ocigc.cli._common import Settings
+from ocigc.cli.read import layouts_under
+from ocigc.layout.layout import Layout
+from ocigc.lock.acquire import acquire
+from ocigc.lock.files import LockInfo
+from ocigc.lock.handle import LockHandle
+from ocigc.storage.open_storage import open_storage
+
+LockWaitOpt = Annotated[str, typer.Option(
+    "--lock-wait", metavar="DURATION",
+    help="How long to wait for a conflicting lock before giving up with exit 75 (0, 30s, 10m).")]
+
+
+def waiting_reporter(s: Settings, layout: Layout) -> Callable[[list[LockInfo]], None]:
+    """An ``on_wait`` callback that says once (on stderr) who we are waiting for."""
+    said: set[str] = set()
+
+    def report(holders: list[LockInfo]) -> None:
+        if s.quiet:
+            return
+        new = [h for h in holders if h.owner not in said]
+        if not new:
+            return
+        said.update(h.owner for h in new)
+        who = "; ".join(h.describe() for h in new[:3])
+        typer.echo(f"{layout.display}: waiting for lock: {who}", err=True)
+
+    return report
+
+
+def make_locker(s: Settings, wait: float, command: str,
+                ) -> Callable[[Layout, Literal["shared", "exclusive"]], AbstractContextManager[LockHandle]]:
+    """A ``locker`` for ``ocigc.gc.run.RunOptions``: the layout's lock, waiting up to ``wait`` seconds."""
+
+    def locker(layout: Layout, mode: Literal["shared", "exclusive"]) -> AbstractContextManager[LockHandle]:
+        return acquire(layout, mode, wait=wait, command=command, on_wait=waiting_reporter(s, layout))
+
+    return locker
+
+
+def command_line() -> str:
+    return " ".join(["ocigc", *sys.argv[1:]])[:500]
+
+
+def layouts_at(path: str, jobs: int) -> list[Layout]:
+    """The layout at ``path``, or every layout under it."""
+    storage = open_storage(path)
+    if storage.stat("oci-layout") is not None:
+        return [Layout(storage)]
+    return layouts_under(path, jobs)

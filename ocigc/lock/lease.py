@@ -1,0 +1,154 @@
+"""Native mode (a store whose conditional writes passed the probe: ``s3://`` on AWS, MinIO, moto):
+an exclusive lock is one *lease object* per scope, ``<scope>.X.lease``, created with
+``If-None-Match: *`` (exactly one creator wins), renewed with ``If-Match: <our ETag>`` (a 412 means
+the lease was taken over: LockLost), taken over when stale with ``If-Match: <the ETag seen>``
+(exactly one breaker wins; the body's ``epoch`` goes up) and released with a conditional delete
+(never a successor's lease). Shared holders keep their unique files; an exclusive holder drains
+them behind its lease as above. Staleness of a lease is judged as for a file, with the observed
+age counted per ETag (a live holder renews every ``ttl/3``). See ``LeaseHandle``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from typing import Any
+
+from ocigc.errors import LockLost
+from ocigc.layout.journal import write_record
+from ocigc.layout.layout import Layout
+from ocigc.lock.files import EXCLUSIVE, LOCK_DIR, SHARED, LockInfo, is_lease, lease_name, now_boot
+from ocigc.lock.handle import HeldLock, LockHandle
+from ocigc.storage.base import ConditionalStorage, PreconditionFailed
+
+
+class LeaseHandle(LockHandle):
+    """Native mode: exclusive scopes are lease objects written with conditional requests.
+
+    ``<scope>.X.lease`` is created with ``If-None-Match: *``: of two acquirers exactly one PUT
+    succeeds, with no settle delay. The loser reads the lease; a live one means back off (or
+    LockBusy), a stale one (the verdicts of ``LockDir``) is taken over with ``If-Match`` on the
+    ETag it read, so of several breakers exactly one wins; ``epoch`` in the body counts takeovers.
+    The holder renews with ``If-Match`` on its own ETag (412: the lease was taken over, LockLost)
+    and releases with a conditional delete. Shared locks are the unique files of ``LockHandle``
+    (created with ``If-None-Match``); an exclusive holder drains them behind its lease, and
+    exclusive lock files of lock-file-protocol writers (a host on a mount) count as conflicts.
+    """
+
+    def __init__(self, layout: Layout, store: ConditionalStorage, **kwargs: Any) -> None:
+        super().__init__(layout, **kwargs)
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"LeaseHandle({self.layout.location!r}, mode={self.mode!r}, owner={self.owner[:8]})"
+
+    # --- acquisition ---------------------------------------------------------------------------
+    def _acquire_instance(self, scope: str, mode: str, wait: float) -> HeldLock:
+        if mode != EXCLUSIVE:
+            return super()._acquire_instance(scope, mode, wait)
+        p = self.params
+        deadline = now_boot() + wait
+        self._waiting = wait
+        backoff = random.uniform(p.backoff_min, p.backoff_max)
+        while True:
+            self.stats.attempts += 1
+            got = self._take_lease(scope)
+            if isinstance(got, LockInfo):
+                blocking = [got]
+            else:
+                inst = got
+                try:
+                    live = self._live_conflicts(scope, EXCLUSIVE)
+                    if live and all(c.mode == SHARED for c in live):
+                        live = [] if self._drain(inst, scope, deadline) else self._live_conflicts(scope, EXCLUSIVE)
+                except BaseException:
+                    self._delete(inst)
+                    raise
+                if not live:
+                    return self._register(inst)
+                self._delete(inst)
+                blocking = live
+            self._back_off(blocking, deadline, backoff)
+            backoff = min(backoff * 2, p.backoff_cap)
+
+    def _take_lease(self, scope: str) -> HeldLock | LockInfo:
+        """Create the lease, or take over a stale one; else the live holder."""
+        name = lease_name(scope)
+        rel = f"{LOCK_DIR}/{name}"
+        holder: LockInfo | None = None
+        for _ in range(8):  # the lease may vanish or change between our create and our read
+            inst = HeldLock(scope, EXCLUSIVE, 1, time.time(), now_boot(), name=name, epoch=1)
+            try:
+                inst.etag = self.store.put_if_absent(rel, self._lease_body(inst, None))
+                return inst
+            except FileExistsError:
+                pass
+            holder = self.dir.lease(name)
+            if holder is None:
+                continue
+            if holder.owner and holder.owner in self.inherited:
+                inst.borrowed, inst.epoch = True, int((holder.body or {}).get("epoch") or 0)
+                return inst
+            verdict = self.dir.verdict(holder)
+            if not verdict.stale or holder.etag is None:
+                return holder
+            inst.epoch = int((holder.body or {}).get("epoch") or 0) + 1
+            try:
+                inst.etag = self.store.put_if_match(rel, self._lease_body(inst, holder.owner or None), holder.etag)
+            except (PreconditionFailed, FileNotFoundError):
+                continue  # another breaker won, or the holder renewed or released: look again
+            write_record(self.layout, "lock-break", {
+                "lock": name, "scope": scope, "mode": "exclusive", "owner": holder.owner, "holder": holder.body,
+                "reason": verdict.reason, "forced": False, "breaker": self._whoami(), "run": self.run,
+                "takeover": True, "epoch": inst.epoch,
+            })
+            self.stats.broken.append(name)
+            return inst
+        return holder if holder is not None else LockInfo(name, scope, EXCLUSIVE, "", 0,
+                                                          problem="changing too fast to read")
+
+    def _lease_body(self, inst: HeldLock, prev: str | None) -> bytes:
+        body = json.loads(self._body(inst, prev))
+        body["epoch"] = inst.epoch
+        body["lease"] = True
+        return json.dumps(body, indent=1).encode()
+
+    # --- refresh and release -------------------------------------------------------------------
+    def _refresh(self, inst: HeldLock) -> None:
+        if not is_lease(inst.name):
+            super()._refresh(inst)
+            return
+        with inst.mu:
+            if inst.dropped:
+                return
+            started = now_boot()
+            where = self.dir.where(inst.name)
+            if inst.borrowed:
+                holder = self.dir.lease(inst.name)
+                if holder is None or holder.owner not in self.inherited:
+                    raise LockLost(f"{where}: the inherited lease is gone; stopped before the next destructive step")
+                inst.confirmed = started
+                return
+            nxt = HeldLock(inst.scope, inst.mode, inst.gen + 1, inst.acquired_unix, started, name=inst.name,
+                            epoch=inst.epoch)
+            assert inst.etag is not None
+            try:
+                etag = self.store.put_if_match(f"{LOCK_DIR}/{inst.name}", self._lease_body(nxt, self.owner), inst.etag)
+            except (PreconditionFailed, FileNotFoundError):
+                lost = (f"{where}: our lease was taken over or removed by another process (renewal refused); "
+                        "stopped before the next destructive step")
+                with self._mu:
+                    self._lost = lost
+                raise LockLost(lost) from None
+            inst.gen, inst.etag, inst.confirmed = nxt.gen, etag, started
+
+    def _delete(self, inst: HeldLock) -> None:
+        if not is_lease(inst.name):
+            super()._delete(inst)
+            return
+        if inst.borrowed or inst.etag is None:
+            return
+        with contextlib.suppress(OSError):
+            self.store.delete_if_match(f"{LOCK_DIR}/{inst.name}", inst.etag)

@@ -1,0 +1,306 @@
+"""The boto3 side of the native S3 backend (``ocigc.storage.s3``): one client per (endpoint, bucket)
+shared by every ``S3Storage`` of the process, requests with botocore's errors turned into
+``OSError`` subclasses (or ``S3Error`` for bucket-level ones), the probe of conditional requests,
+and the fields of S3's answers (bodies, times, ETags). The only module that imports boto3 and
+botocore.
+
+Endpoint, region and credentials come the standard AWS way (environment, profiles,
+``AWS_ENDPOINT_URL``); ``open_storage`` passes the CLI's ``--endpoint-url``.
+``OCIGC_S3_CONDITIONAL=auto|on|off`` forces the conditional capability (``auto``: probe).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ocigc.errors import OcigcError
+from ocigc.storage.base import OpCounter, PreconditionFailed
+
+try:  # the optional extra
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+except ImportError as _e:  # pragma: no cover - depends on the installation
+    raise ImportError("s3:// locations need boto3: pip install 'ocigc[s3]'") from _e
+
+#: Retries of a 409 ConditionalRequestConflict (a concurrent conditional operation on the key).
+CONFLICT_RETRIES = 5
+#: Directory of the capability probe objects, under the storage's root prefix.
+PROBE_DIR = ".ocigc/probe"
+CONDITIONAL_ENV = "OCIGC_S3_CONDITIONAL"
+ADDRESSING_ENV = "OCIGC_S3_ADDRESSING_STYLE"
+
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION = frozenset({"PreconditionFailed", "412"})
+_CONFLICT = frozenset({"ConditionalRequestConflict", "409", "OperationAborted"})
+_DENIED = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+#: An ETag no object has: conditional requests with it must fail.
+_WRONG_ETAG = '"00000000000000000000000000000000"'
+
+
+class S3Error(OcigcError):
+    """The bucket cannot be used at all: no credentials, no such bucket, access denied, no endpoint."""
+
+
+class ConditionalWritesWarning(UserWarning):
+    """The server ignores conditional requests: ocigc falls back to the lock-file protocol."""
+
+
+class ConflictingRequest(OSError):
+    """409 ConditionalRequestConflict: retry."""
+
+
+def is_not_found_code(code: Any) -> bool:
+    """An error code of a DeleteObjects answer that means the key was already gone."""
+    return code in _NOT_FOUND
+
+
+def _code(e: ClientError) -> str:
+    err = e.response.get("Error", {}) if isinstance(e.response, dict) else {}
+    code = str(err.get("Code") or "")
+    status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")) if isinstance(
+        e.response, dict) else ""
+    return code or status
+
+
+def _status(e: ClientError) -> int:
+    try:
+        return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def _is(e: ClientError, codes: frozenset[str]) -> bool:
+    return _code(e) in codes or str(_status(e)) in codes
+
+
+def etag_of(value: Any) -> str:
+    return str(value or "")
+
+
+@dataclass
+class Bucket:
+    """One bucket at one endpoint, with its client and what the probe found (per process)."""
+
+    bucket: str
+    endpoint_url: str | None
+    client: Any
+    #: Probe results, per process: None until probed.
+    conditional: bool | None = None
+    conditional_delete: bool | None = None
+    probe_reason: str = ""
+    mu: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def _at(self) -> str:
+        return f" at {self.endpoint_url}" if self.endpoint_url else ""
+
+    def call(self, op: str, where: str, **kwargs: Any) -> Any:
+        """One request (``where`` names the object for messages); botocore errors become OSError
+        subclasses (or S3Error for bucket-level ones)."""
+        try:
+            return getattr(self.client, op)(**kwargs)
+        except ClientError as e:
+            raise self._translate(e, where) from None
+        except NoCredentialsError:
+            raise S3Error(f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                          "AWS_PROFILE or an instance role)") from None
+        except BotoCoreError as e:
+            raise S3Error(f"{where}: {e}") from None
+
+    def _translate(self, e: ClientError, where: str) -> Exception:
+        code = _code(e)
+        message = str(e.response.get("Error", {}).get("Message") or code) if isinstance(e.response, dict) else code
+        if code == "NoSuchBucket":
+            return S3Error(f"s3://{self.bucket}: no such bucket{self._at()}")
+        if code == "NoSuchUpload":
+            return FileNotFoundError(errno.ENOENT, f"{where}: multipart upload vanished")
+        if _is(e, _NOT_FOUND):
+            return FileNotFoundError(errno.ENOENT, "No such file or directory", where)
+        if _is(e, _PRECONDITION):
+            return PreconditionFailed(errno.EEXIST, f"{where}: precondition failed (changed by another writer)")
+        if _is(e, _CONFLICT):
+            return ConflictingRequest(errno.EAGAIN, f"{where}: conflicting concurrent request ({code})")
+        if _is(e, _DENIED):
+            return S3Error(f"{where}: access denied ({message}){self._at()}")
+        return OSError(errno.EIO, f"{where}: {code}: {message}")
+
+    def retrying(self, op: str, where: str, **kwargs: Any) -> Any:
+        """``call`` with 409 conflicts retried."""
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return self.call(op, where, **kwargs)
+            except ConflictingRequest:
+                if attempt + 1 == CONFLICT_RETRIES:
+                    raise PreconditionFailed(errno.EAGAIN, f"{where}: kept conflicting with concurrent "
+                                             f"requests (409) {CONFLICT_RETRIES} times") from None
+                time.sleep(0.02 * (attempt + 1) * (1 + (uuid.uuid4().int % 100) / 100))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def copy_large(self, source: dict[str, str], key: str, where: str) -> None:
+        """A copy larger than 5 GiB: a multipart copy (boto3's managed transfer)."""
+        try:
+            self.client.copy(source, self.bucket, key)
+        except ClientError as e:
+            raise self._translate(e, where) from None
+
+    def conditional_writes(self, probe: Callable[[], tuple[bool, bool, str]]) -> bool:
+        """Does the server honour ``If-None-Match: *`` and ``If-Match``? ``probe`` asks it, once per
+        bucket and process, unless ``OCIGC_S3_CONDITIONAL`` forces the answer."""
+        if self.conditional is not None:
+            return self.conditional
+        with self.mu:
+            if self.conditional is None:
+                forced = (os.environ.get(CONDITIONAL_ENV) or "auto").strip().lower()
+                if forced in ("off", "0", "no", "false"):
+                    self.conditional, self.conditional_delete = False, False
+                    self.probe_reason = f"{CONDITIONAL_ENV}={forced}"
+                elif forced in ("on", "1", "yes", "true"):
+                    self.conditional, self.conditional_delete = True, True
+                    self.probe_reason = f"{CONDITIONAL_ENV}={forced}"
+                else:
+                    ok, cond_delete, why = probe()
+                    self.conditional_delete = cond_delete
+                    self.probe_reason = why
+                    self.conditional = ok
+                    if not ok:
+                        warnings.warn(f"{self.where}: the server does not honour conditional writes ({why}); "
+                                      "falling back to the lock-file protocol (no atomic create, no "
+                                      "compare-and-swap of index.json)", ConditionalWritesWarning, stacklevel=3)
+        return bool(self.conditional)
+
+    def probe(self, root_key: str, counter: OpCounter) -> tuple[bool, bool, str]:
+        """PUT a probe object with ``If-None-Match: *`` twice (the second must fail with 412), PUT with
+        ``If-Match`` on a wrong ETag (must fail), DELETE with ``If-Match`` on a wrong ETag (must not
+        delete). The object goes to ``<root_key>/.ocigc/probe/`` (where we may write) and is removed."""
+        key = f"{root_key}/{PROBE_DIR}/{uuid.uuid4().hex}" if root_key else f"{PROBE_DIR}/{uuid.uuid4().hex}"
+        where = f"s3://{self.bucket}/{key}"
+
+        def put(data: bytes, **extra: str) -> None:
+            counter.add("write")
+            self.retrying("put_object", where, Bucket=self.bucket, Key=key, Body=data, **extra)
+
+        try:
+            try:
+                put(b"ocigc conditional-write probe\n", IfNoneMatch="*")
+            except (PreconditionFailed, OSError) as e:
+                return False, False, f"a PUT with If-None-Match failed: {e}"
+            try:
+                put(b"second\n", IfNoneMatch="*")
+                return False, False, "a second PUT with If-None-Match: * of the same key succeeded"
+            except PreconditionFailed:
+                pass
+            try:
+                put(b"third\n", IfMatch=_WRONG_ETAG)
+                return False, False, "a PUT with If-Match on a wrong ETag succeeded"
+            except (PreconditionFailed, FileNotFoundError):
+                pass
+            try:
+                self.call("delete_object", where, Bucket=self.bucket, Key=key, IfMatch=_WRONG_ETAG)
+            except (PreconditionFailed, FileNotFoundError):
+                return True, True, "conditional writes and deletes honoured"
+            except OSError:
+                return True, False, "conditional writes honoured; conditional delete rejected"
+            counter.add("stat")
+            try:
+                self.call("head_object", where, Bucket=self.bucket, Key=key)
+                cond_delete = True
+            except FileNotFoundError:
+                cond_delete = False
+            return True, cond_delete, ("conditional writes and deletes honoured" if cond_delete
+                                       else "conditional writes honoured; conditional delete ignored")
+        except S3Error as e:
+            return False, False, f"probe failed: {e}"
+        finally:
+            with suppress(Exception):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+_BUCKETS: dict[tuple[str | None, str], Bucket] = {}
+_BUCKETS_MU = threading.Lock()
+
+
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _make_client(endpoint_url: str | None) -> Any:
+    style = os.environ.get(ADDRESSING_ENV) or ("path" if endpoint_url or _env_endpoint() else "auto")
+    config = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5},
+                    s3={"addressing_style": style}, connect_timeout=10, read_timeout=120)
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def bucket_client(bucket: str, endpoint_url: str | None, client: Any = None) -> Bucket:
+    """The process's ``Bucket`` for (endpoint, bucket); a new one when ``client`` is another client."""
+    key = (endpoint_url, bucket)
+    with _BUCKETS_MU:
+        found = _BUCKETS.get(key)
+        if found is None or (client is not None and found.client is not client):
+            found = Bucket(bucket, endpoint_url or _env_endpoint(), client or _make_client(endpoint_url))
+            _BUCKETS[key] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Forget the per-process clients and probe results (tests)."""
+    with _BUCKETS_MU:
+        _BUCKETS.clear()
+
+
+class BodyReader(io.RawIOBase):
+    """A GET's body as a read-only binary stream (no fileno, no seek)."""
+
+    def __init__(self, body: Any) -> None:
+        super().__init__()
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._body.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return cast(bytes, self._body.read())
+        return cast(bytes, self._body.read(size))
+
+    def close(self) -> None:
+        if not self.closed:
+            with suppress(Exception):
+                self._body.close()
+        super().close()
+
+
+def mtime_of(value: Any) -> float:
+    ts = getattr(value, "timestamp", None)
+    return float(ts()) if ts is not None else 0.0
+
+
+def head_mtime(head: dict[str, Any]) -> float:
+    """``x-amz-meta-mtime`` (what s3fs and rclone write) when present, else LastModified."""
+    meta = head.get("Metadata") or {}
+    for key in ("mtime", "Mtime"):
+        raw = meta.get(key)
+        if raw:
+            with suppress(ValueError):
+                return float(raw)
+    return mtime_of(head.get("LastModified"))
