@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.migrate.execute import (
     PRESENT,
     Filters,
@@ -21,7 +22,7 @@ from ocigc.transfer.migrate.execute import (
     migrate,
     parse_endpoint,
 )
-from ocigc.transfer.registry import RegistryClient, RegistryOptions, referrers_tag
+from ocigc.transfer.registry import RegistryClient, RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run, snapshot
 from tests.layoutkit import LayoutBuilder
 

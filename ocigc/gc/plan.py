@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc.digest import Digest
-from ocigc.errors import IntegrityError, ManifestError, OcigcError, ReferenceNotFound, UnsafeToModify, UsageError
+from ocigc.errors import IntegrityError, ManifestError, ReferenceNotFound, UnsafeToModify, UsageError
+from ocigc.gc.cascade import cascade
 from ocigc.gc.trash import TrashInfo, root_names, trashed_digests
 from ocigc.jsonload import JSONInputError, load_json
 from ocigc.layout.graph import RefGraph, wants_read
@@ -505,6 +506,8 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
                 plan.remove_entries.append(r)
             else:
                 plan.notes.append(f"untagged entry {r.digest.short} kept: younger than the grace period")
+        if opts.select_entries is None:  # a policy cascades its own removals (its `referrers` setting)
+            _cascade_untagged(plan, layout, state, opts, now, listing)
     dropped = {r.position for r in plan.remove_entries}
     roots = [e.digest for i, e in enumerate(index.entries) if i not in dropped]
     keep = graph.reachable(roots)
@@ -517,6 +520,26 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     choose_leftovers(plan, layout, listing, opts.grace, opts.jobs, now)
     report_listing(plan, layout, listing)
     return plan
+
+
+def _cascade_untagged(plan: Plan, layout: Layout, state: LayoutState, opts: SweepOptions, now: float,
+                      listing: BlobListing) -> None:
+    """The referrers of the untagged manifests a sweep drops go with them, as in ``delete`` (the one
+    cascade, ``ocigc.gc.cascade``): entries whose manifest's ``subject`` goes, and referrer tags
+    (``sha256-<hex>``, cosign's ``.sig``/``.att``/``.sbom``) of what goes; past the grace period."""
+    index, graph = state.index, state.graph
+    drop = {r.position: r.reason for r in plan.remove_entries}
+    targets = {index.entries[i].digest for i in drop}
+    before = set(drop)
+    cascade(index, graph, drop, targets, keep_referrers=False)
+    added = sorted(set(drop) - before)
+    old = _old_enough(layout, [index.entries[i].digest for i in added], opts.grace, opts.jobs, now, listing.stats)
+    for i in added:
+        e = index.entries[i]
+        if e.digest in old:
+            plan.remove_entries.append(EntryRemoval(i, e.digest, e.ref_name, drop[i]))
+        else:
+            plan.notes.append(f"{drop[i]} {e.digest.short} kept: younger than the grace period")
 
 
 def missing_from(graph: RefGraph, keep: set[Digest], listing: BlobListing,
@@ -578,7 +601,7 @@ def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: 
     targets: set[Digest] = set()
     for ref in refs:
         _select(layout, index, graph, ref, opts, drop, targets)
-    _cascade(index, graph, drop, targets, opts)
+    cascade(index, graph, drop, targets, keep_referrers=opts.keep_referrers)
     remaining = [e.digest for i, e in enumerate(index.entries) if i not in drop]
     keep = graph.reachable(remaining)
     refuse_unsafe(layout, graph, keep)
@@ -647,68 +670,3 @@ def _select(layout: Layout, index: Index, graph: RefGraph, ref: Reference, opts:
     targets.add(d)
 
 
-def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest], opts: DeleteOptions) -> None:
-    """Drop the untagged entries that only kept alive what is deleted (the manifest's own entries, the
-    platform manifests of a deleted index), and (unless kept) the referrers of what goes."""
-    while True:
-        added = _drop_untagged_below(index, graph, drop, targets)
-        if not opts.keep_referrers:
-            added |= _drop_referrers(index, graph, drop, targets)
-        if not added:
-            return
-
-
-def _drop_untagged_below(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest]) -> bool:
-    below = graph.reachable(targets)
-    candidates = {i for i, e in enumerate(index.entries) if i not in drop and not e.has_ref_name and e.digest in below}
-    if not candidates:
-        return False
-    base = graph.reachable([e.digest for i, e in enumerate(index.entries) if i not in drop and i not in candidates])
-    added = False
-    for i in sorted(candidates):
-        e = index.entries[i]
-        if e.digest in base:
-            continue
-        if e.digest in targets:
-            drop[i] = f"untagged entry of deleted {e.digest.short}"
-        else:
-            parent = next((t for t in sorted(targets) if e.digest in graph.reachable([t])), None)
-            drop[i] = f"untagged child of deleted {parent.short}" if parent else "untagged child of what is deleted"
-        added = True
-    return added
-
-
-def _drop_referrers(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest]) -> bool:
-    keep = graph.reachable([e.digest for i, e in enumerate(index.entries) if i not in drop])
-    gone = graph.reachable([e.digest for e in index.entries]) - keep
-    gone |= {t for t in targets if t not in keep}
-    added = False
-    for i, e in enumerate(index.entries):
-        if i in drop:
-            continue
-        subjects = {s for s, kinds in graph.children(e.digest, include_subject=True) if "subject" in kinds}
-        gone_subjects = subjects & gone
-        fallback = _fallback_subject(e, gone)
-        if gone_subjects or fallback:
-            subj = sorted(gone_subjects)[0] if gone_subjects else fallback
-            assert subj is not None
-            drop[i] = f"referrer of deleted {subj.short}"
-            targets.add(e.digest)
-            added = True
-    return added
-
-
-def _fallback_subject(entry: Descriptor, gone: set[Digest]) -> Digest | None:
-    """The referrers tag schema: tag ``sha256-<hex>`` lists the referrers of ``sha256:<hex>``."""
-    name = entry.ref_name or ""
-    alg, sep, hexpart = name.partition("-")
-    if not sep:
-        return None
-    for d in gone:
-        if d.algorithm == alg and d.encoded == hexpart:
-            return d
-    return None
-
-
-def describe_error(e: OcigcError) -> str:
-    return str(e)

@@ -39,9 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ocigc.digest import ALGORITHMS, Digest
+from ocigc.digest import Digest
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import ManifestError, UsageError
+from ocigc.gc.cascade import cascade
 from ocigc.gc.plan import EntryRemoval, EntrySelection, EntrySelector, SweepOptions, untagged_removals
 from ocigc.gc.run import RunOptions
 from ocigc.jsonload import load_json
@@ -50,6 +51,7 @@ from ocigc.layout.layout import Layout
 from ocigc.layout.state import LayoutState
 from ocigc.oci.descriptor import ANNOTATION_CREATED, Descriptor
 from ocigc.oci.index import Index
+from ocigc.oci.referrers import tag_subject
 from ocigc.parallel import DEFAULT_JOBS, pmap
 
 # --- the model ----------------------------------------------------------------------------------
@@ -605,9 +607,6 @@ class _TimeReader:
 
 
 # --- classification ------------------------------------------------------------------------------
-_SCHEMA_TAG = re.compile(r"^(sha256|sha384|sha512)-([0-9a-f]+)(?:\.[A-Za-z0-9_.-]+)?$")
-
-
 def tag_part(ref_name: str) -> str:
     """What the patterns see: the tag after the last ``:`` that follows the last ``/``."""
     slash = ref_name.rfind("/")
@@ -621,12 +620,7 @@ def referrer_subject(entry: Descriptor, graph: RefGraph, present: set[Digest]) -
         for s, kinds in graph.children(entry.digest, include_subject=True):
             if "subject" in kinds and s in present:
                 return Digest(s)
-    m = _SCHEMA_TAG.match(entry.ref_name or "")
-    if m and len(m.group(2)) == ALGORITHMS[m.group(1)]:
-        d = Digest(f"{m.group(1)}:{m.group(2)}")
-        if d in present:
-            return d
-    return None
+    return tag_subject(entry.ref_name, present)
 
 
 def gather(rule: Rule, layout: Layout, state: LayoutState, jobs: int = DEFAULT_JOBS) -> Facts:
@@ -742,18 +736,8 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
     drop: dict[int, str] = {t.pos: f"policy {rule.name}: {t.reason}" for t in ranked if t.action == "remove"}
     targets = {index.entries[p].digest for p in drop}
     protected = {t.pos for t in ranked} | {t.pos for t in attached if t.protected}
-    _cascade(index, graph, drop, targets, rule.referrers == "keep", protected)
-
-    for t in attached:
-        if t.protected:
-            continue
-        if t.pos in drop:
-            _set(t, "remove", "referrer", drop[t.pos].removeprefix(f"policy {rule.name}: "))
-        elif rule.referrers == "keep":
-            _set(t, "keep", "referrer", f"referrer of {t.subject.short if t.subject else '?'}; the rule keeps "
-                 "referrers")
-        else:
-            _set(t, "keep", "referrer", f"referrer of {t.subject.short if t.subject else '?'}, which stays")
+    cascade(index, graph, drop, targets, keep_referrers=rule.referrers == "keep", protected=protected,
+            verb="removed")
 
     if rule.untagged == "delete":
         age = rule.untagged_older_than if rule.untagged_older_than is not None else grace
@@ -768,6 +752,22 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
             else:
                 drop[r.position] = f"policy {rule.name}: untagged, no kept tag reaches it, older than " \
                                    f"{format_duration(age)}"
+        # What the untagged removals take along: their referrers (the one cascade, as for tags).
+        new = {p for p in drop if p not in protected}
+        targets |= {index.entries[p].digest for p in new}
+        cascade(index, graph, drop, targets, keep_referrers=rule.referrers == "keep", protected=protected,
+                verb="removed")
+
+    for t in attached:
+        if t.protected:
+            continue
+        if t.pos in drop:
+            _set(t, "remove", "referrer", drop[t.pos].removeprefix(f"policy {rule.name}: "))
+        elif rule.referrers == "keep":
+            _set(t, "keep", "referrer", f"referrer of {t.subject.short if t.subject else '?'}; the rule keeps "
+                 "referrers")
+        else:
+            _set(t, "keep", "referrer", f"referrer of {t.subject.short if t.subject else '?'}, which stays")
 
     by_pos = {t.pos: t for t in tags}
     for pos in sorted(drop):
@@ -893,66 +893,6 @@ def _per_manifest(index: Index, graph: RefGraph, tags: list[_Tag]) -> None:
                 changed = True
         if not changed:
             return
-
-
-def _cascade(index: Index, graph: RefGraph, drop: dict[int, str], targets: set[Digest], keep_referrers: bool,
-             protected: set[int]) -> None:
-    """Like ``ocigc.gc.plan._cascade``: the untagged entries of what a removed manifest reaches (its own,
-    and the platform manifests of a removed index) that nothing else reaches, then referrers of
-    what goes and theirs; but never a protected entry, nor anything a protected entry reaches."""
-    entries = index.entries
-    everything = graph.reachable(e.digest for e in entries)
-    while True:
-        remaining = [e.digest for i, e in enumerate(entries) if i not in drop]
-        keep = graph.reachable(remaining)
-        gone = everything - keep
-        shield = graph.reachable(entries[i].digest for i in protected if i not in drop)
-        part_of = _part_of(graph, targets)
-        added = False
-        # Untagged entries within what goes: dropped when no other remaining entry reaches them
-        # (an untagged index listing another candidate goes first, the candidate on the next pass).
-        cands = {i for i, e in enumerate(entries)
-                 if i not in drop and i not in protected and not e.has_ref_name and e.digest in part_of}
-        base = graph.reachable(e.digest for i, e in enumerate(entries) if i not in drop and i not in cands)
-        below = graph.reachable(c for d in {entries[i].digest for i in cands} for c, _ in graph.children(d))
-        for i in sorted(cands):
-            d = entries[i].digest
-            if d not in base and d not in below:
-                owner = part_of[d]
-                drop[i] = (f"untagged entry of removed {owner.short}" if owner == d
-                           else f"untagged entry of a manifest of removed {owner.short}")
-                added = True
-        for i, e in enumerate(entries):
-            if i in drop or i in protected or i in cands:
-                continue
-            if keep_referrers or e.digest in shield:
-                continue
-            subjects = {Digest(s) for s, kinds in graph.children(e.digest, include_subject=True)
-                        if "subject" in kinds} if e.digest in graph else set()
-            dead = sorted(subjects & gone)
-            if not dead:
-                m = _SCHEMA_TAG.match(e.ref_name or "")
-                if m and len(m.group(2)) == ALGORITHMS[m.group(1)]:
-                    d = Digest(f"{m.group(1)}:{m.group(2)}")
-                    if d in gone:
-                        dead = [d]
-            if dead:
-                drop[i] = f"referrer of removed {dead[0].short}"
-                targets.add(e.digest)
-                added = True
-        if not added:
-            return
-
-
-def _part_of(graph: RefGraph, targets: set[Digest]) -> dict[Digest, Digest]:
-    """Everything the removed manifests reach -> the removed manifest it belongs to."""
-    out: dict[Digest, Digest] = {}
-    for t in sorted(targets):
-        for d in graph.reachable([t]):
-            out.setdefault(Digest(d), t)
-    for t in targets:
-        out[t] = t
-    return out
 
 
 def _decision(rule: Rule, repository: str, t: _Tag) -> dict[str, Any]:

@@ -109,12 +109,6 @@ def backoff_delay(attempt: int, options: RegistryOptions, retry_after: float | N
     return base * random.uniform(0.5, 1.0)
 
 
-def referrers_tag(digest: str) -> str:
-    """The distribution spec's referrers tag for a digest: ``<alg>-<first 64 of hex>``."""
-    alg, _, enc = digest.partition(":")
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', alg[:32])}-{re.sub(r'[^A-Za-z0-9_.-]', '-', enc[:64])}"
-
-
 def docker_config_path(explicit: str | None = None) -> str:
     """``--docker-config`` (a file or a directory), else ``$DOCKER_CONFIG/config.json``, else
     ``~/.docker/config.json``."""
@@ -756,5 +750,5 @@ def basic_auth_value(username: str, password: str) -> str:
 __all__ = [
     "CHUNK", "MANIFEST_ACCEPT", "BlobNotFound", "ManifestInfo", "RegistryAuthError", "RegistryClient",
     "RegistryOptions", "RegistryRejected", "RegistryUnavailable", "ResponseStream", "StreamInterrupted",
-    "backoff_delay", "basic_auth_value", "docker_config_path", "referrers_tag",
+    "backoff_delay", "basic_auth_value", "docker_config_path",
 ]

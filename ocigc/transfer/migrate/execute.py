@@ -75,6 +75,7 @@ from ocigc.oci.descriptor import (
     Descriptor,
 )
 from ocigc.oci.index import Index
+from ocigc.oci.referrers import referrers_tag
 from ocigc.oci.refs import TAG_RE
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
@@ -88,7 +89,6 @@ from ocigc.transfer.registry import (
     RegistryUnavailable,
     StreamInterrupted,
     backoff_delay,
-    referrers_tag,
 )
 
 DEFAULT_JOBS = 8
