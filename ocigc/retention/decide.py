@@ -38,8 +38,9 @@ from ocigc.digest import Digest
 from ocigc.duration import format_duration
 from ocigc.errors import ManifestError
 from ocigc.gc.cascade import cascade
-from ocigc.gc.plan import EntryRemoval, EntrySelection, EntrySelector, SweepOptions, untagged_removals
+from ocigc.gc.plan import EntryRemoval, EntrySelection, EntrySelector, SweepOptions
 from ocigc.gc.run import RunOptions
+from ocigc.gc.sweep_plan import untagged_removals
 from ocigc.jsonload import load_json
 from ocigc.layout.graph import RefGraph
 from ocigc.layout.layout import Layout
