@@ -28,7 +28,8 @@ import pytest
 import requests
 
 from ocigc.oci.referrers import referrers_tag
-from ocigc.transfer.migrate.execute import MigrateOptions, MigratePlan, migrate
+from ocigc.transfer.migrate.execute import migrate
+from ocigc.transfer.migrate.model import MigrateOptions, MigratePlan
 from ocigc.transfer.registry import MANIFEST_ACCEPT, RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run
 from tests.harness.common import wait_until

@@ -13,15 +13,8 @@ from typing import Any
 import pytest
 
 from ocigc.oci.referrers import referrers_tag
-from ocigc.transfer.migrate.execute import (
-    PRESENT,
-    Filters,
-    InvalidTags,
-    MigrateOptions,
-    map_tag,
-    migrate,
-    parse_endpoint,
-)
+from ocigc.transfer.migrate.execute import migrate
+from ocigc.transfer.migrate.model import PRESENT, Filters, InvalidTags, MigrateOptions, map_tag, parse_endpoint
 from ocigc.transfer.registry import RegistryClient, RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run, snapshot
 from tests.layoutkit import LayoutBuilder
@@ -349,7 +342,10 @@ class _StubRegistry:
 
 def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
     from ocigc.storage.base import LocalStorage
-    from ocigc.transfer.migrate.execute import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
+    from ocigc.transfer.migrate.execute import execute
+    from ocigc.transfer.migrate.model import MigratePlan, RepoPlan
+    from ocigc.transfer.migrate.plan import _plan_repo
+    from ocigc.transfer.migrate.sources import LayoutDest, RegistrySource
 
     b = LayoutBuilder(tmp_path / "reg")
     img = b.image("v1", [b"layer"])
