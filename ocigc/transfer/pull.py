@@ -48,16 +48,10 @@ from ocigc.oci.refs import Reference
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.storage.base import TEMP_PREFIX
-from ocigc.transfer.push import (
-    ANNOTATION_CONTENT_DIGEST,
-    ANNOTATION_UNPACK,
-    CHUNK,
-    EMPTY_JSON_DIGEST,
-    SizeExceeded,
-    copy_hashing,
-    resolve_manifest,
-    title_problem,
-)
+from ocigc.transfer.arguments import title_problem
+from ocigc.transfer.conventions import ANNOTATION_CONTENT_DIGEST, ANNOTATION_UNPACK, EMPTY_JSON_DIGEST
+from ocigc.transfer.hashing import CHUNK, SizeExceeded, copy_hashing
+from ocigc.transfer.push import resolve_manifest
 
 DEFAULT_PULL_CONCURRENCY = 3  # oras pull
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

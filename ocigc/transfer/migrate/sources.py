@@ -24,6 +24,8 @@ from ocigc.oci.descriptor import (
 from ocigc.oci.index import Index
 from ocigc.parallel import pmap
 from ocigc.storage.base import Storage, open_write_content
+from ocigc.transfer.blobs import ensure_layout
+from ocigc.transfer.hashing import copy_hashing
 from ocigc.transfer.migrate.model import (
     COPY,
     FOREIGN,
@@ -33,7 +35,6 @@ from ocigc.transfer.migrate.model import (
     RepoPlan,
     Root,
 )
-from ocigc.transfer.push import copy_hashing, ensure_layout
 from ocigc.transfer.registry import (
     BlobNotFound,
     RegistryClient,
