@@ -30,7 +30,7 @@ import requests
 from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.migrate.execute import migrate
 from ocigc.transfer.migrate.model import MigrateOptions, MigratePlan
-from ocigc.transfer.registry import MANIFEST_ACCEPT, RegistryOptions
+from ocigc.transfer.registry_model import MANIFEST_ACCEPT, RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run
 from tests.harness.common import wait_until
 from tests.harness.servers import RegistryServer

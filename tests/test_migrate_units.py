@@ -15,7 +15,8 @@ import pytest
 from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.migrate.execute import migrate
 from ocigc.transfer.migrate.model import PRESENT, Filters, InvalidTags, MigrateOptions, map_tag, parse_endpoint
-from ocigc.transfer.registry import RegistryClient, RegistryOptions
+from ocigc.transfer.registry import RegistryClient
+from ocigc.transfer.registry_model import RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run, snapshot
 from tests.layoutkit import LayoutBuilder
 
@@ -419,7 +420,7 @@ def self_signed_https(tmp_path: Path) -> Any:
 
 def test_insecure_skips_certificate_verification_and_the_default_does_not(
         self_signed_https: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ocigc.transfer.registry import RegistryUnavailable
+    from ocigc.transfer.registry_model import RegistryUnavailable
 
     with pytest.raises(RegistryUnavailable, match=r"certificate verify failed.*--insecure"):
         RegistryClient(self_signed_https, RegistryOptions(retries=0)).ping()

@@ -86,7 +86,7 @@ def migrate_cmd(
     with handle_errors():
         from ocigc.transfer.migrate.execute import migrate
         from ocigc.transfer.migrate.model import InvalidTags, MigrateOptions
-        from ocigc.transfer.registry import RegistryOptions
+        from ocigc.transfer.registry_model import RegistryOptions
 
         options = MigrateOptions(
             include=tuple(include or ()), exclude=tuple(exclude or ()), repos=tuple(repo or ()), jobs=jobs,

@@ -334,23 +334,7 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
             verb="removed")
 
     if rule.untagged == "delete":
-        age = rule.untagged_older_than if rule.untagged_older_than is not None else grace
-        for r in untagged_removals(index, graph, set(drop)):
-            if r.position in drop:
-                continue
-            mt = facts.mtimes.get(r.digest)
-            if mt is None:
-                sel.notes.append(f"untagged entry {r.digest.short} kept: its age is unknown (stat failed)")
-            elif now - mt < age:
-                sel.notes.append(f"untagged entry {r.digest.short} kept: younger than {format_duration(age)}")
-            else:
-                drop[r.position] = f"policy {rule.name}: untagged, no kept tag reaches it, older than " \
-                                   f"{format_duration(age)}"
-        # What the untagged removals take along: their referrers (the one cascade, as for tags).
-        new = {p for p in drop if p not in protected}
-        targets |= {index.entries[p].digest for p in new}
-        cascade(index, graph, drop, targets, keep_referrers=rule.referrers == "keep", protected=protected,
-                verb="removed")
+        _drop_untagged(rule, index, graph, facts, now, grace, drop, targets, protected, sel)
 
     for t in attached:
         if t.protected:
@@ -372,6 +356,29 @@ def decide(rule: Rule, repository: str, index: Index, graph: RefGraph, facts: Fa
         sel.remove.append(EntryRemoval(pos, e.digest, e.ref_name, drop[pos]))
     sel.decisions.extend(_decision(rule, repository, t) for t in tags)
     return sel
+
+
+def _drop_untagged(rule: Rule, index: Index, graph: RefGraph, facts: Facts, now: float, grace: float,
+                   drop: dict[int, str], targets: set[Digest], protected: set[int], sel: EntrySelection) -> None:
+    """``untagged = "delete"``: untagged entries no kept tag reaches, past their age, and (the one
+    cascade) what they take along."""
+    age = rule.untagged_older_than if rule.untagged_older_than is not None else grace
+    for r in untagged_removals(index, graph, set(drop)):
+        if r.position in drop:
+            continue
+        mt = facts.mtimes.get(r.digest)
+        if mt is None:
+            sel.notes.append(f"untagged entry {r.digest.short} kept: its age is unknown (stat failed)")
+        elif now - mt < age:
+            sel.notes.append(f"untagged entry {r.digest.short} kept: younger than {format_duration(age)}")
+        else:
+            drop[r.position] = f"policy {rule.name}: untagged, no kept tag reaches it, older than " \
+                               f"{format_duration(age)}"
+    # What the untagged removals take along: their referrers (the one cascade, as for tags).
+    new = {p for p in drop if p not in protected}
+    targets |= {index.entries[p].digest for p in new}
+    cascade(index, graph, drop, targets, keep_referrers=rule.referrers == "keep", protected=protected,
+            verb="removed")
 
 
 def _set(t: _Tag, action: str, by: str, reason: str, protected: bool = False) -> None:

@@ -73,12 +73,7 @@ from ocigc.transfer.migrate.model import (
 from ocigc.transfer.migrate.plan import build_plan
 from ocigc.transfer.migrate.sources import LayoutDest, RegistryDest
 from ocigc.transfer.migrate.verify import _verify
-from ocigc.transfer.registry import (
-    BlobNotFound,
-    RegistryUnavailable,
-    StreamInterrupted,
-    backoff_delay,
-)
+from ocigc.transfer.registry_model import BlobNotFound, RegistryUnavailable, StreamInterrupted, backoff_delay
 
 
 def execute(plan: MigratePlan, progress: Progress | None = None) -> MigratePlan:

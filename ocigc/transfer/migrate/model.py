@@ -25,9 +25,7 @@ from ocigc.oci.descriptor import (
 )
 from ocigc.oci.refs import TAG_RE
 from ocigc.progress import Counter, Progress
-from ocigc.transfer.registry import (
-    RegistryOptions,
-)
+from ocigc.transfer.registry_model import RegistryOptions
 
 #: What happens to a blob, manifest or entry in the destination.
 COPY, PRESENT, MOUNT, MOVE = "copy", "present", "mount", "move"

@@ -50,12 +50,8 @@ from ocigc.transfer.migrate.model import (
     map_tag,
 )
 from ocigc.transfer.migrate.sources import LayoutDest, LayoutSource, RegistryDest, RegistrySource
-from ocigc.transfer.registry import (
-    RegistryClient,
-    RegistryOptions,
-    RegistryRejected,
-    RegistryUnavailable,
-)
+from ocigc.transfer.registry import RegistryClient
+from ocigc.transfer.registry_model import RegistryOptions, RegistryRejected, RegistryUnavailable
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,10 +35,8 @@ from ocigc.transfer.migrate.model import (
     RepoPlan,
     Root,
 )
-from ocigc.transfer.registry import (
-    BlobNotFound,
-    RegistryClient,
-)
+from ocigc.transfer.registry import RegistryClient
+from ocigc.transfer.registry_model import BlobNotFound
 
 
 class LayoutSource:
