@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from typing import BinaryIO
 
 from ocigc.errors import InvalidDigest
@@ -102,10 +101,3 @@ def digest_stream(stream: BinaryIO, algorithm: str = "sha256") -> tuple[Digest, 
     return reader.digest(), reader.size
 
 
-def digest_chunks(chunks: Iterable[bytes], algorithm: str = "sha256") -> tuple[Digest, int]:
-    h = hashlib.new(algorithm)
-    size = 0
-    for chunk in chunks:
-        h.update(chunk)
-        size += len(chunk)
-    return Digest(f"{algorithm}:{h.hexdigest()}"), size

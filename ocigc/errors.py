@@ -100,10 +100,6 @@ class TransferError(OcigcError):
     """A registry or network transfer failed."""
 
 
-class PartialFailure(OcigcError):
-    """Some layouts or items failed while others succeeded."""
-
-
 class StorageError(OcigcError):
     """An operating-system error reading or writing a layout (EACCES, ENOTDIR, EROFS, ENOSPC, EIO, ...)."""
 

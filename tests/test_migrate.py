@@ -27,8 +27,10 @@ from typing import Any
 import pytest
 import requests
 
-from ocigc.transfer.migrate.execute import MigrateOptions, MigratePlan, migrate
-from ocigc.transfer.registry import MANIFEST_ACCEPT, RegistryOptions, referrers_tag
+from ocigc.oci.referrers import referrers_tag
+from ocigc.transfer.migrate.execute import migrate
+from ocigc.transfer.migrate.model import MigrateOptions, MigratePlan
+from ocigc.transfer.registry_model import MANIFEST_ACCEPT, RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run
 from tests.harness.common import wait_until
 from tests.harness.servers import RegistryServer

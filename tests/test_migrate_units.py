@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 
-from ocigc.transfer.migrate.execute import (
-    PRESENT,
-    Filters,
-    InvalidTags,
-    MigrateOptions,
-    map_tag,
-    migrate,
-    parse_endpoint,
-)
-from ocigc.transfer.registry import RegistryClient, RegistryOptions, referrers_tag
+from ocigc.oci.referrers import referrers_tag
+from ocigc.transfer.migrate.execute import migrate
+from ocigc.transfer.migrate.model import PRESENT, Filters, InvalidTags, MigrateOptions, map_tag, parse_endpoint
+from ocigc.transfer.registry import RegistryClient
+from ocigc.transfer.registry_model import RegistryOptions
 from tests.clikit import LAYOUTS, copy_layout, run, snapshot
 from tests.layoutkit import LayoutBuilder
 
@@ -347,8 +342,11 @@ class _StubRegistry:
 
 
 def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
-    from ocigc.storage.local import LocalStorage
-    from ocigc.transfer.migrate.execute import LayoutDest, MigratePlan, RegistrySource, RepoPlan, _plan_repo, execute
+    from ocigc.storage.base import LocalStorage
+    from ocigc.transfer.migrate.execute import execute
+    from ocigc.transfer.migrate.model import MigratePlan, RepoPlan
+    from ocigc.transfer.migrate.plan import _plan_repo
+    from ocigc.transfer.migrate.sources import LayoutDest, RegistrySource
 
     b = LayoutBuilder(tmp_path / "reg")
     img = b.image("v1", [b"layer"])
@@ -422,7 +420,7 @@ def self_signed_https(tmp_path: Path) -> Any:
 
 def test_insecure_skips_certificate_verification_and_the_default_does_not(
         self_signed_https: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ocigc.transfer.registry import RegistryUnavailable
+    from ocigc.transfer.registry_model import RegistryUnavailable
 
     with pytest.raises(RegistryUnavailable, match=r"certificate verify failed.*--insecure"):
         RegistryClient(self_signed_https, RegistryOptions(retries=0)).ping()

@@ -18,20 +18,12 @@ import pytest
 
 from ocigc.errors import IntegrityError
 from ocigc.layout.layout import Layout
-from ocigc.storage.local import LocalStorage
-from ocigc.transfer.push import (
-    CHUNK,
-    EMPTY_JSON_DIGEST,
-    BlobSource,
-    SizeExceeded,
-    clean_path,
-    copy_hashing,
-    descriptor_json,
-    go_json,
-    parse_file_ref,
-    staged_blobs_here,
-    write_blob,
-)
+from ocigc.storage.base import LocalStorage
+from ocigc.transfer.arguments import clean_path, parse_file_ref
+from ocigc.transfer.blobs import staged_blobs_here, write_blob
+from ocigc.transfer.conventions import EMPTY_JSON_DIGEST, descriptor_json, go_json
+from ocigc.transfer.hashing import CHUNK, SizeExceeded, copy_hashing
+from ocigc.transfer.push_request import BlobSource
 from tests.harness.tools import read_index, run_ocigc, tag_digest
 from tests.test_pull import cli
 

@@ -15,17 +15,10 @@ from ocigc.errors import EXIT_USAGE
 from ocigc.gc.plan import SweepOptions
 from ocigc.gc.run import Outcome, RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
-from ocigc.retention.decide import (
-    PolicyError,
-    ambiguity,
-    glob_regex,
-    load_policy,
-    parse_policy,
-    parse_time,
-    repository_name,
-    tag_part,
-)
-from ocigc.storage.local import LocalStorage
+from ocigc.retention.decide import ambiguity, tag_part
+from ocigc.retention.load import load_policy, parse_policy
+from ocigc.retention.model import PolicyError, glob_regex, parse_time, repository_name
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

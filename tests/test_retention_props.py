@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from ocigc.gc.plan import SweepOptions
 from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
-from ocigc.retention.decide import parse_policy
-from ocigc.storage.local import LocalStorage
+from ocigc.retention.load import parse_policy
+from ocigc.storage.base import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

@@ -17,14 +17,14 @@ from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK
 
 if TYPE_CHECKING:
-    from ocigc.transfer.migrate.execute import MigratePlan, RepoPlan
+    from ocigc.transfer.migrate.model import MigratePlan, RepoPlan
 
 DEFAULT_JOBS = 8
 COPY, PRESENT, MOVE = "copy", "present", "move"
 
 
 class InvalidTagsChoice(StrEnum):
-    """The choices of ``--invalid-tags`` (``ocigc.transfer.migrate.execute.InvalidTags``)."""
+    """The choices of ``--invalid-tags`` (``ocigc.transfer.migrate.model.InvalidTags``)."""
 
     refuse = "refuse"
     digest = "digest"
@@ -84,8 +84,9 @@ def migrate_cmd(
     4 --verify found a mismatch; 75 lock busy; 130 interrupted."""
     s = settings(ctx, quiet, verbose)
     with handle_errors():
-        from ocigc.transfer.migrate.execute import InvalidTags, MigrateOptions, migrate
-        from ocigc.transfer.registry import RegistryOptions
+        from ocigc.transfer.migrate.execute import migrate
+        from ocigc.transfer.migrate.model import InvalidTags, MigrateOptions
+        from ocigc.transfer.registry_model import RegistryOptions
 
         options = MigrateOptions(
             include=tuple(include or ()), exclude=tuple(exclude or ()), repos=tuple(repo or ()), jobs=jobs,

@@ -23,7 +23,10 @@ from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.progress import Progress
-from ocigc.retention.decide import Policy, explain, load_policy, repository_name
+from ocigc.retention.decide import Policy
+from ocigc.retention.explain import explain
+from ocigc.retention.load import load_policy
+from ocigc.retention.model import repository_name
 
 policy_app = typer.Typer(help="Retention policies (TOML files for sweep --policy): check and explain.",
                          no_args_is_help=True)

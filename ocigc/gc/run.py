@@ -15,7 +15,9 @@ from typing import Any, Literal, Protocol
 from ocigc.digest import Digest
 from ocigc.errors import OcigcError, StorageError, storage_error
 from ocigc.gc.apply import ApplyResult, Disposer, apply_plan, remove_file
-from ocigc.gc.plan import DeleteOptions, Plan, SweepOptions, TrashView, plan_delete, plan_sweep
+from ocigc.gc.delete_plan import plan_delete
+from ocigc.gc.plan import DeleteOptions, Plan, SweepOptions, TrashView
+from ocigc.gc.sweep_plan import plan_sweep
 from ocigc.gc.trash import (
     DEFAULT_RETENTION,
     TRASH_DIR,

@@ -145,6 +145,3 @@ def _links_in_blobs(layout: Layout) -> list[str]:
     return sorted(out)
 
 
-def open_single(storage: Storage) -> Layout:
-    """``storage`` must itself be a layout."""
-    return Layout.open(storage)

@@ -220,11 +220,6 @@ class RefGraph:
         return [(p, data["kinds"]) for p, _, data in self.g.in_edges(digest, data=True)
                 if data["kinds"] - {mf.SUBJECT}]
 
-    def unreachable_if_removed(self, removed_roots: Iterable[str], all_roots: Iterable[str]) -> set[Digest]:
-        removed = set(removed_roots)
-        remaining = [r for r in all_roots if r not in removed]
-        return self.reachable(all_roots) - self.reachable(remaining)
-
     def errors(self, among: Iterable[str] | None = None) -> dict[Digest, str]:
         """Blobs that had to be parsed and could not be, or were missing when read."""
         pool = self.g.nodes if among is None else [d for d in among if d in self.g]

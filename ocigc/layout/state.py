@@ -9,7 +9,7 @@ from typing import Any
 from ocigc.digest import Digest
 from ocigc.errors import ReferenceNotFound
 from ocigc.layout.graph import RefGraph
-from ocigc.layout.layout import BlobListing, Layout
+from ocigc.layout.layout import Layout
 from ocigc.oci.descriptor import Descriptor
 from ocigc.oci.index import Index
 from ocigc.oci.refs import Reference
@@ -147,5 +147,3 @@ def tree(graph: RefGraph, digest: Digest, present: set[Digest] | None = None, ed
     return node
 
 
-def listing_present(listing: BlobListing) -> set[Digest]:
-    return set(listing.digests)

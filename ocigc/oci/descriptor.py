@@ -37,10 +37,6 @@ ANNOTATION_CREATED = "org.opencontainers.image.created"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 
-def is_manifest_type(media_type: str | None) -> bool:
-    return media_type in MANIFEST_TYPES
-
-
 #: RFC 6838 type/subtype, as the image spec's descriptor schema gives it (parameters allowed after ``;``).
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 

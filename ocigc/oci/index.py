@@ -11,14 +11,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ocigc.digest import Digest
-from ocigc.errors import InvalidDigest, LayoutError
+from ocigc.errors import (
+    InvalidDigest,
+    LayoutError,
+)
 from ocigc.jsonload import JSONInputError, load_json
-from ocigc.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
+from ocigc.oci.descriptor import (
+    ANNOTATION_REF_NAME,
+    Descriptor,
+)
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,63 @@ class Index:
 
 def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:200]
+
+
+def _without_ref_name(entry: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(entry))
+    annotations = dict(out.get("annotations") or {})
+    annotations.pop(ANNOTATION_REF_NAME, None)
+    if annotations:
+        out["annotations"] = annotations
+    else:
+        out.pop("annotations", None)
+    return out
+
+
+def with_ref_name(entry: Mapping[str, Any], tag: str) -> dict[str, Any]:
+    out = _without_ref_name(entry)
+    out["annotations"] = dict(sorted({**(out.get("annotations") or {}), ANNOTATION_REF_NAME: tag}.items()))
+    # keep the Go field order: annotations before data/platform/artifactType
+    ordered: dict[str, Any] = {k: out[k] for k in ("mediaType", "digest", "size", "urls", "annotations") if k in out}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    return ordered
+
+
+def set_tag(index: Index, entry: Mapping[str, Any], tag: str) -> Index:
+    """Point ``tag`` at ``entry`` (an index.json descriptor without ref name), as oras-go does:
+
+    - entries carrying ``tag`` for another digest lose it; one whose digest nothing else lists
+      stays, untagged, at its place (so a moved tag never silently drops a root);
+    - untagged entries for ``entry``'s digest go (the tagged entry replaces them);
+    - the tagged entry is appended. Nothing changes when ``tag`` already names that digest."""
+    digest = entry["digest"]
+    raw_list = list(index.doc.get("manifests") or [])
+    current = [e for e in index.entries if e.ref_name == tag]
+    if current and all(e.digest == digest for e in current):
+        return index
+    keep_digests = {e.digest for e in index.entries if e.ref_name not in (None, tag)}
+    new_list: list[Any] = []
+    untagged_kept: set[str] = set()
+    for raw, e in zip(raw_list, index.entries, strict=True):
+        if e.ref_name == tag:
+            if e.digest == digest or e.digest in keep_digests or e.digest in untagged_kept:
+                continue
+            if any(o.digest == e.digest and o.ref_name is None for o in index.entries):
+                continue  # an untagged entry for it is already there
+            new_list.append(_without_ref_name(raw))
+            untagged_kept.add(e.digest)
+        elif e.ref_name is None and e.digest == digest:
+            continue
+        else:
+            new_list.append(raw)
+    new_list.append(with_ref_name(entry, tag))
+    doc = copy.deepcopy(index.doc)
+    doc["manifests"] = new_list
+    return Index.parse(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def add_untagged(index: Index, entry: Mapping[str, Any]) -> Index:
+    """Record ``entry`` untagged unless ``index.json`` already lists its digest."""
+    if index.entries_for(entry["digest"]):
+        return index
+    return index.with_entries([_without_ref_name(entry)])

@@ -20,10 +20,7 @@ failures (connection errors, 408, 429, 5xx) are retried with exponential back-of
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import random
 import re
 import threading
 import time
@@ -42,88 +39,25 @@ from ocigc.digest import Digest
 from ocigc.errors import IntegrityError, InvalidDigest, OcigcError, TransferError
 from ocigc.layout.layout import MAX_MANIFEST_BYTES
 from ocigc.oci.descriptor import (
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    DOCKER_SCHEMA1,
-    DOCKER_SCHEMA1_SIGNED,
-    OCI_ARTIFACT,
     OCI_INDEX,
-    OCI_MANIFEST,
+)
+from ocigc.transfer.registry_model import (
+    CHUNK,
+    MANIFEST_ACCEPT,
+    PAGE_SIZE,
+    TRANSIENT_STATUS,
+    BlobNotFound,
+    ManifestInfo,
+    RegistryAuthError,
+    RegistryOptions,
+    RegistryRejected,
+    RegistryUnavailable,
+    StreamInterrupted,
+    backoff_delay,
+    docker_config_path,
 )
 
-#: What we accept for manifests (distribution 2.8 answers 404 to a HEAD of an OCI manifest
-#: when the Accept header does not name its type).
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT,
-                             DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1])
-#: Size of the reads that feed an upload body and of the chunks written by a download.
-CHUNK = 1024 * 1024
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-PAGE_SIZE = 1000
 _LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
-
-
-class RegistryUnavailable(TransferError):
-    """The registry cannot be reached, or keeps failing, after every retry: the run stops."""
-
-
-class RegistryAuthError(TransferError):
-    """Authentication failed or no credentials were found."""
-
-
-class RegistryRejected(TransferError):
-    """The registry answered one request with an error (refused manifest, unknown blob, ...)."""
-
-    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class BlobNotFound(TransferError):
-    """A blob or manifest the source should hold is not there."""
-
-
-class StreamInterrupted(TransferError):
-    """A download broke off mid-stream (retried by the caller with a fresh stream)."""
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach a registry. ``plain_http``: http://; ``insecure``: https without TLS verification."""
-
-    plain_http: bool = False
-    insecure: bool = False
-    retries: int = 4
-    backoff: float = 0.5
-    backoff_max: float = 10.0
-    timeout: float = 120.0
-    docker_config: str | None = None
-    pool_size: int = 16
-
-
-def backoff_delay(attempt: int, options: RegistryOptions, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential with jitter, capped."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), options.backoff_max)
-    base = min(options.backoff_max, options.backoff * (2 ** attempt))
-    return base * random.uniform(0.5, 1.0)
-
-
-def referrers_tag(digest: str) -> str:
-    """The distribution spec's referrers tag for a digest: ``<alg>-<first 64 of hex>``."""
-    alg, _, enc = digest.partition(":")
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', alg[:32])}-{re.sub(r'[^A-Za-z0-9_.-]', '-', enc[:64])}"
-
-
-def docker_config_path(explicit: str | None = None) -> str:
-    """``--docker-config`` (a file or a directory), else ``$DOCKER_CONFIG/config.json``, else
-    ``~/.docker/config.json``."""
-    if explicit:
-        return os.path.join(explicit, "config.json") if os.path.isdir(explicit) else explicit
-    env = os.environ.get("DOCKER_CONFIG")
-    if env:
-        return os.path.join(env, "config.json")
-    return os.path.expanduser("~/.docker/config.json")
 
 
 class _BlockAdapter(HTTPAdapter):
@@ -210,13 +144,6 @@ class _Restart(Exception):
 
 
 @dataclass
-class ManifestInfo:
-    digest: Digest | None
-    media_type: str
-    size: int
-
-
-@dataclass
 class _AuthState:
     scheme: str | None = None  # "basic" | "bearer"
     tokens: dict[str, str] = field(default_factory=dict)
@@ -255,62 +182,9 @@ class RegistryClient:
         with self._counts_lock:
             self.counts[what] = self.counts.get(what, 0) + 1
 
-    # --- credentials ---------------------------------------------------------------------------
-    def _host_keys(self) -> list[str]:
-        keys: list[str] = []
-        for name in oras.utils.iter_localhosts(self.host):
-            keys += [name, f"https://{name}", f"http://{name}", f"https://{name}/v1/", f"http://{name}/v1/"]
-        return keys
-
     def _load_creds(self) -> str | None:
         """Basic credentials (base64 ``user:password``) for this host from the Docker config, or None."""
-        state = self._auth
-        if state.creds_loaded:
-            return state.creds
-        path = docker_config_path(self.options.docker_config)
-        state.creds_source = path
-        state.creds_loaded = True
-        try:
-            with open(path, encoding="utf-8") as f:
-                cfg = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            raise RegistryAuthError(f"{path}: cannot read the Docker config ({_short(e)})") from None
-        if not isinstance(cfg, dict):
-            raise RegistryAuthError(f"{path}: not a JSON object")
-        auths = cfg.get("auths") or {}
-        helpers = cfg.get("credHelpers") or {}
-        for key in self._host_keys():
-            entry = auths.get(key) if isinstance(auths, dict) else None
-            if isinstance(entry, dict):
-                if entry.get("auth"):
-                    state.creds = str(entry["auth"])
-                    return state.creds
-                if entry.get("username") and entry.get("password"):
-                    state.creds = oras_auth_utils.get_basic_auth(entry["username"], entry["password"])
-                    return state.creds
-            helper = helpers.get(key) if isinstance(helpers, dict) else None
-            if helper:
-                state.creds = self._from_helper(str(helper), key)
-                if state.creds:
-                    state.creds_source = f"{path} (credHelpers: docker-credential-{helper})"
-                    return state.creds
-        store = cfg.get("credsStore")
-        if store:
-            for key in dict.fromkeys([self.host, f"https://{self.host}"]):
-                state.creds = self._from_helper(str(store), key)
-                if state.creds:
-                    state.creds_source = f"{path} (credsStore: docker-credential-{store})"
-                    return state.creds
-        return None
-
-    def _from_helper(self, helper: str, server: str) -> str | None:
-        try:
-            found: str | None = self._oras.auth._get_auth_from_creds_store(helper, server)
-        except (ValueError, KeyError, OSError):
-            return None
-        return found
+        return load_credentials(self.host, self._auth, self.options.docker_config, self._oras)
 
     def _auth_headers(self, scope: str) -> dict[str, str]:
         state = self._auth
@@ -671,6 +545,66 @@ class RegistryClient:
             body.sent = 0
 
 
+# --- credentials ----------------------------------------------------------------------------------
+def _host_keys(host: str) -> list[str]:
+    keys: list[str] = []
+    for name in oras.utils.iter_localhosts(host):
+        keys += [name, f"https://{name}", f"http://{name}", f"https://{name}/v1/", f"http://{name}/v1/"]
+    return keys
+
+
+def load_credentials(host: str, state: _AuthState, docker_config: str | None, client: Any) -> str | None:
+    """Basic credentials (base64 ``user:password``) for ``host`` from the Docker config (``auths``,
+    ``credHelpers``, ``credsStore``), or None; remembered in ``state``."""
+    if state.creds_loaded:
+        return state.creds
+    path = docker_config_path(docker_config)
+    state.creds_source = path
+    state.creds_loaded = True
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise RegistryAuthError(f"{path}: cannot read the Docker config ({_short(e)})") from None
+    if not isinstance(cfg, dict):
+        raise RegistryAuthError(f"{path}: not a JSON object")
+    auths = cfg.get("auths") or {}
+    helpers = cfg.get("credHelpers") or {}
+    for key in _host_keys(host):
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if isinstance(entry, dict):
+            if entry.get("auth"):
+                state.creds = str(entry["auth"])
+                return state.creds
+            if entry.get("username") and entry.get("password"):
+                state.creds = oras_auth_utils.get_basic_auth(entry["username"], entry["password"])
+                return state.creds
+        helper = helpers.get(key) if isinstance(helpers, dict) else None
+        if helper:
+            state.creds = _from_helper(client, str(helper), key)
+            if state.creds:
+                state.creds_source = f"{path} (credHelpers: docker-credential-{helper})"
+                return state.creds
+    store = cfg.get("credsStore")
+    if store:
+        for key in dict.fromkeys([host, f"https://{host}"]):
+            state.creds = _from_helper(client, str(store), key)
+            if state.creds:
+                state.creds_source = f"{path} (credsStore: docker-credential-{store})"
+                return state.creds
+    return None
+
+
+def _from_helper(client: Any, helper: str, server: str) -> str | None:
+    try:
+        found: str | None = client.auth._get_auth_from_creds_store(helper, server)
+    except (ValueError, KeyError, OSError):
+        return None
+    return found
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 def _short(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -748,13 +682,4 @@ def _raise_for(response: requests.Response, what: str) -> NoReturn:
     raise RegistryRejected(f"{what}: {status}{detail}", status, code)
 
 
-def basic_auth_value(username: str, password: str) -> str:
-    """The base64 ``user:password`` of a Docker config ``auths`` entry."""
-    return base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-__all__ = [
-    "CHUNK", "MANIFEST_ACCEPT", "BlobNotFound", "ManifestInfo", "RegistryAuthError", "RegistryClient",
-    "RegistryOptions", "RegistryRejected", "RegistryUnavailable", "ResponseStream", "StreamInterrupted",
-    "backoff_delay", "basic_auth_value", "docker_config_path", "referrers_tag",
-]
+__all__ = ["RegistryClient", "ResponseStream", "load_credentials"]
