@@ -557,7 +557,7 @@ def test_on_a_mount_that_cannot_rename_a_failed_blob_write_leaves_nothing_under_
     import ocigc.storage.local as storage_mod
     from ocigc.errors import IntegrityError
     from ocigc.layout.layout import Layout
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.blobs import write_blob
     from ocigc.transfer.conventions import descriptor_json
     from ocigc.transfer.push_request import BlobSource

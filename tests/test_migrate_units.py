@@ -342,7 +342,7 @@ class _StubRegistry:
 
 
 def test_registry_source_with_a_referrers_api_brings_referrers_as_untagged_entries(tmp_path: Path) -> None:
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.migrate.execute import execute
     from ocigc.transfer.migrate.model import MigratePlan, RepoPlan
     from ocigc.transfer.migrate.plan import _plan_repo

@@ -172,7 +172,7 @@ def test_hostile_artifact_is_refused_and_nothing_outside_is_touched(arena: dict[
 def test_refused_with_the_library_error_types(arena: dict[str, Path]) -> None:
     from ocigc.layout.layout import Layout
     from ocigc.oci.refs import parse_reference
-    from ocigc.storage.base import LocalStorage
+    from ocigc.storage.local import LocalStorage
     from ocigc.transfer.pull import pull
     from ocigc.transfer.safe_dir import UnsafeArtifact
 

@@ -18,7 +18,7 @@ import pytest
 
 from ocigc.errors import IntegrityError
 from ocigc.layout.layout import Layout
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from ocigc.transfer.arguments import clean_path, parse_file_ref
 from ocigc.transfer.blobs import staged_blobs_here, write_blob
 from ocigc.transfer.conventions import EMPTY_JSON_DIGEST, descriptor_json, go_json

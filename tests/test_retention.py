@@ -18,7 +18,7 @@ from ocigc.layout.layout import Layout
 from ocigc.retention.decide import ambiguity, tag_part
 from ocigc.retention.load import load_policy, parse_policy
 from ocigc.retention.model import PolicyError, glob_regex, parse_time, repository_name
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

@@ -26,7 +26,7 @@ from ocigc.gc.plan import SweepOptions
 from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.retention.load import parse_policy
-from ocigc.storage.base import LocalStorage
+from ocigc.storage.local import LocalStorage
 from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
 
 CREATED = "org.opencontainers.image.created"

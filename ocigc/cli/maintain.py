@@ -39,7 +39,7 @@ from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.retention.load import load_policy
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")]

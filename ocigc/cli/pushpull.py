@@ -26,7 +26,7 @@ from ocigc.layout.layout import Layout
 from ocigc.lock.handle import LockHandle
 from ocigc.oci.descriptor import ANNOTATION_TITLE
 from ocigc.oci.refs import parse_reference
-from ocigc.storage.base import open_storage
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.arguments import load_annotation_file, parse_annotation_flags
 from ocigc.transfer.conventions import DEFAULT_PUSH_CONCURRENCY
 from ocigc.transfer.pull import DEFAULT_PULL_CONCURRENCY, pull

@@ -78,7 +78,8 @@ from ocigc.oci.index import Index, _without_ref_name, add_untagged, set_tag
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import pmap
 from ocigc.progress import NullCounter, NullProgress, Progress
-from ocigc.storage.base import open_storage, stager
+from ocigc.storage.base import stager
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.arguments import clean_path, parse_file_ref, title_problem
 from ocigc.transfer.blobs import (
     blob_size_if_present,

@@ -10,7 +10,8 @@ from typing import Any
 
 from ocigc.digest import Digest
 from ocigc.layout.layout import Layout
-from ocigc.lock.handle import LockHandle, acquire
+from ocigc.lock.acquire import acquire
+from ocigc.lock.handle import LockHandle
 from ocigc.oci.descriptor import (
     ANNOTATION_TITLE,
 )

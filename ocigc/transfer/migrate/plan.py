@@ -29,7 +29,8 @@ from ocigc.oci.descriptor import (
 )
 from ocigc.parallel import pmap
 from ocigc.progress import NullProgress, Progress
-from ocigc.storage.base import Storage, open_storage
+from ocigc.storage.base import Storage
+from ocigc.storage.open_storage import open_storage
 from ocigc.transfer.migrate.model import (
     COPY,
     FOREIGN,

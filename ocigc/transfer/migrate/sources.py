@@ -16,7 +16,7 @@ from ocigc.errors import (
 from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.layout import OCI_LAYOUT_FILE, Layout
 from ocigc.layout.state import stat_blobs
-from ocigc.lock import handle as locking
+from ocigc.lock import acquire as locking
 from ocigc.oci import manifest as mf
 from ocigc.oci.descriptor import (
     Descriptor,
