@@ -1,6 +1,6 @@
 """migrate: copy every repository and tag between layouts and registries, digests intact.
 
-``ocigc.migrate`` (and with it oras-py and requests) is imported when the command runs, not when
+``ocigc.transfer.migrate`` (and with it oras-py and requests) is imported when the command runs, not when
 the CLI starts: the other commands do not pay for the registry client.
 """
 

@@ -1,6 +1,6 @@
 """Executing a plan, in the one order that keeps a crash harmless.
 
-1. ``index.json`` first (under the index protocol of ``ocigc.indexio``), dropping exactly the
+1. ``index.json`` first (under the index protocol of ``ocigc.layout.indexio``), dropping exactly the
    entries the plan named, matched by (digest, ref name) on the fresh index;
 2. re-read ``index.json`` and re-mark (reusing what was already read: blobs are immutable);
    a reachable manifest that is missing or unparsable stops here;

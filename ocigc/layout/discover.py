@@ -70,7 +70,7 @@ def open_layouts(root: Storage, jobs: int = DEFAULT_JOBS) -> list[Layout]:
     for rel in find_layouts(root, jobs):
         layout = Layout(root.child(rel) if rel else root, rel)
         # Links between layouts under the root are read through (verified); the root is planned as a
-        # whole for them (``ocigc.links``).
+        # whole for them (``map_links`` below).
         layout.link_root = root.local_path("")
         out.append(layout)
     return out
