@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from ocigc.errors import UsageError
@@ -34,10 +35,17 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float, style: str = "short") -> str:
+    """The one duration formatter. ``short``: the largest unit, ``.0`` dropped (``2h``, ``1.5d``:
+    policy values, the grace period); ``age``: one decimal always (``2.0h``: ages in plans);
+    ``exact``: whole seconds as configured (``0.5s``, ``forever``: mount option values)."""
+    if style == "exact":
+        return "forever" if math.isinf(seconds) else f"{seconds:g}s"
     seconds = max(0.0, seconds)
     for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= n:
             value = seconds / n
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+            if style == "age" or value != int(value):
+                return f"{value:.1f}{unit}"
+            return f"{value:.0f}{unit}"
     return f"{seconds:.0f}s"

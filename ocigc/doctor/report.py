@@ -56,11 +56,11 @@ from ocigc.doctor.rules import (
     Context,
     Finding,
     assess,
-    fmt_seconds,
     parse_version,
     version_str,
 )
 from ocigc.doctor.selftest import DEFAULT_STEP_TIMEOUT, SelfTest, run_self_test, self_test_findings
+from ocigc.duration import format_duration
 from ocigc.errors import OcigcError, UsageError
 from ocigc.lock.params import DEFAULT_FUSE_SETTLE, LockParams
 from ocigc.storage.mounts import MountEntry, find_mount, parse_mountinfo
@@ -253,7 +253,7 @@ def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:
     if report.options.where:
         shown = ", ".join(f"{k}={v}" if v is not None else k for k, v in report.options.to_json().items())
         yield f"  options   from {report.options.where}: {shown or '(none)'}"
-    yield f"  settle    {fmt_seconds(report.settle)} (the lock settle delay caches are compared with)"
+    yield f"  settle    {format_duration(report.settle, 'exact')} (the lock settle delay caches are compared with)"
     yield ""
     for f in sorted(report.findings, key=lambda f: -SEVERITY_RANK[f.severity]):
         if not verbose and f.severity in (OK, INFO):

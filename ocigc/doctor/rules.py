@@ -23,6 +23,7 @@ from ocigc.doctor.mounts import (
     S3FS,
 )
 from ocigc.doctor.options import Options
+from ocigc.duration import format_duration
 from ocigc.storage.mounts import MountEntry
 
 OK, INFO, WARNING, UNSAFE = "ok", "info", "warning", "unsafe"
@@ -86,12 +87,6 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     if m is None:
         return None
     return tuple(int(g) for g in m.groups() if g is not None)
-
-
-def fmt_seconds(seconds: float) -> str:
-    if math.isinf(seconds):
-        return "forever"
-    return f"{seconds:g}s"
 
 
 def version_str(version: tuple[int, ...] | None) -> str:
@@ -161,20 +156,22 @@ def _s3fs_stat_cache_rule(ctx: Context, cache: _S3fsStatCache) -> Finding:
                       "new lock files are missing from listings and two exclusive locks can both succeed")
         return Finding(
             UNSAFE, "s3fs.stat_cache",
-            f"stat cache keeps entries for {fmt_seconds(expire)}, longer than the {fmt_seconds(settle)} lock "
-            "settle delay", option=cache.key or "stat_cache_expire", current=fmt_seconds(expire),
+            f"stat cache keeps entries for {format_duration(expire, 'exact')}, longer than the "
+            f"{format_duration(settle, 'exact')} lock "
+            "settle delay", option=cache.key or "stat_cache_expire", current=format_duration(expire, 'exact'),
             recommended="-o stat_cache_expire=1", source=src,
-            why=f"for up to {fmt_seconds(expire)} another host's changes stay hidden from this host: {hides}")
+            why=f"for up to {format_duration(expire, 'exact')} another host's changes stay hidden from this host: "
+                f"{hides}")
     if cache.key == "stat_cache_interval_expire":
         return Finding(
             WARNING, "s3fs.stat_cache",
             "stat_cache_interval_expire counts from the last access: an entry looked at more often than every "
-            f"{fmt_seconds(expire)} never expires", option="stat_cache_interval_expire",
-            current=fmt_seconds(expire), recommended="-o stat_cache_expire=1", source=src,
+            f"{format_duration(expire, 'exact')} never expires", option="stat_cache_interval_expire",
+            current=format_duration(expire, 'exact'), recommended="-o stat_cache_expire=1", source=src,
             why="a lock file or blob polled often keeps its cached state forever")
     return Finding(
-        OK, "s3fs.stat_cache", f"stat cache expires after {fmt_seconds(expire)} (within the settle delay)",
-        option="stat_cache_expire", current=fmt_seconds(expire), source=src)
+        OK, "s3fs.stat_cache", f"stat cache expires after {format_duration(expire, 'exact')} (within the settle delay)",
+        option="stat_cache_expire", current=format_duration(expire, 'exact'), source=src)
 
 
 def _s3fs_negative_cache_setting(ctx: Context) -> tuple[bool, str, str, str]:
@@ -212,15 +209,15 @@ def _s3fs_negative_cache_rule(ctx: Context, cache: _S3fsStatCache) -> Finding:
     effective = cache.effective
     why = ("after this host looks up a name and misses, a file that another host then creates under that "
            "name (a lock file, a pushed manifest or blob) stays 'not found' here for up to "
-           f"{fmt_seconds(effective)}")
+           f"{format_duration(effective, 'exact')}")
     if effective > ctx.settle:
         return Finding(
             UNSAFE, "s3fs.negative_cache",
-            f"negative cache on for {fmt_seconds(effective)}, longer than the settle delay",
+            f"negative cache on for {format_duration(effective, 'exact')}, longer than the settle delay",
             option=option, current="on", recommended=fix, source=nsrc, why=why)
     return Finding(
         WARNING, "s3fs.negative_cache",
-        f"negative cache on, bounded by the {fmt_seconds(effective)} stat cache expiry",
+        f"negative cache on, bounded by the {format_duration(effective, 'exact')} stat cache expiry",
         option=option, current="on", recommended=fix, source=nsrc,
         why=why + "; s3fs's man page calls it fit only for a bucket used by one s3fs")
 
@@ -257,8 +254,10 @@ def _fuse_kernel_rules(ctx: Context) -> list[Finding]:
             continue
         if value > ctx.settle:
             out.append(Finding(
-                UNSAFE, f"fuse.{name}", f"the kernel caches {name.split('_')[0]}s for {fmt_seconds(value)}",
-                option=name, current=fmt_seconds(value), recommended=f"-o {name}={default:g} (or leave it out)",
+                UNSAFE, f"fuse.{name}",
+                f"the kernel caches {name.split('_')[0]}s for {format_duration(value, 'exact')}",
+                option=name, current=format_duration(value, 'exact'),
+                recommended=f"-o {name}={default:g} (or leave it out)",
                 source=opts.source_of(name),
                 why="the kernel answers from its cache without asking the adapter, hiding other hosts' "
                     "new, changed and deleted files for that long"))
@@ -306,9 +305,10 @@ def _rclone_rules(ctx: Context) -> list[Finding]:
         elif seconds > settle:
             out.append(Finding(
                 UNSAFE, f"rclone.{flag.replace('-', '_')}",
-                f"--{flag} {raw or default}: cached for longer than the {fmt_seconds(settle)} settle delay",
+                f"--{flag} {raw or default}: cached for longer than the {format_duration(settle, 'exact')} "
+                "settle delay",
                 option=f"--{flag}", current=raw or default, recommended=fix, source=fsrc,
-                why=f"for up to {fmt_seconds(seconds)}: {what}"))
+                why=f"for up to {format_duration(seconds, 'exact')}: {what}"))
         else:
             out.append(Finding(OK, f"rclone.{flag.replace('-', '_')}", f"--{flag} {raw or default}",
                                option=f"--{flag}", current=raw or default, source=fsrc))
@@ -335,9 +335,9 @@ def _goofys_rules(ctx: Context) -> list[Finding]:
                                current=raw, recommended=f"--{flag} 0", source=fsrc))
         elif seconds > settle:
             out.append(Finding(
-                UNSAFE, check, f"--{flag} {raw or '1m'}: cached for longer than the {fmt_seconds(settle)} "
+                UNSAFE, check, f"--{flag} {raw or '1m'}: cached for longer than the {format_duration(settle, 'exact')} "
                 "settle delay", option=f"--{flag}", current=raw or "1m", recommended=f"--{flag} 0",
-                source=fsrc, why=f"for up to {fmt_seconds(seconds)}: {what}"))
+                source=fsrc, why=f"for up to {format_duration(seconds, 'exact')}: {what}"))
         else:
             out.append(Finding(OK, check, f"--{flag} {raw}", option=f"--{flag}", current=raw, source=fsrc))
     out.append(Finding(
@@ -402,7 +402,7 @@ def _mountpoint_rules(ctx: Context) -> list[Finding]:
             out.append(Finding(
                 UNSAFE, check, f"--{flag} {value}: metadata cached for longer than the settle delay",
                 option=f"--{flag}", current=value, recommended=f"--{flag} minimal", source=fsrc,
-                why=f"for up to {value if seconds is None else fmt_seconds(seconds)}: {what}"))
+                why=f"for up to {value if seconds is None else format_duration(seconds, 'exact')}: {what}"))
         else:
             out.append(Finding(OK, check, f"--{flag} {value}", option=f"--{flag}", current=value, source=fsrc))
     return out

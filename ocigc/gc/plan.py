@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc.digest import Digest
+from ocigc.duration import format_duration
 from ocigc.errors import IntegrityError, UnsafeToModify
 from ocigc.gc.trash import TrashInfo
 from ocigc.gc.young import YoungClosure, young_closure
@@ -280,7 +281,8 @@ def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Diges
             continue  # gone already
         elif d in young:
             plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
-                                         f"younger than the grace period ({_age(now - st.mtime)} old)"))
+                                         f"younger than the grace period "
+                                         f"({format_duration(now - st.mtime, 'age')} old)"))
         elif d in protect.protected:
             plan.kept.append(BlobRemoval(d, st.size, _kind(graph, d),
                                          f"{YOUNG_PARENT} ({protect.protected[d].short})"))
@@ -296,14 +298,6 @@ def choose_blobs(plan: Plan, layout: Layout, graph: RefGraph, present: set[Diges
     for d in go:
         if d not in mset:
             plan.remove_blobs.append(BlobRemoval(d, _size(graph, d, stats), _kind(graph, d), reason))
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= n:
-            return f"{seconds / n:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def report_listing(plan: Plan, layout: Layout, listing: BlobListing) -> None:
@@ -324,7 +318,8 @@ def choose_leftovers(plan: Plan, layout: Layout, listing: BlobListing, grace: fl
         age = now - st.mtime
         item = FileRemoval(path, st.size, age, "leftover temp file of a writer")
         if age < grace:
-            plan.kept_files.append(FileRemoval(path, st.size, age, f"younger than the grace period ({_age(age)})"))
+            plan.kept_files.append(FileRemoval(path, st.size, age,
+                                               f"younger than the grace period ({format_duration(age, 'age')})"))
         else:
             plan.remove_files.append(item)
 
