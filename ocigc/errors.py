@@ -8,6 +8,7 @@ Exit codes (docs/cli.md, "Exit codes"): 0 ok; 1 error or problems found; 2 usage
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,13 +34,25 @@ class UsageError(OcigcError):
 
 class InvalidOption(UsageError):
     """An option of a core call whose value cannot work. ``option`` is the option's field name
-    (``concurrency``, ``annotations``, ``subject``); the message says what is wrong and never names
-    a command-line flag: the CLI names the flag (``cli/_common.py``, ``OPTION_FLAGS``)."""
+    (``concurrency``, ``annotation``, ``subject``); ``problem`` says what is wrong and may name other
+    options as ``{field}`` placeholders (``"needs {artifact_type}"``). The core never names a
+    command-line flag: ``render`` takes the namer, and the CLI passes one that gives flags
+    (``cli/_common.flag_of``: ``--artifact-type``); ``str()`` names the fields in words."""
 
-    def __init__(self, option: str, problem: str) -> None:
-        super().__init__(problem)
+    def __init__(self, option: str, problem: str, also: tuple[str, ...] = ()) -> None:
         self.option = option
         self.problem = problem
+        self.also = also
+        super().__init__(self.render(lambda name: name.replace("_", " ")))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        names = {o: name_of(o) for o in (self.option, *self.also)}
+        return f"{name_of(self.option)}: {self.problem.format(**names)}"
+
+
+class AlreadyExists(UsageError):
+    """A file a command would write exists and the command was not told to replace it (the CLI adds
+    the option that does)."""
 
 
 class InvalidDigest(OcigcError):

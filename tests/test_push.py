@@ -408,8 +408,11 @@ def test_export_manifest(tmp_path: Path) -> None:
     (["f", "-a", f"{CREATED}=yesterday"], 2, "RFC 3339"),
     (["f", "--annotation-file", "bad.json"], 2, "bad.json: invalid annotation JSON"),
     (["f", "--subject", "nosuchtag"], 1, "no layout there"),
-    (["f", "--config", "cfg.json", "--subject", "x"], 2, "--subject needs --artifact-type"),
+    (["f", "--config", "cfg.json", "--subject", "x"], 2, "--subject: needs --artifact-type"),
     (["f", "--lock-wait", "soon"], 2, "--lock-wait"),
+    # Core errors name the option; the CLI names the flag (errors.InvalidOption).
+    (["f", "-a", "k=v", "-a", "k=w"], 2, "error: --annotation: duplicate annotation key 'k'"),
+    (["f", "--config", "nocfg.json", "--artifact-type", "t/x"], 2, "error: --config: nocfg.json: no such file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     work = tmp_path / "work"
@@ -565,3 +568,14 @@ def test_concurrent_pushes_of_different_tags_keep_every_tag(tmp_path: Path) -> N
     assert tags == {"base", *(f"t{i}" for i in range(4))}
     rc, _, err, _ = run_ocigc("check", lay)
     assert rc == 0, err
+
+
+def test_core_errors_name_the_option_and_the_cli_the_flag() -> None:
+    """The core raises ``InvalidOption`` naming its field; ``str()`` words it, the CLI flags it."""
+    from ocigc.cli._common import flag_of
+    from ocigc.errors import InvalidOption
+
+    e = InvalidOption("subject", "needs {artifact_type} when {config} is given", also=("artifact_type", "config"))
+    assert str(e) == "subject: needs artifact type when config is given"
+    assert e.render(flag_of) == "--subject: needs --artifact-type when --config is given"
+    assert e.exit_code == 2

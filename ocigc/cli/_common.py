@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, InvalidOption, OcigcError, describe_oserror
+from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, AlreadyExists, InvalidOption, OcigcError, describe_oserror
 from ocigc.progress import NullProgress, Progress, TqdmProgress
 
 
@@ -59,7 +59,9 @@ def handle_errors() -> Iterator[None]:
     try:
         yield
     except InvalidOption as e:
-        fail(f"{flag_of(e.option)}: {e.problem}", e.exit_code)
+        fail(e.render(flag_of), e.exit_code)
+    except AlreadyExists as e:
+        fail(f"{e} (use {flag_of('overwrite')} to replace it)", e.exit_code)
     except OcigcError as e:
         fail(str(e), e.exit_code)
     except BrokenPipeError:

@@ -8,6 +8,7 @@ import posixpath
 from collections.abc import Sequence
 
 from ocigc.errors import (
+    InvalidOption,
     UsageError,
 )
 
@@ -83,9 +84,9 @@ def parse_annotation_flags(flags: Sequence[str]) -> dict[str, str]:
     for anno in flags:
         key, sep, value = anno.partition("=")
         if not sep:
-            raise UsageError(f"--annotation {anno!r}: annotation value doesn't match the required format KEY=VALUE")
+            raise InvalidOption("annotation", f"{anno!r}: annotation value doesn't match the required format KEY=VALUE")
         if key in out:
-            raise UsageError(f"--annotation: duplicate annotation key {key!r}")
+            raise InvalidOption("annotation", f"duplicate annotation key {key!r}")
         out[key] = value
     return out
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ocigc.digest import Digest
-from ocigc.errors import IntegrityError, InvalidDigest, ManifestError, UsageError
+from ocigc.errors import AlreadyExists, IntegrityError, InvalidDigest, InvalidOption, ManifestError, UsageError
 from ocigc.jsonload import load_json
 from ocigc.layout.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.oci.descriptor import ANNOTATION_TITLE, INDEX_TYPES, OCI_EMPTY, Descriptor
@@ -227,7 +227,7 @@ def _check_target(out_dir: str, parts: tuple[str, ...], item: PullItem, overwrit
             if stat_mod.S_ISDIR(st.st_mode) and not item.unpack:
                 raise UnsafeArtifact(f"{cur}: is a directory; cannot write the file {item.title!r} there")
             if not overwrite:
-                raise UsageError(f"{cur}: already exists (use --overwrite to replace it)")
+                raise AlreadyExists(f"{cur}: already exists")
 
 
 # --- unpacking ---------------------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def pull(layout: Layout, ref: Reference, out_dir: str, *, overwrite: bool = Fals
     """Write the titled files of ``ref`` under ``out_dir``; see the module docstring."""
     progress = progress or NullProgress()
     if concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+        raise InvalidOption("concurrency", "must be at least 1")
     if ref.tag is None and ref.digest is None:
         raise UsageError(f"{ref}: give a tag (PATH:TAG) or a digest (PATH@DIGEST) to pull")
     index = layout.read_index()

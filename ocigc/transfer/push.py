@@ -57,6 +57,7 @@ from ocigc.digest import Digest, is_digest
 from ocigc.errors import (
     IntegrityError,
     InvalidDigest,
+    InvalidOption,
     LostRace,
     ManifestError,
     ReferenceNotFound,
@@ -159,9 +160,9 @@ def _resolve_subject(layout: Layout, index: Index, text: str) -> dict[str, Any]:
     else:
         ref = parse_reference(text)
         if ref.tag is None and ref.digest is None:
-            raise UsageError(f"--subject {text!r}: needs a tag or a digest")
+            raise InvalidOption("subject", f"{text!r}: needs a tag or a digest")
         if os.path.realpath(ref.path) != os.path.realpath(layout.location):
-            raise UsageError(f"--subject {text!r}: the subject must be in the layout pushed to ({layout.location})")
+            raise InvalidOption("subject", f"{text!r}: the subject must be in the layout pushed to ({layout.location})")
     desc = resolve_manifest(layout, index, ref)
     # A referrer of a manifest whose closure is incomplete would hang off a broken image: refuse.
     require_closure(layout, _as_descriptor(layout, desc), "attach a referrer to")
@@ -227,13 +228,13 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     """Pack, upload and record an artifact; see the module docstring for the layout written."""
     progress = progress or NullProgress()
     if req.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+        raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
         if not tag or any(c.isspace() for c in tag):
             raise UsageError(f"{req.layout_path}: invalid tag {tag!r}")
     afile = req.annotation_file or {}
     if req.annotation_file is not None and req.annotations:
-        raise UsageError("--annotation and --annotation-file cannot both be given")
+        raise InvalidOption("annotation", "cannot be given with {annotation_file}", also=("annotation_file",))
     manifest_annotations = (dict(afile.get(ANNOTATION_FILE_MANIFEST, {})) if req.annotation_file is not None
                             else dict(req.annotations))
     config_annotations = dict(afile.get(ANNOTATION_FILE_CONFIG, {}))
@@ -248,13 +249,14 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     spec_v1_0 = req.config is not None and not req.artifact_type
     artifact_type = req.artifact_type or (None if req.config else MEDIA_TYPE_UNKNOWN_ARTIFACT)
     if spec_v1_0 and req.subject:
-        raise UsageError("--subject needs --artifact-type when --config is given (image-spec v1.0 has no subject)")
+        raise InvalidOption("subject", "needs {artifact_type} when {config} is given (image-spec v1.0 has no subject)",
+                            also=("artifact_type", "config"))
     config_item: tuple[str, str, str] | None = None
     if req.config is not None:
         cpath, cmt = parse_file_ref(req.config, MEDIA_TYPE_UNKNOWN_CONFIG)
         cabs = cpath if os.path.isabs(cpath) else os.path.join(req.cwd or os.getcwd(), cpath)
         if not os.path.isfile(cabs):
-            raise UsageError(f"{cpath}: --config: no such file")
+            raise InvalidOption("config", f"{cpath}: no such file")
         config_item = (cpath, cabs, cmt)
 
     storage = open_storage(req.layout_path)

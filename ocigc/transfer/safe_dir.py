@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ocigc.digest import Digest
-from ocigc.errors import IntegrityError, OcigcError, UsageError
+from ocigc.errors import AlreadyExists, IntegrityError, OcigcError
 from ocigc.oci.descriptor import Descriptor
 from ocigc.progress import Counter
 from ocigc.storage.base import TEMP_PREFIX
@@ -110,7 +110,7 @@ def _replace(d: SafeDir, tmp: str, name: str, overwrite: bool) -> None:
     st = d.lstat(name)
     if st is not None:
         if not overwrite:
-            raise UsageError(f"{os.path.join(d.path, name)}: already exists (use --overwrite to replace it)")
+            raise AlreadyExists(f"{os.path.join(d.path, name)}: already exists")
         if stat_mod.S_ISDIR(st.st_mode):
             raise UnsafeArtifact(f"{os.path.join(d.path, name)}: is a directory; not replaced by a file")
     os.replace(tmp, name, src_dir_fd=d.fd, dst_dir_fd=d.fd)
@@ -135,7 +135,7 @@ def _move_into(src_parent: SafeDir, src: str, dst_parent: SafeDir, dst: str, ove
         return
     where = os.path.join(dst_parent.path, dst)
     if not overwrite:
-        raise UsageError(f"{where}: already exists (use --overwrite to replace it)")
+        raise AlreadyExists(f"{where}: already exists")
     if stat_mod.S_ISDIR(sst.st_mode):
         if stat_mod.S_ISLNK(dst_st.st_mode) or not stat_mod.S_ISDIR(dst_st.st_mode):
             os.unlink(dst, dir_fd=dst_parent.fd)

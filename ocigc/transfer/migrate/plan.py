@@ -10,6 +10,7 @@ from typing import Any
 
 from ocigc.digest import Digest
 from ocigc.errors import (
+    InvalidOption,
     LayoutError,
     ManifestError,
     OcigcError,
@@ -112,7 +113,8 @@ def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, pla
     else:
         root = _layout_storage(source.path)
         if options.repos:
-            raise UsageError("--repo selects repositories of a registry source; for layouts use --include")
+            raise InvalidOption("repo", "selects repositories of a registry source; for layouts use {include}",
+                                also=("include",))
         rels = find_layouts(root)
         if not rels:
             raise LayoutError(f"{source.path}: no OCI image layout found (no oci-layout file at any depth)")
