@@ -7,7 +7,7 @@ the CLI starts: the other commands do not pay for the registry client.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -101,24 +101,29 @@ def migrate_cmd(
                 typer.echo("\n".join(render_plan(plan, s.verbose)), err=True)
 
         plan = migrate(source, dest, options, dry_run=dry_run, progress=s.progress(json_out), on_plan=show_plan)
-        if dry_run:
-            if json_out:
-                echo_json(plan.to_json(executed=False))
-            else:
-                typer.echo("\n".join(render_plan(plan, s.verbose, dry_run=True)))
-            raise typer.Exit(EXIT_ERROR if plan.failed else EXIT_OK)
-        code = exit_code(plan)
+        _render(plan, s.verbose, s.quiet, dry_run, json_out)
+
+
+def _render(plan: MigratePlan, verbose: int, quiet: bool, dry_run: bool, json_out: bool) -> NoReturn:
+    """Print the plan (dry run) or the summary, the problems on stderr; exit with the run's code."""
+    if dry_run:
         if json_out:
-            echo_json({**plan.to_json(executed=True), "exitCode": code})
+            echo_json(plan.to_json(executed=False))
         else:
-            lines = render_summary(plan)
-            if code == EXIT_OK and s.quiet:
-                lines = []
-            for line in lines:
-                typer.echo(line)
-        for problem in problems(plan):
-            typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(code)
+            typer.echo("\n".join(render_plan(plan, verbose, dry_run=True)))
+        raise typer.Exit(EXIT_ERROR if plan.failed else EXIT_OK)
+    code = exit_code(plan)
+    if json_out:
+        echo_json({**plan.to_json(executed=True), "exitCode": code})
+    else:
+        lines = render_summary(plan)
+        if code == EXIT_OK and quiet:
+            lines = []
+        for line in lines:
+            typer.echo(line)
+    for problem in problems(plan):
+        typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(code)
 
 
 def exit_code(plan: MigratePlan) -> int:

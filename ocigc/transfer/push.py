@@ -224,9 +224,21 @@ def _plain_from_blob(layout: Layout, digest: Digest, what: str) -> dict[str, Any
     return descriptor_json(mt, digest, len(raw))
 
 
-def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
-    """Pack, upload and record an artifact; see the module docstring for the layout written."""
-    progress = progress or NullProgress()
+@dataclass
+class _Prepared:
+    """A push request checked, with what it implies (annotations, the kind of manifest, the config)."""
+
+    items: list[_FileItem]
+    afile: Mapping[str, Mapping[str, str]]
+    manifest_annotations: dict[str, str]
+    config_annotations: dict[str, str]
+    warnings: list[str]
+    spec_v1_0: bool
+    artifact_type: str | None
+    config_item: tuple[str, str, str] | None
+
+
+def _prepare(req: PushRequest) -> _Prepared:
     if req.concurrency < 1:
         raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
@@ -258,6 +270,17 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
         if not os.path.isfile(cabs):
             raise InvalidOption("config", f"{cpath}: no such file")
         config_item = (cpath, cabs, cmt)
+    return _Prepared(items, afile, manifest_annotations, config_annotations, warnings, spec_v1_0, artifact_type,
+                     config_item)
+
+
+def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
+    """Pack, upload and record an artifact; see the module docstring for the layout written."""
+    progress = progress or NullProgress()
+    prep = _prepare(req)
+    items, afile, manifest_annotations = prep.items, prep.afile, prep.manifest_annotations
+    config_annotations, spec_v1_0, artifact_type = prep.config_annotations, prep.spec_v1_0, prep.artifact_type
+    config_item, warnings = prep.config_item, prep.warnings
 
     storage = open_storage(req.layout_path)
     if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:

@@ -230,25 +230,7 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
                 copied |= set(_closure(nodes, [r.digest]))
                 changed = True
     # ... and what the registry's referrers API lists for copied manifests.
-    asked: set[Digest] = set()
-    while True:
-        ask = [d for d in sorted(copied) if d in nodes and nodes[d].is_manifest and d not in asked]
-        if not ask:
-            break
-        asked.update(ask)
-        found = pmap(src.referrers, ask, jobs)
-        if all(f is None for f in found):
-            break
-        new: list[Root] = []
-        for refs in found:
-            for desc in refs or []:
-                if desc.digest not in copied and all(r.digest != desc.digest for r in extra + new):
-                    new.append(Root(desc.digest, desc.media_type, desc.size, None))
-        if not new:
-            continue
-        _walk(src, [_root_desc(r) for r in new], nodes, blobs, rp.errors, jobs, expanded)
-        extra.extend(new)
-        copied |= set(_closure(nodes, [r.digest for r in new]))
+    copied = _api_referrers(rp, src, nodes, blobs, copied, extra, expanded, jobs)
     if rp.errors:
         return
     rp.nodes = {d: n for d, n in nodes.items() if d in copied}
@@ -277,6 +259,32 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
                 e.entry = _entry_json(e, rp.nodes.get(e.digest))
     for d in rp.order:
         rp.manifest_state.setdefault(d, COPY)
+
+
+def _api_referrers(rp: RepoPlan, src: Source, nodes: dict[Digest, Node], blobs: dict[Digest, BlobItem],
+                   copied: set[Digest], extra: list[Root], expanded: set[Digest], jobs: int) -> set[Digest]:
+    """What the source's referrers API lists for the copied manifests, walked and added to ``extra``,
+    until nothing new appears; the copied set grown by them."""
+    asked: set[Digest] = set()
+    while True:
+        ask = [d for d in sorted(copied) if d in nodes and nodes[d].is_manifest and d not in asked]
+        if not ask:
+            break
+        asked.update(ask)
+        found = pmap(src.referrers, ask, jobs)
+        if all(f is None for f in found):
+            break
+        new: list[Root] = []
+        for refs in found:
+            for desc in refs or []:
+                if desc.digest not in copied and all(r.digest != desc.digest for r in extra + new):
+                    new.append(Root(desc.digest, desc.media_type, desc.size, None))
+        if not new:
+            continue
+        _walk(src, [_root_desc(r) for r in new], nodes, blobs, rp.errors, jobs, expanded)
+        extra.extend(new)
+        copied |= set(_closure(nodes, [r.digest for r in new]))
+    return copied
 
 
 def _source_has(src: Source, digest: Digest) -> bool:
