@@ -13,12 +13,13 @@ import sys
 import ocigc.cli.migrate  # registers migrate
 import ocigc.cli.policy  # noqa: F401  (policy check)
 from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
+    check,  # check (cli.policy imported read first: ls, tags, inspect, graph come before it in --help)
     doctor,  # doctor
     exec,  # exec
     locks,  # locks list|break
     maintain,  # delete, sweep
     pushpull,  # push, pull, tag
-    read,  # ls, tags, inspect, graph, check
+    read,  # ls, tags, inspect, graph
     trash,  # trash list|restore|purge
 )
 from ocigc.cli.app import app
