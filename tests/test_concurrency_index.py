@@ -13,7 +13,7 @@ from ocigc.errors import EXIT_LOST_RACE, LayoutError, LostRace
 from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
-from ocigc.oci.index import Index
+from ocigc.oci.index import Index, set_tag
 from ocigc.storage.local import LocalStorage
 from tests.layoutkit import LayoutBuilder
 
@@ -28,7 +28,7 @@ def layout(tmp_path: Path) -> Layout:
 
 def add_tag(name: str):  # type: ignore[no-untyped-def]
     def mutate(index: Index) -> Index:
-        return index.with_tag(index.entries[0], name)
+        return set_tag(index, index.entries[0].to_json(), name)
     return mutate
 
 

@@ -97,3 +97,8 @@ def test_a_lone_surrogate_in_a_tag_prints_escaped_and_survives_a_rewrite(tmp_pat
     kept = json.loads(raw)["manifests"]
     assert [e["digest"] for e in kept] == [descs[0]["digest"]]
     assert run(["check", root], mode=mode).code == 0
+    # tag and push rewrite index.json through the same tag edit: the escape survives them too.
+    res = run(["tag", f"{root}@{descs[0]['digest']}", "v2"], mode=mode)
+    assert res.code == 0, str(res)
+    raw = (root / "index.json").read_bytes()
+    assert b'"a\\ud800b"' in raw and b'"v2"' in raw

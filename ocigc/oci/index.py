@@ -95,16 +95,6 @@ class Index:
         doc["manifests"] = manifests
         return Index.parse(self._dump(doc))
 
-    def with_tag(self, descriptor: Descriptor, name: str, extra: dict[str, Any] | None = None) -> Index:
-        """Point ``name`` at ``descriptor``: drop other entries carrying that name, add a new entry."""
-        base = self.without(lambda _i, e: e.ref_name == name)
-        entry = descriptor.to_json()
-        entry.setdefault("annotations", {})
-        entry["annotations"] = {**entry["annotations"], ANNOTATION_REF_NAME: name}
-        if extra:
-            entry.update(extra)
-        return base.with_entries([entry])
-
     def _with_positions(self, keep: list[int]) -> Index:
         doc = copy.deepcopy(self.doc)
         raw_list = self.doc.get("manifests") or []
@@ -175,7 +165,7 @@ def set_tag(index: Index, entry: Mapping[str, Any], tag: str) -> Index:
     new_list.append(with_ref_name(entry, tag))
     doc = copy.deepcopy(index.doc)
     doc["manifests"] = new_list
-    return Index.parse(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+    return Index.parse(Index._dump(doc))
 
 
 def add_untagged(index: Index, entry: Mapping[str, Any]) -> Index:
