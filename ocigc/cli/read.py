@@ -13,7 +13,8 @@ from ocigc.digest import Digest
 from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound, printable, storage_error
 from ocigc.layout.discover import open_layouts
 from ocigc.layout.layout import Layout
-from ocigc.layout.state import LayoutState, TreeNode, resolve, summarize, tree
+from ocigc.layout.state import LayoutState
+from ocigc.layout.views import TreeNode, resolve, summarize, tree
 from ocigc.oci.refs import parse_reference
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.storage.open_storage import open_storage
