@@ -104,7 +104,7 @@ class Soak:
 
     # --- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
-        from tests.layoutkit import LayoutBuilder
+        from tests.kit.layouts import LayoutBuilder
 
         b = LayoutBuilder(self.paths["a"])
         for i in range(3):
@@ -266,7 +266,7 @@ def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
     from ocigc.lock.acquire import acquire
     from ocigc.lock.params import LockParams
     from ocigc.storage.base import OpCounter
-    from tests.layoutkit import LayoutBuilder
+    from tests.kit.layouts import LayoutBuilder
 
     root = mount / f"lat-{settle:g}"
     LayoutBuilder(root).save()

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.harness.common import loopback_env  # noqa: E402
 from tests.harness.servers import RegistryServer  # noqa: E402
-from tests.layoutkit import LayoutBuilder  # noqa: E402
+from tests.kit.layouts import LayoutBuilder  # noqa: E402
 
 OCIGC = str(Path(sys.executable).parent / "ocigc")
 MIB = 1024 * 1024

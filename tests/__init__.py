@@ -1,1 +1,1 @@
-"""The ocigc test suite (a package, so tests import ``tests.harness`` and ``tests.layoutkit``)."""
+"""The ocigc test suite (a package, so tests import ``tests.harness`` and ``tests.kit.layouts``)."""

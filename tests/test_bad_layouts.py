@@ -20,21 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.clikit import (
-    BAD,
-    ERROR,
-    INTEGRITY,
-    LAYOUTS,
-    OK,
-    Result,
-    age,
-    copy_layout,
-    facts,
-    present,
-    run,
-    snapshot,
-)
-from tests.layoutkit import OCI_LAYER, LayoutBuilder
+from tests.kit.cli import ERROR, INTEGRITY, OK, Result, run
+from tests.kit.layouts import BAD, LAYOUTS, OCI_LAYER, LayoutBuilder, copy_layout, facts
+from tests.kit.tree import age, present, snapshot
 
 
 @dataclass(frozen=True)
@@ -78,14 +66,7 @@ CASES: dict[str, Case] = {
     "symlink-escape": Case(_blob("symlink-escape"), ERROR, True, OK, None),
     "symlink-escape-dir": Case("blobs/sha256", ERROR, True, ERROR, "ok"),
 }
-LEAD_BUGS: dict[tuple[str, str], str] = {}
 READ_COMMANDS = [["ls"], ["tags", "--all"], ["inspect"], ["graph"], ["graph", "-f", "graphml"], ["check"]]
-
-
-def _param(name: str, what: str) -> object:
-    reason = LEAD_BUGS.get((name, what))
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(name, marks=marks, id=name)
 
 
 def assert_one_error(r: Result, *fragments: str) -> None:
@@ -193,7 +174,7 @@ def test_inspect_shows_what_is_wrong() -> None:
 
 
 # --- sweep and delete on a copy ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [_param(n, "sweep-code") for n in sorted(CASES)])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_sweep_bad_fixture_exit_code(name: str, tmp_path: Path) -> None:
     case = CASES[name]
     lay, before = work_copy(name, tmp_path)
@@ -214,7 +195,7 @@ def test_sweep_bad_fixture_changes_nothing(name: str, tmp_path: Path) -> None:
         assert_untouched(lay, before)
 
 
-@pytest.mark.parametrize("name", [_param(n, "delete") for n in sorted(n for n, c in CASES.items() if c.delete)])
+@pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if c.delete))
 def test_delete_on_bad_fixture_is_refused(name: str, tmp_path: Path) -> None:
     case = CASES[name]
     assert case.delete

@@ -16,23 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.clikit import (
-    ERROR,
-    LAYOUTS,
-    MODES,
-    OK,
-    USAGE,
-    Result,
-    age,
-    closure,
-    copy_layout,
-    facts,
-    index_tags,
-    present,
-    run,
-    snapshot,
-)
-from tests.layoutkit import LayoutBuilder, independent_reachable, random_layout
+from tests.kit.cli import ERROR, MODES, OK, USAGE, Result, run
+from tests.kit.layouts import LAYOUTS, LayoutBuilder, copy_layout, facts, random_layout
+from tests.kit.tree import age, closure, index_tags, present, reachable, snapshot
 
 
 @pytest.fixture(params=MODES)
@@ -68,7 +54,7 @@ def planned(r: Result) -> set[str]:
 
 def assert_clean(root: Path) -> None:
     """No dangling reference (independent walk) and ``ocigc check`` agrees."""
-    missing = independent_reachable(root) - present(root)
+    missing = reachable(root) - present(root)
     assert not missing, missing
     r = run(["check", "--json", root])
     assert r.code == OK, r
@@ -387,12 +373,12 @@ def test_cli_sweep_matches_an_independent_walk(tmp_path: Path, seed: int, untagg
         return
     random_layout(lay, seed)
     age(lay)
-    before_reach = independent_reachable(lay)
+    before_reach = reachable(lay)
     present_before = present(lay)
     args = ["sweep", "--grace", "0", "--json", *(["--untagged"] if untagged else []), lay]
     r = run(args)
     assert r.code == OK, r
-    after_reach = independent_reachable(lay)
+    after_reach = reachable(lay)
     if not untagged:
         assert after_reach == before_reach
     assert not (after_reach - present(lay)), "dangling reference after a sweep"

@@ -14,23 +14,9 @@ from typing import Any
 import networkx as nx
 import pytest
 
-from tests.clikit import (
-    BAD,
-    ERROR,
-    INTEGRITY,
-    LAYOUTS,
-    MODES,
-    OK,
-    REAL,
-    USAGE,
-    closure,
-    copy_layout,
-    facts,
-    present,
-    run,
-    snapshot,
-)
-from tests.layoutkit import independent_reachable
+from tests.kit.cli import ERROR, INTEGRITY, MODES, OK, USAGE, run
+from tests.kit.layouts import BAD, LAYOUTS, REAL, copy_layout, facts
+from tests.kit.tree import closure, present, reachable, snapshot
 
 LAYOUT_NAMES = sorted(p.name for p in LAYOUTS.iterdir() if (p / "EXPECT.json").exists())
 CATALOG: dict[str, Any] = json.loads((REAL / "catalog.json").read_text())
@@ -463,7 +449,7 @@ def test_real_fixture(name: str, real_root: dict[str, dict[str, Any]]) -> None:
     assert set(entry_digests) <= {n["digest"] for n in doc["nodes"]}
     # check: content reachable but absent -> 4; wrong descriptor sizes reported; garbage counted
     problems = real_root["check"][name]["problems"]
-    missing = independent_reachable(lay) - present(lay)
+    missing = reachable(lay) - present(lay)
     severities = {p["severity"] for p in problems}
     if missing:
         assert "dangling" in severities
@@ -485,7 +471,7 @@ def test_real_fixture(name: str, real_root: dict[str, dict[str, Any]]) -> None:
                                   "containers-image/delete_image_shared_blobs_dir", "regclient/external"])
 def test_real_fixture_check_exit_codes_and_graphml(name: str) -> None:
     lay = REAL / name
-    missing = independent_reachable(lay) - present(lay)
+    missing = reachable(lay) - present(lay)
     stats = CATALOG[name]["stats"]
     expected = INTEGRITY if missing else (ERROR if stats["size_mismatch_descriptors"] else OK)
     assert run(["check", lay]).code == expected

@@ -33,7 +33,7 @@ from ocigc.lock.files import LOCK_DIR
 from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import ocigc_command, run_ocigc
-from tests.layoutkit import LayoutBuilder
+from tests.kit.layouts import LayoutBuilder
 
 #: Short lease for tests (still long enough for a loaded 2-core machine). The settle delay must
 #: exceed the cross-mount visibility delay measured below AND the mounts' stat cache expiry

@@ -15,7 +15,7 @@ from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.oci.index import Index, set_tag
 from ocigc.storage.local import LocalStorage
-from tests.layoutkit import LayoutBuilder
+from tests.kit.layouts import LayoutBuilder
 
 
 @pytest.fixture

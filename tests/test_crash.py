@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.clikit import ERROR, INTEGRITY, OCIGC, OK, age, cli_env, closure, index_tags, present, run
-from tests.layoutkit import OCI_LAYER, LayoutBuilder, independent_reachable
+from tests.kit.cli import ERROR, INTEGRITY, OCIGC, OK, cli_env, run
+from tests.kit.layouts import OCI_LAYER, LayoutBuilder
+from tests.kit.tree import age, closure, index_tags, present, reachable
 
 SEED = int(os.environ.get("OCIGC_CRASH_SEED", "20240611"))
 
@@ -139,7 +140,7 @@ def timeline(args: list[str], lay: Path) -> tuple[float, float]:
 def assert_recovers(lay: Path, template: Template, expected_final: set[str], deleting: bool) -> None:
     """After a kill: no dangling reference (independent walk, and ``ocigc check`` exit != 4);
     index.json is the old or the new one; a sweep completes and leaves exactly the live blobs."""
-    missing = independent_reachable(lay) - present(lay)
+    missing = reachable(lay) - present(lay)
     assert not missing, f"dangling references after the kill: {sorted(missing)[:3]}"
     r = run(["check", lay])
     assert r.code != INTEGRITY, r
@@ -152,7 +153,7 @@ def assert_recovers(lay: Path, template: Template, expected_final: set[str], del
         assert r.code == OK, r
     r = run(["sweep", "--grace", "0", "--yes", "--quiet", lay])
     assert r.code == OK, r
-    assert present(lay) == independent_reachable(lay) == expected_final
+    assert present(lay) == reachable(lay) == expected_final
     assert not [p for p in lay.iterdir() if p.name.startswith(".ocigc-tmp-") or p.name == "ingest"]
 
 
@@ -282,7 +283,7 @@ def test_sweep_untagged_killed_inside_the_index_rewrite_window(tmp_path: Path) -
     kill_when(["sweep", "--grace", "0", "--untagged", "--yes", "--quiet", str(lay)],
               lambda: backup.exists() and any(backup.iterdir()))
     json.loads((lay / "index.json").read_bytes())
-    missing = independent_reachable(lay) - present(lay)
+    missing = reachable(lay) - present(lay)
     assert not missing
     assert run(["check", lay]).code != INTEGRITY
     r = run(["sweep", "--grace", "0", "--untagged", "--yes", lay])

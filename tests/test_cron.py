@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from ocigc.cli import app
 from ocigc.errors import EXIT_LOCK_BUSY
 from ocigc.gc.plan import SweepOptions
 from ocigc.gc.report import JsonLogFormatter, RunReport, write_atomic
@@ -21,8 +19,10 @@ from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
-from tests.layoutkit import LayoutBuilder, blob_path, independent_reachable, make_old, tree_snapshot
-from tests.test_retention import Img, build
+from tests.kit.cli import cli, run
+from tests.kit.layouts import LayoutBuilder, blob_path
+from tests.kit.retention import Img, build
+from tests.kit.tree import age, reachable, snapshot
 
 LOCK_BUSY = 75
 assert EXIT_LOCK_BUSY == LOCK_BUSY
@@ -30,10 +30,8 @@ assert EXIT_LOCK_BUSY == LOCK_BUSY
 
 def ocigc(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
     """``ocigc ARGS`` in-process (stdin is not a terminal): (exit code, stdout, stderr)."""
-    r = CliRunner().invoke(app, [os.fspath(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"})
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r.exit_code, r.stdout, r.stderr
+    return cli(*args)
+
 
 POLICY = """\
 # keep the 2 newest images and anything tagged stable; remove other tags
@@ -93,7 +91,7 @@ def test_cron_run_with_policy(layout_dir: Path, tmp_path: Path) -> None:
     assert tags_of(layout_dir / "team" / "web") == {"stable", "w1", "w2"}
     assert tags_of(layout_dir / "frozen" / "db") == {"d0", "d1"}
     for repo in ("app", "team/web", "frozen/db"):
-        for d in independent_reachable(layout_dir / repo):
+        for d in reachable(layout_dir / repo):
             assert blob_path(layout_dir / repo, d).exists()
     for k in ("v0", "v1", "orphan"):
         assert not blob_path(layout_dir / "app", descs["app"][k]["digest"]).exists()
@@ -123,10 +121,10 @@ def test_cron_run_with_policy(layout_dir: Path, tmp_path: Path) -> None:
 def test_dry_run_shows_decisions_then_blobs(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_root(root)
-    before = tree_snapshot(root)
+    before = snapshot(root)
     rc, out, err = ocigc("sweep", root, "--policy", write_policy(tmp_path), "--dry-run")
     assert rc == 0, err
-    assert tree_snapshot(root) == before
+    assert snapshot(root) == before
     lines = out.splitlines()
     head = lines.index("sweep app")
     block = lines[head:lines.index("sweep frozen/db")]
@@ -218,8 +216,8 @@ def test_never_prompts_without_a_terminal(tmp_path: Path) -> None:
 def test_bad_log_format_is_a_usage_error(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_root(root)
-    result = CliRunner().invoke(app, ["sweep", str(root), "--log-format", "xml", "--dry-run"])
-    assert result.exit_code == 2
+    rc, _out, err = ocigc("sweep", root, "--log-format", "xml", "--dry-run")
+    assert rc == 2 and "error: --log-format: must be text or json, got 'xml'" in err
 
 
 # --- policy check -----------------------------------------------------------------------------------
@@ -227,24 +225,23 @@ def test_policy_check(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_root(root)
     p = write_policy(tmp_path)
-    runner = CliRunner()
-    r = runner.invoke(app, ["policy", "check", str(p)])
-    assert r.exit_code == 0, r.output
-    assert "rule 1 'apps' (line 5): repositories app, team/*" in r.output
-    assert "otherwise removes a tag when all of: its name matches ^.*$" in r.output
-    assert "refuses to act on a repository" in r.output
-    assert "warning: rule 2 (frozen): removes no tags" in r.output
-    r = runner.invoke(app, ["policy", "check", str(p), str(root)])
-    assert r.exit_code == 0
-    rows = {line.split()[0]: line.split()[1] for line in r.output.splitlines()[-3:]}
+    r = run(["policy", "check", p])
+    assert r.code == 0, (r.stdout + r.stderr)
+    assert "rule 1 'apps' (line 5): repositories app, team/*" in (r.stdout + r.stderr)
+    assert "otherwise removes a tag when all of: its name matches ^.*$" in (r.stdout + r.stderr)
+    assert "refuses to act on a repository" in (r.stdout + r.stderr)
+    assert "warning: rule 2 (frozen): removes no tags" in (r.stdout + r.stderr)
+    r = run(["policy", "check", str(p), str(root)])
+    assert r.code == 0
+    rows = {line.split()[0]: line.split()[1] for line in (r.stdout + r.stderr).splitlines()[-3:]}
     assert rows == {"app": "apps", "frozen/db": "frozen", "team/web": "apps"}
-    r = runner.invoke(app, ["policy", "check", str(p), "--json"])
-    doc = json.loads(r.output)
+    r = run(["policy", "check", str(p), "--json"])
+    doc = json.loads(r.stdout + r.stderr)
     assert doc["valid"] is True and [x["name"] for x in doc["rules"]] == ["apps", "frozen"]
     bad = write_policy(tmp_path, "[[rule]]\nrepositories = '**'\ndelete_tags = '('\n")
-    r = runner.invoke(app, ["policy", "check", str(bad)])
-    assert r.exit_code == 2
-    assert f"{bad}:3: rule 1: delete_tags: invalid regex '('" in r.output
+    r = run(["policy", "check", str(bad)])
+    assert r.code == 2
+    assert f"{bad}:3: rule 1: delete_tags: invalid regex '('" in (r.stdout + r.stderr)
 
 
 # --- the report writer and the log formatter --------------------------------------------------------
@@ -296,7 +293,7 @@ def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Pa
         a_root.mkdir()
     descs = build(a_root / "app", _series("v", 3))
     stray = LayoutBuilder(a_root / "app").blob(b"stray", "application/octet-stream")
-    make_old(a_root / "app")
+    age(a_root / "app")
     policy = write_policy(tmp_path)
 
     entered, release = threading.Event(), threading.Event()

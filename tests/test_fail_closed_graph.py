@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.clikit import ERROR, OK, run
+from tests.kit.cli import ERROR, OK, run
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.clikit import MODES, run
-from tests.layoutkit import REF_NAME, LayoutBuilder, blob_path, make_old
+from tests.kit.cli import MODES, run
+from tests.kit.layouts import REF_NAME, LayoutBuilder, blob_path
+from tests.kit.tree import age
 
 
 def _layout_with_entries(root: Path, names: list[object]) -> tuple[LayoutBuilder, list[dict[str, object]]]:
@@ -52,7 +53,7 @@ def test_sweep_untagged_never_drops_an_entry_whose_ref_name_is_not_a_string(tmp_
     b, descs = _layout_with_entries(root, [bad, "v1"])
     plain_untagged = b.manifest([b"truly untagged"])  # an entry without the annotation: dropped
     _write_index(root, [*descs, plain_untagged])
-    make_old(root)
+    age(root)
     res = run(["sweep", root, "--grace", "0s", "--untagged"])
     assert res.code == 0, str(res)
     after = json.loads((root / "index.json").read_text())["manifests"]
@@ -68,7 +69,7 @@ def test_a_retention_policy_never_drops_an_entry_whose_ref_name_is_not_a_string(
     root = tmp_path / "repo"
     _, descs = _layout_with_entries(root, [7, "v1"])
     _write_index(root, descs)
-    make_old(root)
+    age(root)
     policy = tmp_path / "p.toml"
     policy.write_text('[[rule]]\nrepositories = ["**"]\nkeep_last = 1\nuntagged = "delete"\n'
                       'untagged_older_than = "0s"\ngrace = "0s"\n')

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.clikit import ERROR, LOCK_BUSY, OK, REPO, Result, age, present, run
-from tests.layoutkit import OCI_LAYER, LayoutBuilder, blob_path
+from tests.kit.cli import ERROR, LOCK_BUSY, OK, Result, run
+from tests.kit.layouts import OCI_LAYER, REPO, LayoutBuilder, blob_path
+from tests.kit.tree import age, present
 
 WHERE = pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
 #: A hang is a failure, not a stuck test run.

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.clikit import INTEGRITY, OK, age, run
-from tests.layoutkit import OCI_LAYER, LayoutBuilder, blob_path
+from tests.kit.cli import INTEGRITY, OK, run
+from tests.kit.layouts import OCI_LAYER, LayoutBuilder, blob_path
+from tests.kit.tree import age
 
 NESTED_AT = ["ingest", ".umoci-x", "ingest/deep", ".umoci-y/a/b", "oci-put-blob-x", "ingest/x/.umoci-z"]
 

@@ -27,8 +27,8 @@ from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.progress import Counter, NullCounter
 from ocigc.storage.local import LocalStorage
-from tests.clikit import INTEGRITY, LOST_RACE, OK, run, snapshot
-from tests.layoutkit import (
+from tests.kit.cli import INTEGRITY, LOST_RACE, OK, run
+from tests.kit.layouts import (
     OCI_CONFIG,
     OCI_LAYER,
     OCI_MANIFEST,
@@ -36,10 +36,9 @@ from tests.layoutkit import (
     LayoutBuilder,
     blob_path,
     dumps,
-    make_old,
-    present_blobs,
     random_layout,
 )
+from tests.kit.tree import age, present, snapshot
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -53,7 +52,7 @@ def _short_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
 
 
-def age(path: Path, seconds: float) -> None:
+def _age_file(path: Path, seconds: float) -> None:
     t = time.time() - seconds
     os.utime(path, (t, t))
 
@@ -84,8 +83,8 @@ def layout_with_young_unreachable_manifest(root: Path) -> tuple[LayoutBuilder, d
     garbage = b.blob(b"real garbage", "application/octet-stream")
     young = b.manifest([b"layer of a manifest not tagged yet"], config=b'{"architecture":"arm64","os":"linux"}')
     b.save()
-    make_old(root, 7200)
-    age(blob_path(root, young["digest"]), 60)
+    age(root, 7200)
+    _age_file(blob_path(root, young["digest"]), 60)
     return b, young, garbage
 
 
@@ -116,8 +115,8 @@ def test_grace_protects_transitively_through_an_old_index(tmp_path: Path) -> Non
     inner = b.manifest([b"platform layer"], config=b'{"architecture":"riscv64","os":"linux"}')
     top = b.index([inner])
     b.save()
-    make_old(tmp_path, 7200)
-    age(blob_path(tmp_path, top["digest"]), 30)
+    age(tmp_path, 7200)
+    _age_file(blob_path(tmp_path, top["digest"]), 30)
     r = run(["sweep", tmp_path, "--json"])
     assert r.code == OK, r
     plan = r.json()["layouts"][0]["plan"]
@@ -139,15 +138,15 @@ def test_a_young_unparsable_manifest_keeps_every_candidate(tmp_path: Path) -> No
                         "layers": [{"mediaType": OCI_LAYER, "digest": garbage["digest"], "size": -1}]}),
                  OCI_MANIFEST)
     b.save()
-    make_old(tmp_path, 7200)
-    age(blob_path(tmp_path, bad["digest"]), 10)
+    age(tmp_path, 7200)
+    _age_file(blob_path(tmp_path, bad["digest"]), 10)
     r = run(["sweep", tmp_path, "--json"])
     assert r.code == OK, r
     plan = r.json()["layouts"][0]["plan"]
     assert plan["remove_blobs"] == [] and plan["remove_manifests"] == []
     assert any("children are unknown" in n for n in plan["notes"]), plan["notes"]
     assert blob_path(tmp_path, garbage["digest"]).exists() and blob_path(tmp_path, cfg["digest"]).exists()
-    age(blob_path(tmp_path, bad["digest"]), 7200)  # once it is old, it is ordinary garbage
+    _age_file(blob_path(tmp_path, bad["digest"]), 7200)  # once it is old, it is ordinary garbage
     r = run(["sweep", tmp_path])
     assert r.code == OK, r
     assert not blob_path(tmp_path, garbage["digest"]).exists() and not blob_path(tmp_path, bad["digest"]).exists()
@@ -160,8 +159,8 @@ def test_delete_keeps_what_a_young_never_tagged_manifest_shares(tmp_path: Path) 
     old = b.image("old", [b"shared layer", b"only old"])
     young = b.manifest([b"shared layer"], config=b'{"architecture":"s390x","os":"linux"}')
     b.save()
-    make_old(tmp_path, 7200)
-    age(blob_path(tmp_path, young["digest"]), 60)
+    age(tmp_path, 7200)
+    _age_file(blob_path(tmp_path, young["digest"]), 60)
     shared = b.blob(b"shared layer", OCI_LAYER, write=False)["digest"]
     only_old = b.blob(b"only old", OCI_LAYER, write=False)["digest"]
     r = run(["delete", f"{tmp_path}:old", "--yes", "--json"])
@@ -218,14 +217,14 @@ def test_push_subject_onto_an_incomplete_closure_is_refused(layout_dir: Path, tm
     b.save()
     layer = next(c for c in _children(layout_dir, base) if c["mediaType"] == OCI_LAYER)
     blob_path(layout_dir, layer["digest"]).unlink()
-    before, blobs_before = index_bytes(layout_dir), present_blobs(layout_dir)
+    before, blobs_before = index_bytes(layout_dir), present(layout_dir)
     (tmp_path / "sig.txt").write_text("signature")
     r = run(["push", f"{layout_dir}:sig", "sig.txt", "--subject", "base", "--artifact-type",
              "application/vnd.example.sig"], cwd=tmp_path)
     assert r.code == INTEGRITY, r
     assert layer["digest"].split(":")[1] in r.stderr, r
     assert index_bytes(layout_dir) == before
-    assert present_blobs(layout_dir) == blobs_before  # nothing was stored either
+    assert present(layout_dir) == blobs_before  # nothing was stored either
     # with the closure complete, the same push works
     b.blob(b"base layer", OCI_LAYER)
     r = run(["push", f"{layout_dir}:sig", "sig.txt", "--subject", "base", "--artifact-type",
@@ -264,13 +263,13 @@ def skopeo_like(root: Path, titled: bool = False) -> tuple[LayoutBuilder, str, s
     nd = b.blob(b"non-distributable file", OCI_NONDIST, write=False)
     nd["urls"] = ["https://example.com/nd.bin"]
     nd["annotations"] = {"org.opencontainers.image.title": "nd.bin"}
-    present = b.blob(b"a foreign-typed layer that IS present", OCI_NONDIST)
-    present["urls"] = ["https://example.com/present.bin"]
-    present["annotations"] = {"org.opencontainers.image.title": "present.bin"}
-    b.add(b.manifest([nd, present], config=b"{}"), "nd")
+    present_nd = b.blob(b"a foreign-typed layer that IS present", OCI_NONDIST)
+    present_nd["urls"] = ["https://example.com/present.bin"]
+    present_nd["annotations"] = {"org.opencontainers.image.title": "present.bin"}
+    b.add(b.manifest([nd, present_nd], config=b"{}"), "nd")
     garbage = b.blob(b"real garbage", "application/octet-stream")
     b.save()
-    make_old(root, 7200)
+    age(root, 7200)
     return b, foreign["digest"], garbage["digest"]
 
 
@@ -310,7 +309,7 @@ def test_an_absent_layer_without_urls_still_stops_the_sweep(tmp_path: Path) -> N
     b.save()
     os.unlink(blob_path(tmp_path, b.blob(b"never uploaded", OCI_LAYER, write=False)["digest"]))
     garbage = b.blob(b"garbage", "application/octet-stream")["digest"]
-    make_old(tmp_path)
+    age(tmp_path)
     r = run(["sweep", tmp_path])
     assert r.code == INTEGRITY, r
     assert blob_path(tmp_path, garbage).exists()
@@ -333,7 +332,7 @@ def test_urls_excuse_only_a_layer(tmp_path: Path, where: str) -> None:
         b.add(b.blob(dumps(doc), OCI_MANIFEST), "v1")
     garbage = b.blob(b"garbage", "application/octet-stream")["digest"]
     b.save()
-    make_old(tmp_path)
+    age(tmp_path)
     r = run(["sweep", tmp_path])
     assert r.code == INTEGRITY, r
     assert blob_path(tmp_path, garbage).exists()
@@ -412,7 +411,7 @@ def test_a_plain_writer_referencing_a_removed_blob_is_a_lost_race(layout_dir: Pa
     b.image("keep", [b"kept"])
     gone = b.manifest([b"garbage layer"])  # unreachable: the sweep removes it
     b.save()
-    make_old(layout_dir)
+    age(layout_dir)
     writer = _RewriteAfterRemoval(layout_dir, entry_for(gone, "back"))
     out = sweep_layout(Layout.open(LocalStorage(layout_dir)), SweepOptions(grace=0),
                        RunOptions(jobs=2, trash=trash), progress=writer)
@@ -463,7 +462,7 @@ def test_cli_reports_the_race_with_exit_3(tmp_path: Path, monkeypatch: pytest.Mo
     b.image("keep", [b"kept"])
     gone = b.manifest([b"garbage layer"])
     b.save()
-    make_old(tmp_path)
+    age(tmp_path)
     fired: list[str] = []
 
     def dispose(layout: Layout, rel: str) -> bool:
@@ -557,15 +556,15 @@ def test_property_every_young_manifest_keeps_its_closure(tmp_path_factory: pytes
     root = tmp_path_factory.mktemp("prop")
     random_layout(root, seed)
     rng = random.Random(seed)
-    make_old(root, 7200)
+    age(root, 7200)
     young: set[str] = set()
     for p in (root / "blobs" / "sha256").iterdir():
         if rng.random() < young_share:
-            age(p, 60)
+            _age_file(p, 60)
             young.add(f"sha256:{p.name}")
     out = sweep_layout(Layout.open(LocalStorage(root)), SweepOptions(), RunOptions(jobs=2))
     assert out.error is None, out.error
-    present = present_blobs(root)
-    for d in young & present:
-        missing = {c for c in _naive_closure(root, d) if c not in present}
+    here = present(root)
+    for d in young & here:
+        missing = {c for c in _naive_closure(root, d) if c not in here}
         assert not missing, f"young {d} lost {missing}"

@@ -27,7 +27,7 @@ from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import parse_reference
 from ocigc.storage.local import LocalStorage
-from tests.layoutkit import make_old, tree_snapshot
+from tests.kit.tree import age, snapshot
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -222,10 +222,10 @@ def honest_reachable(root: Path) -> set[str]:
     return seen
 
 
-def _outcome_removed(root: Path, before: set[str], fail: bool, snapshot: dict[str, Any]) -> set[str]:
+def _outcome_removed(root: Path, before: set[str], fail: bool, before_tree: dict[str, Any]) -> set[str]:
     if fail:
         assert _present(root) == before, "a refused layout lost blobs"
-        assert {k: v for k, v in tree_snapshot(root).items() if not k.startswith(".ocigc")} == snapshot
+        assert snapshot(root, control=False) == before_tree
     return before - _present(root)
 
 
@@ -236,14 +236,14 @@ def test_sweep_never_removes_what_an_honest_reading_reaches(seed: int, lies: set
         root = Path(tmp)
         gen = Gen(root, random.Random(seed), lies)
         gen.build()
-        make_old(root)
+        age(root)
         reach = honest_reachable(root)
         before = _present(root)
-        snapshot = {k: v for k, v in tree_snapshot(root).items() if not k.startswith(".ocigc")}
+        before_tree = snapshot(root, control=False)
         out = sweep_layout(Layout.open(LocalStorage(root)), SweepOptions(grace=0), RunOptions(jobs=2))
         refused = out.error is not None
         event(f"refused={refused} unparsable={bool(gen.used & set(UNPARSABLE))}")
-        removed = _outcome_removed(root, before, refused, snapshot)
+        removed = _outcome_removed(root, before, refused, before_tree)
         assert not (removed & reach), f"removed what an honest reading reaches: {sorted(removed & reach)}"
         if not gen.used & set(UNPARSABLE):
             # Size and type lies are seen through, never a reason to refuse, and garbage still goes.
@@ -263,15 +263,15 @@ def test_delete_never_removes_what_remaining_entries_reach(seed: int, lies: set[
         tags = gen.build()
         if not tags:
             return
-        make_old(root)
+        age(root)
         victim = data.draw(st.sampled_from(sorted(set(tags))))
         before = _present(root)
-        snapshot = {k: v for k, v in tree_snapshot(root).items() if not k.startswith(".ocigc")}
+        before_tree = snapshot(root, control=False)
         out = delete_refs(Layout.open(LocalStorage(root)), [parse_reference(f"{root}:{victim}")],
                           DeleteOptions(force=True), RunOptions(jobs=2))
         refused = out.error is not None
         event(f"refused={refused}")
-        removed = _outcome_removed(root, before, refused, snapshot)
+        removed = _outcome_removed(root, before, refused, before_tree)
         reach = honest_reachable(root)  # what the entries left in index.json reach
         assert not (removed & reach), f"removed what a remaining entry reaches: {sorted(removed & reach)}"
         if not gen.used & set(UNPARSABLE):
@@ -281,7 +281,7 @@ def test_delete_never_removes_what_remaining_entries_reach(seed: int, lies: set[
 def test_a_child_with_an_invalid_media_type_is_kept_and_reported(tmp_path: Path) -> None:
     """A ``mediaType`` that is a string but not a media type does not stop the layout: the child
     it describes is kept by a sweep, and ``check`` warns ``bad-media-type``."""
-    from tests.clikit import OK, run
+    from tests.kit.cli import OK, run
 
     gen = Gen(tmp_path, random.Random(1), set())
     layer = gen.layer()
@@ -293,7 +293,7 @@ def test_a_child_with_an_invalid_media_type_is_kept_and_reported(tmp_path: Path)
     (tmp_path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     junk = gen.put(b"garbage")
-    make_old(tmp_path)
+    age(tmp_path)
     r = run(["sweep", tmp_path, "--grace", "0s", "--yes"])
     assert r.code == OK, r
     assert junk not in _present(tmp_path) and layer["digest"] in _present(tmp_path)

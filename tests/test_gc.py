@@ -16,15 +16,8 @@ from ocigc.gc.run import RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import parse_reference
 from ocigc.storage.local import LocalStorage
-from tests.layoutkit import (
-    LayoutBuilder,
-    blob_path,
-    independent_reachable,
-    make_old,
-    present_blobs,
-    random_layout,
-    tree_snapshot,
-)
+from tests.kit.layouts import LayoutBuilder, blob_path, random_layout
+from tests.kit.tree import age, present, reachable, snapshot
 
 RUN = RunOptions(jobs=4)
 DRY = RunOptions(jobs=4, dry_run=True)
@@ -55,7 +48,7 @@ def tags(root: Path) -> list[str]:
 
 
 def assert_no_dangling(root: Path) -> None:
-    reach = independent_reachable(root)
+    reach = reachable(root)
     missing = {d for d in reach if not blob_path(root, d).exists()}
     assert not missing, f"dangling references: {missing}"
 
@@ -67,7 +60,7 @@ def test_sweep_removes_only_unreachable(layout_dir: Path) -> None:
     orphan = b.manifest([b"shared", b"orphan-layer"], config=b'{"o":1}')
     stray = b.blob(b"stray", "application/octet-stream")
     b.save()
-    make_old(layout_dir)
+    age(layout_dir)
     out = sweep(layout_dir)
     removed = {r.digest for r in out.result.removed}
     assert orphan["digest"] in removed and stray["digest"] in removed
@@ -89,13 +82,13 @@ def test_grace_period_keeps_young_blobs(layout_dir: Path) -> None:
 
 def test_dry_run_changes_nothing(layout_dir: Path) -> None:
     random_layout(layout_dir, 11)
-    make_old(layout_dir)
-    before = tree_snapshot(layout_dir)
+    age(layout_dir)
+    before = snapshot(layout_dir)
     out = sweep(layout_dir, SweepOptions(grace=0, untagged=True), DRY)
     assert out.result is None and not out.plan.empty
-    assert tree_snapshot(layout_dir) == before
+    assert snapshot(layout_dir) == before
     out = delete(layout_dir, ":" + next(t for t in tags(layout_dir) if t), run=DRY)
-    assert tree_snapshot(layout_dir) == before
+    assert snapshot(layout_dir) == before
 
 
 @settings(max_examples=40, deadline=None)
@@ -104,14 +97,14 @@ def test_sweep_properties(seed: int, untagged: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         random_layout(root, seed)
-        make_old(root)
-        reach_before = independent_reachable(root) & present_blobs(root)
+        age(root)
+        reach_before = reachable(root) & present(root)
         tagged_reach = None
         sweep(root, SweepOptions(grace=0, untagged=untagged))
         assert_no_dangling(root)
         if not untagged:
-            assert reach_before <= present_blobs(root)  # nothing reachable was removed
-        assert present_blobs(root) <= independent_reachable(root) | set()  # no garbage left
+            assert reach_before <= present(root)  # nothing reachable was removed
+        assert present(root) <= reachable(root) | set()  # no garbage left
         again = sweep(root, SweepOptions(grace=0, untagged=untagged))
         assert again.plan.empty, "a second sweep must remove nothing"
         del tagged_reach
@@ -131,8 +124,8 @@ def test_delete_properties(seed: int, data: st.DataObject) -> None:
         assert victim not in tags(root)
         assert_no_dangling(root)
         # whatever the remaining roots reach is still there
-        assert independent_reachable(root) <= present_blobs(root) | {
-            d for d in independent_reachable(root) if not blob_path(root, d).exists()}
+        assert reachable(root) <= present(root) | {
+            d for d in reachable(root) if not blob_path(root, d).exists()}
         assert out.result is not None
 
 
@@ -233,7 +226,7 @@ def test_untagged_sweep_never_removes_platform_of_tagged_index(layout_dir: Path)
     lonely = b.manifest([b"lonely"])
     b.add(lonely, None)
     b.save()
-    make_old(layout_dir)
+    age(layout_dir)
     out = sweep(layout_dir, SweepOptions(grace=0, untagged=True))
     dropped = {e.digest for e in out.plan.remove_entries}
     assert dropped == {lonely["digest"]}
@@ -245,10 +238,10 @@ def test_missing_reference_deletes_nothing(layout_dir: Path) -> None:
     b.image("a", [b"x"])
     b.image("b", [b"y"])
     b.save()
-    before = tree_snapshot(layout_dir)
+    before = snapshot(layout_dir)
     with pytest.raises(ReferenceNotFound):
         delete(layout_dir, ":a", ":nope")
-    assert tree_snapshot(layout_dir) == before
+    assert snapshot(layout_dir) == before
 
 
 def test_fail_closed_on_corrupt_reachable_manifest(layout_dir: Path) -> None:
@@ -256,21 +249,21 @@ def test_fail_closed_on_corrupt_reachable_manifest(layout_dir: Path) -> None:
     m = b.image("a", [b"x"])
     b.blob(b"garbage", "application/octet-stream")
     b.save()
-    make_old(layout_dir)
+    age(layout_dir)
     p = blob_path(layout_dir, m["digest"])
     p.write_bytes(p.read_bytes()[:10])
-    before = tree_snapshot(layout_dir)
+    before = snapshot(layout_dir)
     with pytest.raises(UnsafeToModify, match="invalid JSON"):
         sweep(layout_dir)
     (layout_dir / p.name).unlink(missing_ok=True)
-    assert tree_snapshot(layout_dir) == before
+    assert snapshot(layout_dir) == before
 
 
 def test_fail_closed_on_missing_reachable_manifest(tmp_path: Path) -> None:
     b = LayoutBuilder(tmp_path)
     m = b.image("a", [b"x"])
     b.save()
-    make_old(tmp_path)
+    age(tmp_path)
     blob_path(tmp_path, m["digest"]).unlink()
     with pytest.raises(IntegrityError):
         sweep(tmp_path)
@@ -288,7 +281,7 @@ def test_leftovers_and_foreign_files(layout_dir: Path) -> None:
     (layout_dir / ".umoci-xyz" / "index-1").write_bytes(b"{}")
     (layout_dir / "blobs" / "sha256" / ("b" * 64 + ".tmp")).write_bytes(b"regclient")
     (layout_dir / "blobs" / "sha256" / "not-a-digest").write_bytes(b"??")
-    make_old(layout_dir)
+    age(layout_dir)
     fresh = layout_dir / ".ocigc-tmp-fresh"
     fresh.write_bytes(b"in flight")
     out = sweep(layout_dir, SweepOptions(grace=600))
@@ -326,7 +319,7 @@ def test_sweep_of_root_goes_on_after_a_broken_layout(layout_dir: Path) -> None:
     m = bad.image("a", [b"x"])
     bad.save()
     blob_path(layout_dir / "team" / "bad", m["digest"]).write_bytes(b"{")
-    make_old(layout_dir)
+    age(layout_dir)
     outcomes = [sweep_layout(lay, NOW_GRACE, RUN) for lay in open_layouts(LocalStorage(layout_dir))]
     by = {o.layout.name: o for o in outcomes}
     assert set(by) == {"good", "team/bad"}
@@ -347,10 +340,10 @@ def test_real_fixtures_sweep_like_the_catalog(tmp_path: Path) -> None:
             continue
         dst = tmp_path / name
         shutil.copytree(real / name, dst)
-        make_old(dst)
-        missing_before = {d for d in independent_reachable(dst) if not blob_path(dst, d).exists()}
+        age(dst)
+        missing_before = {d for d in reachable(dst) if not blob_path(dst, d).exists()}
         out = sweep_layout(open_layout(dst), NOW_GRACE, RUN)
-        missing_after = {d for d in independent_reachable(dst) if not blob_path(dst, d).exists()}
+        missing_after = {d for d in reachable(dst) if not blob_path(dst, d).exists()}
         assert missing_after == missing_before, name
         if stats["referenced_but_missing"]:
             assert out.error is None or isinstance(out.error, IntegrityError), (name, out.error)

@@ -13,7 +13,8 @@ from ocigc.layout.graph import MAX_DEPTH, RefGraph
 from ocigc.layout.layout import Layout
 from ocigc.layout.state import LayoutState
 from ocigc.storage.local import LocalStorage
-from tests.layoutkit import LayoutBuilder, dumps, independent_reachable, random_layout
+from tests.kit.layouts import LayoutBuilder, dumps, random_layout
+from tests.kit.tree import reachable
 
 
 def load(root: Path) -> LayoutState:
@@ -27,7 +28,7 @@ def test_reachable_equals_independent_closure(seed: int) -> None:
         root = Path(tmp)
         random_layout(root, seed)
         state = load(root)
-        assert state.reachable() == independent_reachable(root)
+        assert state.reachable() == reachable(root)
 
 
 def test_referrer_does_not_keep_subject_alive(tmp_path: Path) -> None:

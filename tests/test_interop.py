@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.clikit import INTEGRITY, LAYOUTS, OK, age, copy_layout, present, run
 from tests.harness.tools import skopeo_copy, skopeo_inspect, umoci_gc, umoci_image, umoci_tags
-from tests.layoutkit import OCI_LAYER, LayoutBuilder
+from tests.kit.cli import INTEGRITY, OK, run
+from tests.kit.layouts import LAYOUTS, OCI_LAYER, LayoutBuilder, copy_layout
+from tests.kit.tree import age, present
 
 FILES = {"base": {"etc/base.txt": b"base\n"}, "v1": {"etc/v1.txt": b"one\n"}, "v2": {"etc/v2.txt": b"two\n"}}
 

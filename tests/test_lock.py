@@ -25,7 +25,7 @@ from ocigc.lock.handle import INHERIT_ENV, LockHandle
 from ocigc.lock.params import LockError, LockParams, default_settle
 from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
-from tests.layoutkit import LayoutBuilder
+from tests.kit.layouts import LayoutBuilder
 
 FAST = LockParams(ttl=3.0, settle=0.05, backoff_min=0.02, backoff_max=0.05, backoff_cap=0.1, poll=0.05,
                   max_skew=1.0, hold_wait=5.0)

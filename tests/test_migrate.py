@@ -31,7 +31,6 @@ from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.migrate.execute import migrate
 from ocigc.transfer.migrate.model import MigrateOptions, MigratePlan
 from ocigc.transfer.registry_model import MANIFEST_ACCEPT, RegistryOptions
-from tests.clikit import LAYOUTS, copy_layout, run
 from tests.harness.common import wait_until
 from tests.harness.servers import RegistryServer
 from tests.harness.tools import (
@@ -41,7 +40,8 @@ from tests.harness.tools import (
     skopeo_inspect,
     umoci_image,
 )
-from tests.layoutkit import LayoutBuilder
+from tests.kit.cli import run
+from tests.kit.layouts import LAYOUTS, LayoutBuilder, copy_layout
 
 REF_NAME = "org.opencontainers.image.ref.name"
 NO_PROXY = {"http": "", "https": ""}

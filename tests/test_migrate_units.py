@@ -17,8 +17,9 @@ from ocigc.transfer.migrate.execute import migrate
 from ocigc.transfer.migrate.model import PRESENT, Filters, InvalidTags, MigrateOptions, map_tag, parse_endpoint
 from ocigc.transfer.registry import RegistryClient
 from ocigc.transfer.registry_model import RegistryOptions
-from tests.clikit import LAYOUTS, copy_layout, run, snapshot
-from tests.layoutkit import LayoutBuilder
+from tests.kit.cli import run
+from tests.kit.layouts import LAYOUTS, LayoutBuilder, copy_layout
+from tests.kit.tree import snapshot
 
 REF_NAME = "org.opencontainers.image.ref.name"
 #: Fixtures copied into the test roots (every valid layout kind but garbage).

@@ -14,15 +14,16 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.tools import ocigc_command
-from tests.layoutkit import LayoutBuilder, blob_path, tree_snapshot
+from tests.kit.cli import cli
+from tests.kit.layouts import LayoutBuilder, blob_path
+from tests.kit.tree import snapshot
 
 TITLE = "org.opencontainers.image.title"
 UNPACK = "io.deis.oras.content.unpack"
@@ -36,29 +37,6 @@ ORAS_ARTIFACTS = Path(__file__).resolve().parent.parent / "fixtures" / "real" / 
 def _short_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
 
-
-@contextmanager
-def _cwd(path: Path | None) -> Iterator[None]:
-    old = os.getcwd()
-    if path is not None:
-        os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """The ocigc CLI in this process (no interpreter start-up): (exit code, stdout, stderr)."""
-    from typer.testing import CliRunner
-
-    from ocigc.cli import app
-
-    with _cwd(cwd):
-        result = CliRunner().invoke(app, [os.fspath(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 # --- crafting ------------------------------------------------------------------------------------------
@@ -157,13 +135,13 @@ HOSTILE: dict[str, tuple[Callable[[LayoutBuilder], list[dict[str, Any]]], str]] 
 def test_hostile_artifact_is_refused_and_nothing_outside_is_touched(arena: dict[str, Path], case: str) -> None:
     layers, message = HOSTILE[case]
     artifact(arena["lay"], layers)
-    before_outside = tree_snapshot(arena["outside"])
+    before_outside = snapshot(arena["outside"])
     before_out = sorted(os.listdir(arena["out"]))
     rc, out, err = cli("pull", f"{arena['lay']}:v1", "-o", arena["out"])
     assert rc == 1, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
-    assert tree_snapshot(arena["outside"]) == before_outside
+    assert snapshot(arena["outside"]) == before_outside
     assert sorted(os.listdir(arena["out"])) == before_out  # no file, no temp, no staging dir
     assert not Path("/tmp/ocigc-pwned").exists()
     assert not (arena["root"] / "pwned").exists() and not (arena["root"] / "work" / "pwned").exists()

@@ -25,7 +25,7 @@ from ocigc.transfer.conventions import EMPTY_JSON_DIGEST, descriptor_json, go_js
 from ocigc.transfer.hashing import CHUNK, SizeExceeded, copy_hashing
 from ocigc.transfer.push_request import BlobSource
 from tests.harness.tools import read_index, run_ocigc, tag_digest
-from tests.test_pull import cli
+from tests.kit.cli import cli
 
 ORAS_ARTIFACTS = Path(__file__).resolve().parent.parent / "fixtures" / "real" / "oras-cli-zot" / "artifacts"
 REF_NAME = "org.opencontainers.image.ref.name"

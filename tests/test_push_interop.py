@@ -30,7 +30,7 @@ from tests.harness.tools import (
     skopeo_inspect,
     tag_digest,
 )
-from tests.test_pull import cli
+from tests.kit.cli import cli
 
 REF_NAME = "org.opencontainers.image.ref.name"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -13,8 +13,9 @@ import pytest
 
 from ocigc.digest import Digest
 from ocigc.oci.referrers import is_referrer_tag, referrers_tag, tag_names_subject, tag_subject
-from tests.clikit import OK, age, run
-from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path
+from tests.kit.cli import OK, run
+from tests.kit.layouts import OCI_INDEX, LayoutBuilder, blob_path
+from tests.kit.tree import age
 
 HOW = ["delete", "sweep-untagged", "retention", "retention-untagged"]
 

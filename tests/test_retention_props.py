@@ -27,7 +27,8 @@ from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.retention.load import parse_policy
 from ocigc.storage.local import LocalStorage
-from tests.layoutkit import OCI_INDEX, LayoutBuilder, blob_path, independent_reachable, make_old
+from tests.kit.layouts import OCI_INDEX, LayoutBuilder, blob_path
+from tests.kit.tree import age, reachable
 
 CREATED = "org.opencontainers.image.created"
 REF = "org.opencontainers.image.ref.name"
@@ -98,7 +99,7 @@ def make_layout(root: Path, rng: random.Random, now: float) -> tuple[list[Tagged
             b.add(desc, None)
             pos += 1
     b.save()
-    make_old(root, 3 * 3600)
+    age(root, 3 * 3600)
     mtime = (root / "index.json").stat().st_mtime
     return tagged, mtime
 
@@ -176,7 +177,7 @@ def test_keep_rules_always_win_and_kept_images_stay_whole(seed: int) -> None:
         root = Path(tmp) / "app"
         tagged, mtime = make_layout(root, rng, now)
         text, p = make_policy(rng)
-        live_subjects = independent_reachable(root)
+        live_subjects = reachable(root)
         must_keep = keep_matched(tagged, p, now, mtime, live_subjects)
         before = entries(root)
         policy = parse_policy(text, "prop.toml")
@@ -188,7 +189,7 @@ def test_keep_rules_always_win_and_kept_images_stay_whole(seed: int) -> None:
         # 1. no tag matched by a keep rule is removed
         assert must_keep <= left, (text, must_keep - left)
         # 2. nothing reachable from a kept tag lost a blob; nothing dangles
-        for d in independent_reachable(root):
+        for d in reachable(root):
             assert blob_path(root, d).exists(), (text, d)
         # 3. a manifest keeps all its tags while it keeps any
         names: dict[str, set[str]] = {}

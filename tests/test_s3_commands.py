@@ -2,8 +2,8 @@
 moto's server from the harness; parity with local disk on random layouts; the read-only commands,
 push/pull/tag, migrate, locks, trash and policies through the CLI on ``s3://``.
 
-Layouts are built locally with ``tests/layoutkit.py`` and uploaded with boto3; results are read back
-with boto3 (``S3Env.download`` makes a local copy so the independent walks of layoutkit apply).
+Layouts are built locally with ``tests/kit/layouts.py`` and uploaded with boto3; results are read back
+with boto3 (``S3Env.download`` makes a local copy so the independent walks of ``tests/kit/tree.py`` apply).
 
 ``S3Env`` and the ``s3`` fixture are shared with the other ``test_s3_*`` modules.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,102 +27,14 @@ from ocigc.oci.refs import parse_reference
 from ocigc.storage.local import LocalStorage
 from ocigc.storage.open_storage import open_storage
 from ocigc.storage.s3 import S3Storage
-from ocigc.storage.s3client import reset_clients
-from tests.clikit import LAYOUTS, OK, run
-from tests.layoutkit import (
-    LayoutBuilder,
-    blob_path,
-    independent_reachable,
-    present_blobs,
-    random_layout,
-)
+from tests.kit.cli import OK, run
+from tests.kit.layouts import LAYOUTS, LayoutBuilder, blob_path, random_layout
+from tests.kit.s3 import OLD, S3Env, fresh, s3_env
+from tests.kit.tree import present, reachable
 
 RUN = RunOptions(jobs=4)
 DRY = RunOptions(jobs=4, dry_run=True)
 NOW_GRACE = SweepOptions(grace=0)
-OLD = 7200.0
-
-
-class S3Env:
-    """A bucket of the harness's moto server: upload local trees, read keys back."""
-
-    def __init__(self, server: Any, bucket: str) -> None:
-        self.server = server
-        self.bucket = bucket
-        self.client = server.client()
-
-    def url(self, prefix: str = "") -> str:
-        return f"s3://{self.bucket}/{prefix}"
-
-    def storage(self, prefix: str = "") -> S3Storage:
-        return S3Storage.from_url(self.url(prefix))
-
-    def layout(self, prefix: str) -> Layout:
-        return Layout.open(self.storage(prefix))
-
-    def upload(self, local: Path, prefix: str, age: float | None = OLD, young: tuple[str, ...] = ()) -> str:
-        """Every file under ``local`` to ``prefix/``; with ``age``, an ``x-amz-meta-mtime`` that old (as
-        s3fs writes it; LastModified stays the upload time). Files named in ``young`` get no age."""
-        for p in sorted(local.rglob("*")):
-            if not p.is_file():
-                continue
-            rel = p.relative_to(local).as_posix()
-            extra: dict[str, Any] = {}
-            if age is not None and rel not in young:
-                extra["Metadata"] = {"mtime": str(int(time.time() - age))}
-            self.client.put_object(Bucket=self.bucket, Key=f"{prefix}/{rel}", Body=p.read_bytes(), **extra)
-        return prefix
-
-    def keys(self, prefix: str) -> dict[str, str]:
-        """Key (relative to ``prefix``) -> ETag, for every object under ``prefix/``."""
-        out: dict[str, str] = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/"):
-            for obj in page.get("Contents") or []:
-                out[obj["Key"][len(prefix) + 1:]] = obj["ETag"]
-        return out
-
-    def layout_keys(self, prefix: str) -> dict[str, str]:
-        """``keys`` without ocigc's control directory (journal, backups, locks)."""
-        return {k: v for k, v in self.keys(prefix).items() if not k.startswith(".ocigc/")}
-
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
-
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except Exception:
-            return False
-        return True
-
-    def has_blob(self, prefix: str, digest: str) -> bool:
-        alg, hexd = digest.split(":")
-        return self.exists(f"{prefix}/blobs/{alg}/{hexd}")
-
-    def tags(self, prefix: str) -> list[str | None]:
-        doc = json.loads(self.read(f"{prefix}/index.json"))
-        return [(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in doc["manifests"]]
-
-    def download(self, prefix: str, dst: Path) -> Path:
-        for key in self.keys(prefix):
-            p = dst / key
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(self.read(f"{prefix}/{key}"))
-        return dst
-
-
-def s3_env(moto_server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
-    """The harness's moto server as the process's AWS endpoint (for the ``s3`` fixtures of the modules)."""
-    for key, value in moto_server.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("OCIGC_S3_CONDITIONAL", raising=False)
-    monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
-    reset_clients()
-    yield S3Env(moto_server, bucket)
-    reset_clients()
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +46,6 @@ def s3_bucket(moto_server: Any) -> str:
 def s3(moto_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
     """A module-wide bucket on the harness's moto server, which is the process's AWS endpoint."""
     yield from s3_env(moto_server, s3_bucket, monkeypatch)
-
-
-def fresh(name: str = "t") -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def sweep(env: S3Env, prefix: str, opts: SweepOptions = NOW_GRACE, run_opts: RunOptions = RUN):  # type: ignore[no-untyped-def]
@@ -160,7 +67,7 @@ def delete(env: S3Env, prefix: str, *refs: str, opts: DeleteOptions | None = Non
 
 def assert_no_dangling(env: S3Env, prefix: str, tmp: Path) -> None:
     root = env.download(prefix, tmp / fresh("dl"))
-    reach = independent_reachable(root)
+    reach = reachable(root)
     missing = {d for d in reach if not blob_path(root, d).exists()}
     assert not missing, f"dangling references: {missing}"
 
@@ -354,7 +261,7 @@ def test_sweep_and_delete_match_local_disk(s3: S3Env, tmp_path: Path, seed: int)
     assert [(e.digest, e.ref_name) for e in remote.plan.remove_entries] == [
         (e.digest, e.ref_name) for e in here.plan.remove_entries]
     got = s3.download(prefix, tmp_path / "got")
-    assert present_blobs(got) == present_blobs(local)
+    assert present(got) == present(local)
     assert (got / "index.json").read_bytes() == (local / "index.json").read_bytes()
     tags = sorted({t for t in s3.tags(prefix) if t})
     if tags:

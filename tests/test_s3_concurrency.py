@@ -29,8 +29,8 @@ from ocigc.oci.index import Index
 from ocigc.storage.base import conditional
 from ocigc.storage.s3 import S3Storage
 from ocigc.storage.s3client import reset_clients
-from tests.layoutkit import REF_NAME, LayoutBuilder
-from tests.test_s3_commands import S3Env, fresh, s3_env
+from tests.kit.layouts import REF_NAME, LayoutBuilder
+from tests.kit.s3 import S3Env, fresh, s3_env
 
 ROUNDS = 16
 #: Process start method: fork (each child builds its own boto3 client after the fork: ``_layout``).

@@ -23,10 +23,10 @@ from ocigc.lock.handle import LockHandle
 from ocigc.lock.lease import LeaseHandle
 from ocigc.storage.s3 import S3Storage
 from ocigc.storage.s3client import ConditionalWritesWarning, reset_clients
-from tests.clikit import OK, run
 from tests.harness.tools import run_ocigc
-from tests.layoutkit import REF_NAME, LayoutBuilder
-from tests.test_s3_commands import S3Env, fresh, s3_env
+from tests.kit.cli import OK, run
+from tests.kit.layouts import REF_NAME, LayoutBuilder
+from tests.kit.s3 import S3Env, fresh, s3_env
 
 STRIPPED = ("if-none-match", "if-match")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.tools import read_index
-from tests.test_pull import cli
+from tests.kit.cli import cli
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -70,7 +70,7 @@ def test_tag_an_untagged_referrer_by_digest(tmp_path: Path) -> None:
 
 
 def test_tag_a_child_manifest_that_is_no_index_entry(tmp_path: Path) -> None:
-    from tests.layoutkit import LayoutBuilder
+    from tests.kit.layouts import LayoutBuilder
 
     b = LayoutBuilder(tmp_path / "lay")
     child = b.manifest([b"layer"])

@@ -14,7 +14,8 @@ from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.storage.local import LocalStorage
 from tests.harness.tools import run_ocigc
-from tests.layoutkit import LayoutBuilder, blob_path, make_old, present_blobs
+from tests.kit.layouts import LayoutBuilder, blob_path
+from tests.kit.tree import age, present
 
 ENV = {"OCIGC_LOCK_SETTLE": "0.05", "OCIGC_LOCK_BACKOFF_MIN": "0.05", "OCIGC_LOCK_BACKOFF_MAX": "0.1"}
 
@@ -43,7 +44,7 @@ def ocigc(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
 def test_delete_with_trash_then_restore_undoes_it(layout_dir: Path) -> None:
     _, ms = build(layout_dir)
     before_index = (layout_dir / "index.json").read_bytes()
-    before_blobs = present_blobs(layout_dir)
+    before_blobs = present(layout_dir)
     rc, out, err = ocigc("delete", f"{layout_dir}:v1", "--trash", "--yes")
     assert rc == 0, err
     assert "trash restore" in out
@@ -62,7 +63,7 @@ def test_delete_with_trash_then_restore_undoes_it(layout_dir: Path) -> None:
     assert rc == 0, err
     assert "1 index.json entries" in out
     assert (layout_dir / "index.json").read_bytes() == before_index
-    assert present_blobs(layout_dir) == before_blobs
+    assert present(layout_dir) == before_blobs
     assert list_runs(layout) == []
     assert check(layout_dir) == 0
     assert read_records(layout, "trash-restore")
@@ -88,7 +89,7 @@ def test_sweep_with_trash_and_purge_after_retention(tmp_path: Path) -> None:
     root = tmp_path / "lay"
     b, _ = build(root)
     garbage = [b.blob(f"garbage {i}".encode(), "application/octet-stream") for i in range(3)]
-    make_old(root)
+    age(root)
     rc, out, err = ocigc("sweep", root, "--grace", "0", "--trash", "--yes")
     assert rc == 0, err
     layout = Layout.open(LocalStorage(root))
@@ -112,7 +113,7 @@ def test_sweep_resurrects_a_trashed_blob_a_push_referenced_again(tmp_path: Path)
     b, _ = build(root)
     late_layer = b"layer the raced push skipped uploading"
     orphan = b.manifest([late_layer])  # written, not tagged yet: garbage to the sweep
-    make_old(root)
+    age(root)
     rc, _, err = ocigc("sweep", root, "--grace", "0", "--trash", "--yes")
     assert rc == 0, err
     assert not blob_path(root, str(orphan["digest"])).exists()
@@ -134,7 +135,7 @@ def test_purge_resurrects_before_emptying(tmp_path: Path) -> None:
     root = tmp_path / "lay"
     b, _ = build(root)
     m = b.manifest([b"needed later"])
-    make_old(root)
+    age(root)
     assert ocigc("sweep", root, "--grace", "0", "--trash", "--yes")[0] == 0
     b.add(m, "late")
     b.save()
@@ -150,7 +151,7 @@ def test_trash_purge_cli_older_than(tmp_path: Path) -> None:
     root = tmp_path / "lay"
     b, _ = build(root)
     b.blob(b"junk", "application/octet-stream")
-    make_old(root)
+    age(root)
     assert ocigc("delete", f"{root}:v1", "--trash", "--yes")[0] == 0
     assert ocigc("sweep", root, "--grace", "0", "--trash", "--yes")[0] == 0
     layout = Layout.open(LocalStorage(root))

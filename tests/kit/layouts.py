@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,30 +100,6 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "blobs" / alg / hexd
 
 
-def tree_snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``root``: (content, mtime_ns): a dry run must leave this identical."""
-    out = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            out[str(p.relative_to(root))] = (p.read_bytes(), p.stat().st_mtime_ns)
-    for dirpath, dirs, _files in os.walk(root):
-        for d in dirs:
-            p = Path(dirpath) / d
-            out[str(p.relative_to(root)) + "/"] = (b"", p.stat().st_mtime_ns)
-    return out
-
-
-def make_old(root: Path, seconds: float = 7200) -> None:
-    """Age every file under ``root`` (so the grace period does not keep it)."""
-    import time
-
-    t = time.time() - seconds
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            os.utime(Path(dirpath) / f, (t, t))
-
-
 def random_layout(root: Path, seed: int, n_layers: int = 8, n_images: int = 6) -> LayoutBuilder:
     """A random layout: images sharing layers, indexes (nested), referrers, untagged entries, garbage."""
     import random
@@ -161,35 +138,41 @@ def random_layout(root: Path, seed: int, n_layers: int = 8, n_images: int = 6) -
     return b
 
 
-def independent_reachable(root: Path) -> set[str]:
-    """Closure over index.json by a naive walk: follows manifests/config/layers/blobs, not subject."""
-    index = json.loads((root / "index.json").read_text())
-    stack = [m["digest"] for m in index.get("manifests") or []]
-    seen: set[str] = set()
-    while stack:
-        d = stack.pop()
-        if d in seen:
-            continue
-        seen.add(d)
-        p = blob_path(root, d)
-        if not p.exists():
-            continue
-        try:
-            doc = json.loads(p.read_bytes())
-        except ValueError:
-            continue
-        if not isinstance(doc, dict) or "schemaVersion" not in doc:
-            continue
-        kids = list(doc.get("manifests") or []) + list(doc.get("layers") or []) + list(doc.get("blobs") or [])
-        if isinstance(doc.get("config"), dict):
-            kids.append(doc["config"])
-        stack.extend(k["digest"] for k in kids)
-    return seen
+REPO = Path(__file__).resolve().parents[2]
 
 
-def present_blobs(root: Path) -> set[str]:
-    out = set()
-    for alg_dir in (root / "blobs").iterdir():
-        for f in alg_dir.iterdir():
-            out.add(f"{alg_dir.name}:{f.name}")
-    return out
+FIXTURES = REPO / "fixtures"
+
+
+LAYOUTS = FIXTURES / "layouts"
+
+
+BAD = FIXTURES / "bad"
+
+
+REAL = FIXTURES / "real"
+
+
+def expect(path: Path) -> dict[str, Any]:
+    return json.loads((path / "EXPECT.json").read_text())  # type: ignore[no-any-return]
+
+
+def facts(path: Path) -> dict[str, Any]:
+    return expect(path)["facts"]  # type: ignore[no-any-return]
+
+
+def copy_layout(src: Path, dst: Path) -> Path:
+    """A writable copy (symlinks kept as links); fixtures are never changed in place."""
+    if dst.exists():
+        # a pre-made (possibly mounted) empty directory: copy the contents into it
+        for item in src.iterdir():
+            target = dst / item.name
+            if item.is_symlink():
+                os.symlink(os.readlink(item), target)
+            elif item.is_dir():
+                shutil.copytree(item, target, symlinks=True)
+            else:
+                shutil.copy2(item, target)
+    else:
+        shutil.copytree(src, dst, symlinks=True)
+    return dst
