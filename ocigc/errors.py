@@ -8,6 +8,7 @@ Exit codes (docs/cli.md, "Exit codes"): 0 ok; 1 error or problems found; 2 usage
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 
 EXIT_OK = 0
@@ -32,6 +33,12 @@ class UsageError(OcigcError):
     exit_code = EXIT_USAGE
 
 
+def fill_options(message: str, names: dict[str, str]) -> str:
+    """``message`` with each ``{option}`` placeholder of ``names`` replaced; any other brace (a file
+    name the user gave, ``a{b}.txt``) is left as it is."""
+    return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), message)
+
+
 class InvalidOption(UsageError):
     """An option of a core call whose value cannot work. ``option`` is the option's field name
     (``concurrency``, ``annotation``, ``subject``); ``problem`` says what is wrong and may name other
@@ -47,7 +54,20 @@ class InvalidOption(UsageError):
 
     def render(self, name_of: Callable[[str], str]) -> str:
         names = {o: name_of(o) for o in (self.option, *self.also)}
-        return f"{name_of(self.option)}: {self.problem.format(**names)}"
+        return f"{name_of(self.option)}: {fill_options(self.problem, names)}"
+
+
+class UsageHint(UsageError):
+    """A usage error whose message points at other options (``{disable_path_validation}``
+    placeholders): ``render`` takes the namer as for ``InvalidOption``; ``str()`` words them."""
+
+    def __init__(self, message: str, options: tuple[str, ...]) -> None:
+        self.message = message
+        self.options = options
+        super().__init__(self.render(lambda name: name.replace("_", " ")))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        return fill_options(self.message, {o: name_of(o) for o in self.options})
 
 
 class AlreadyExists(UsageError):

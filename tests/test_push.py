@@ -413,6 +413,7 @@ def test_export_manifest(tmp_path: Path) -> None:
     # Core errors name the option; the CLI names the flag (errors.InvalidOption).
     (["f", "-a", "k=v", "-a", "k=w"], 2, "error: --annotation: duplicate annotation key 'k'"),
     (["f", "--config", "nocfg.json", "--artifact-type", "t/x"], 2, "error: --config: nocfg.json: no such file"),
+    (["/etc/{x}"], 2, "error: /etc/{x}: absolute file path detected. If it's intentional, use --disable-path-valid"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     work = tmp_path / "work"
@@ -579,3 +580,6 @@ def test_core_errors_name_the_option_and_the_cli_the_flag() -> None:
     assert str(e) == "subject: needs artifact type when config is given"
     assert e.render(flag_of) == "--subject: needs --artifact-type when --config is given"
     assert e.exit_code == 2
+    # A brace in what the user gave is not a placeholder.
+    odd = InvalidOption("subject", "'a{b}{c}': needs a tag or a digest")
+    assert odd.render(flag_of) == "--subject: 'a{b}{c}': needs a tag or a digest"

@@ -11,7 +11,15 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ocigc.errors import EXIT_ERROR, EXIT_INTERRUPTED, AlreadyExists, InvalidOption, OcigcError, describe_oserror
+from ocigc.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    AlreadyExists,
+    InvalidOption,
+    OcigcError,
+    UsageHint,
+    describe_oserror,
+)
 from ocigc.progress import NullProgress, Progress, TqdmProgress
 
 
@@ -58,7 +66,7 @@ def handle_errors() -> Iterator[None]:
     """Turn ocigc errors into a one-line message and the documented exit code (the one place)."""
     try:
         yield
-    except InvalidOption as e:
+    except (InvalidOption, UsageHint) as e:
         fail(e.render(flag_of), e.exit_code)
     except AlreadyExists as e:
         fail(f"{e} (use {flag_of('overwrite')} to replace it)", e.exit_code)

@@ -62,6 +62,7 @@ from ocigc.errors import (
     ManifestError,
     ReferenceNotFound,
     UsageError,
+    UsageHint,
 )
 from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
@@ -121,11 +122,12 @@ def _prepare_files(req: PushRequest, annotation_file: Mapping[str, Mapping[str, 
         title = clean_path(path)
         if not req.disable_path_validation:
             if os.path.isabs(path):
-                raise UsageError(f"{path}: absolute file path detected. If it's intentional, "
-                                 f"use --disable-path-validation to skip this check")
+                raise UsageHint(f"{path}: absolute file path detected. If it's intentional, "
+                                "use {disable_path_validation} to skip this check", ("disable_path_validation",))
             if ".." in title.split("/"):
-                raise UsageError(f"{path}: path leaves the working directory ('..'); a pull would refuse "
-                                 f"its title. If it's intentional, use --disable-path-validation")
+                raise UsageHint(f"{path}: path leaves the working directory ('..'); a pull would refuse "
+                                "its title. If it's intentional, use {disable_path_validation}",
+                                ("disable_path_validation",))
         abs_path = path if os.path.isabs(path) else os.path.join(base, path)
         try:
             st = os.stat(abs_path)
