@@ -313,7 +313,7 @@ def main(argv: list[str]) -> int:
     samples = args.samples or (3 if args.quick else 10)
 
     from tests.harness.mounts import S3FS_RECOMMENDED_OPTIONS, S3fsMount
-    from tests.harness.servers import MotoServer
+    from tests.harness.objectstores import MotoServer
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-lock-") as tmp:

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(_table(results[-1:]).splitlines()[-1], flush=True)
             elif target == "s3fs":
                 from tests.harness.mounts import S3fsMount
-                from tests.harness.servers import MotoServer
+                from tests.harness.objectstores import MotoServer
 
                 server = MotoServer(scratch / "moto")
                 server.start()

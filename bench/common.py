@@ -95,7 +95,7 @@ class ObjectStore:
 def object_store(workdir: Path) -> Iterator[ObjectStore]:
     sys.path.insert(0, str(ROOT))
     from tests.harness.mounts import S3fsMount
-    from tests.harness.servers import MotoServer
+    from tests.harness.objectstores import MotoServer
 
     server = MotoServer(workdir / "moto")
     server.start()

@@ -507,16 +507,16 @@ def test_short_blob_under_its_digest_name_is_reported_and_replaced(layout_dir: P
 
 
 def test_push_to_s3_killed_mid_upload_leaves_no_object_under_the_digest(
-        moto_server: Any, make_bucket: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        s3_server: Any, make_bucket: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``s3://``: SIGKILL of a real ``ocigc push`` while the multipart upload of its big blob is under
     way (an upload for the digest's key exists, not every part sent): nothing is under the digest's
     key (the parts stay invisible until CompleteMultipartUpload), ``check`` is clean, and a second
     push stores the blob whole."""
-    for key, value in moto_server.env().items():
+    for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
     bucket = make_bucket("crash-push")
-    client = moto_server.client()
+    client = s3_server.client()
     big = tmp_path / "big.bin"
     digest_hex = _payload(big, PUSH_PAYLOAD, SEED + 11)
     key = f"lay/blobs/sha256/{digest_hex}"

@@ -43,13 +43,13 @@ FAST = {"ttl": 3.0, "refresh": 1.0, "fence_margin": 0.5, "poll": 0.1, "max_skew"
 
 
 @pytest.fixture(scope="module")
-def s3_bucket(moto_server: Any) -> str:
-    return str(moto_server.create_bucket("s3race"))
+def s3_bucket(s3_server: Any) -> str:
+    return str(s3_server.create_bucket("s3race"))
 
 
 @pytest.fixture
-def s3(moto_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
-    yield from s3_env(moto_server, s3_bucket, monkeypatch)
+def s3(s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
+    yield from s3_env(s3_server, s3_bucket, monkeypatch)
 
 
 def _layout(url: str, env: dict[str, str]) -> Layout:
@@ -143,8 +143,8 @@ def _drain(q: Any, n: int) -> list[Any]:
     return [q.get(timeout=60) for _ in range(n)]
 
 
-def _child_env(moto_server: Any) -> dict[str, str]:
-    return {**moto_server.env(), "OCIGC_LOCK_SETTLE": "0.05", "OCIGC_S3_CONDITIONAL": "auto"}
+def _child_env(s3_server: Any) -> dict[str, str]:
+    return {**s3_server.env(), "OCIGC_LOCK_SETTLE": "0.05", "OCIGC_S3_CONDITIONAL": "auto"}
 
 
 @pytest.fixture
@@ -155,11 +155,11 @@ def layout_prefix(s3: S3Env, tmp_path: Path) -> str:
     return s3.upload(b.root, fresh("race"))
 
 
-def test_two_processes_race_for_the_exclusive_lock_exactly_one_wins(s3: S3Env, moto_server: Any,
+def test_two_processes_race_for_the_exclusive_lock_exactly_one_wins(s3: S3Env, s3_server: Any,
                                                                        layout_prefix: str) -> None:
     ctx = multiprocessing.get_context(MP)
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    args = (s3.url(layout_prefix), _child_env(moto_server), ["exclusive"] * ROUNDS, barrier, out)
+    args = (s3.url(layout_prefix), _child_env(s3_server), ["exclusive"] * ROUNDS, barrier, out)
     _run(_race_worker, [args, args])
     results = _drain(out, 2 * ROUNDS)
     by_round: dict[int, list[str]] = {}
@@ -173,10 +173,10 @@ def test_two_processes_race_for_the_exclusive_lock_exactly_one_wins(s3: S3Env, m
     assert not any(k.startswith(".ocigc/locks/") for k in s3.keys(layout_prefix)), "every lease released"
 
 
-def test_shared_and_exclusive_never_both_win(s3: S3Env, moto_server: Any, layout_prefix: str) -> None:
+def test_shared_and_exclusive_never_both_win(s3: S3Env, s3_server: Any, layout_prefix: str) -> None:
     ctx = multiprocessing.get_context(MP)
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    url, env = s3.url(layout_prefix), _child_env(moto_server)
+    url, env = s3.url(layout_prefix), _child_env(s3_server)
     rounds = 12
     _run(_race_worker, [(url, env, ["exclusive"] * rounds, barrier, out),
                         (url, env, ["shared"] * rounds, barrier, out)])
@@ -188,10 +188,10 @@ def test_shared_and_exclusive_never_both_win(s3: S3Env, moto_server: Any, layout
     assert all(v.count("won") <= 1 for v in by_round.values()), by_round
 
 
-def test_stale_lease_is_taken_over_by_exactly_one_breaker(s3: S3Env, moto_server: Any, layout_prefix: str) -> None:
+def test_stale_lease_is_taken_over_by_exactly_one_breaker(s3: S3Env, s3_server: Any, layout_prefix: str) -> None:
     ctx = multiprocessing.get_context(MP)
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    url, env, rounds = s3.url(layout_prefix), _child_env(moto_server), 8
+    url, env, rounds = s3.url(layout_prefix), _child_env(s3_server), 8
     _run(_takeover_worker, [(url, env, rounds, True, barrier, out), (url, env, rounds, False, barrier, out)])
     by_round: dict[int, list[tuple[str, int]]] = {}
     for r, what, epoch in _drain(out, 2 * rounds):
@@ -244,10 +244,10 @@ def test_lost_compare_and_swap_is_retried(s3: S3Env, layout_prefix: str, op_coun
     assert any(k.endswith("-race.json") for k in s3.keys(layout_prefix)), "the lost race is journaled"
 
 
-def test_concurrent_index_writers_lose_no_update(s3: S3Env, moto_server: Any, layout_prefix: str) -> None:
+def test_concurrent_index_writers_lose_no_update(s3: S3Env, s3_server: Any, layout_prefix: str) -> None:
     ctx = multiprocessing.get_context(MP)
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
-    url, env = s3.url(layout_prefix), _child_env(moto_server)
+    url, env = s3.url(layout_prefix), _child_env(s3_server)
     _run(_index_writer, [(url, env, f"w{i}", UPDATES, barrier, out) for i in range(WRITERS)])
     _drain(out, WRITERS)
     tags = s3.tags(layout_prefix)

@@ -2,7 +2,9 @@
 
 ``S3Storage`` implements the ``Storage`` protocol on the keys under a prefix. Directories are key
 prefixes: ``list_dir`` is ListObjectsV2 with ``Delimiter="/"``; there are no directory objects
-(``makedirs`` sends nothing; an s3fs marker object ``dir/`` is understood and skipped).
+(``makedirs`` sends nothing; a marker object ``dir/``, written by s3fs or a console, or kept by a
+store with a real directory tree such as SeaweedFS after the folder's last key is gone, is
+understood and skipped, and ``remove_dir`` deletes it).
 
 On top of the protocol it offers what the core uses when present:
 
@@ -245,7 +247,9 @@ class S3Storage:
         prefix = self._dir_prefix(rel)
         if not prefix:
             return True
-        for page in self._pages(prefix, max_keys=1, rel=rel):
+        # with a delimiter, as ``list_dir`` lists: a store that keeps emptied folders shows one as the
+        # key ``dir/`` in such a listing only
+        for page in self._pages(prefix, delimiter="/", max_keys=1, rel=rel):
             return bool(page.get("KeyCount") or page.get("Contents") or page.get("CommonPrefixes"))
         return False
 
@@ -429,13 +433,19 @@ class S3Storage:
         return failures
 
     def remove_dir(self, rel: str) -> bool:
-        """Directories are prefixes: True when nothing (but an s3fs marker, now removed) is left under it."""
+        """Directories are prefixes: True when nothing (but a folder object, now removed) is left under it.
+
+        A folder object is an s3fs or console marker ``dir/``, or the folder a store with a real
+        directory tree (SeaweedFS's filer) keeps after its last key is deleted; the latter shows only
+        in a listing with a delimiter, as the key ``dir/`` itself."""
         prefix = self._dir_prefix(rel)
         if not prefix:
             return False
         keys: list[str] = []
-        for page in self._pages(prefix, max_keys=2, rel=rel):
+        for page in self._pages(prefix, delimiter="/", max_keys=2, rel=rel):
             keys = [str(o["Key"]) for o in page.get("Contents") or []]
+            if page.get("CommonPrefixes"):
+                return False
         if any(k != prefix for k in keys):
             return False
         if prefix in keys:

@@ -227,6 +227,21 @@ class Bucket:
         finally:
             with suppress(Exception):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
+            probe_dir = key.rsplit("/", 1)[0]
+            for folder in (probe_dir, probe_dir.rsplit("/", 1)[0]):
+                with suppress(Exception):
+                    self._remove_if_empty_folder(f"{folder}/", counter)
+
+    def _remove_if_empty_folder(self, prefix: str, counter: OpCounter) -> None:
+        """Stores with a real directory tree (SeaweedFS's filer) keep a folder after its last key is
+        deleted and list it, in a listing with a delimiter, as the object ``prefix`` itself: delete that
+        when nothing else is under it."""
+        counter.add("list")
+        page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/", MaxKeys=2)
+        keys = [str(o["Key"]) for o in page.get("Contents") or []]
+        if keys == [prefix] and not page.get("CommonPrefixes"):
+            counter.add("remove")
+            self.client.delete_object(Bucket=self.bucket, Key=prefix)
 
 
 _BUCKETS: dict[tuple[str | None, str], Bucket] = {}

@@ -40,7 +40,8 @@ from tests.harness.mounts import (
     fuse_unmount,
     mounts_under,
 )
-from tests.harness.servers import MotoServer, RegistryServer
+from tests.harness.objectstores import STORES, LatencyProxy, MotoServer, S3Server, SeaweedServer
+from tests.harness.servers import RegistryServer
 
 #: The fixtures whose tests get the ``s3fs``, ``rclone`` and ``registry`` markers (``-m "not s3fs"``).
 _MARKER_FIXTURES = {
@@ -70,7 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if names & fixtures:
                 item.add_marker(marker)
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("layout_dir") == "s3fs":
+        if callspec is not None and str(callspec.params.get("layout_dir", "")).startswith("s3fs"):
             item.add_marker("s3fs")
 
 
@@ -154,13 +155,24 @@ def _workdir(harness_dir: Path, seq: _Counter, name: str) -> Path:
 # ----------------------------------------------------------------------------------------- S3
 
 
+def selected_stores() -> tuple[str, ...]:
+    """The stores of the matrix: every one of ``STORES``, or those ``OCIGC_TEST_STORES`` names
+    (``OCIGC_TEST_STORES=moto`` for a quick local run; CI runs them all)."""
+    chosen = [s.strip() for s in os.environ.get("OCIGC_TEST_STORES", "").split(",") if s.strip()]
+    unknown = set(chosen) - set(STORES)
+    if unknown:
+        raise pytest.UsageError(f"OCIGC_TEST_STORES: unknown store(s) {sorted(unknown)} (have: {', '.join(STORES)})")
+    return tuple(chosen) or STORES
+
+
+#: Per-request delay of the ``slow_s3_server`` proxy: a cloud region's round trip.
+BUCKET_LATENCY = 0.020
+
+
 @pytest.fixture(scope="session")
 def moto_server(harness_dir: Path) -> Iterator[MotoServer]:
-    """moto's S3 server (``python -m moto.server``) on 127.0.0.1.
-
-    ``.endpoint_url``, ``.access_key``, ``.secret_key``, ``.region``, ``.client()`` (a new boto3
-    client), ``.create_bucket(prefix)``, ``.env()`` (AWS_* variables for a subprocess).
-    """
+    """moto's S3 server (``python -m moto.server``) on 127.0.0.1, for the tests that need moto itself
+    (its request log). Tests of S3 semantics take ``s3_server`` and run on every store."""
     server = MotoServer(harness_dir / "moto")
     try:
         _start(server.start)
@@ -170,21 +182,82 @@ def moto_server(harness_dir: Path) -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="session")
-def s3_client(moto_server: MotoServer) -> Any:
-    """A boto3 S3 client for ``moto_server``."""
-    return moto_server.client()
+def seaweedfs_server(harness_dir: Path) -> Iterator[SeaweedServer]:
+    """SeaweedFS (``weed server -s3``) on 127.0.0.1, its data in the session's temp dir."""
+    server = SeaweedServer(harness_dir / "seaweedfs")
+    try:
+        _start(server.start)
+        yield server
+    finally:
+        server.stop()
+        if server.running:  # pragma: no cover - stop_process kills what does not stop
+            pytest.fail("SeaweedFS still running after stop", pytrace=False)
+
+
+def _store(request: pytest.FixtureRequest, name: str) -> S3Server:
+    if name not in selected_stores():
+        pytest.skip(f"store {name} not selected (OCIGC_TEST_STORES)")
+    server: S3Server = request.getfixturevalue(f"{name}_server")
+    return server
+
+
+@pytest.fixture(scope="session", params=STORES)
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """Each object store in turn (``[moto]``, ``[seaweedfs]``): tests that take it run on both.
+
+    ``.endpoint_url``, ``.access_key``, ``.secret_key``, ``.region``, ``.client()`` (a new boto3
+    client), ``.create_bucket(prefix)``, ``.env()`` (AWS_* variables for a subprocess), ``.name``.
+    """
+    return _store(request, request.param)
 
 
 @pytest.fixture(scope="session")
-def make_bucket(moto_server: MotoServer) -> Callable[..., str]:
-    """Factory: ``make_bucket(prefix="t") -> name`` of a fresh, empty bucket."""
-    return moto_server.create_bucket
+def slow_s3_server(s3_server: S3Server, harness_dir: Path, _harness_seq: _Counter) -> Iterator[LatencyProxy]:
+    """``s3_server`` behind the latency proxy: every request waits ``BUCKET_LATENCY`` (20 ms)."""
+    proxy = LatencyProxy(s3_server, _workdir(harness_dir, _harness_seq, f"proxy-{s3_server.name}"), BUCKET_LATENCY)
+    try:
+        _start(proxy.start)
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy_factory(harness_dir: Path, _harness_seq: _Counter) -> Iterator[Callable[..., LatencyProxy]]:
+    """Factory: ``proxy_factory(store, delay=0.0, strip_conditional=False) -> LatencyProxy`` (started,
+    stopped when the test ends)."""
+    made: list[LatencyProxy] = []
+
+    def make(store: S3Server, delay: float = 0.0, strip_conditional: bool = False) -> LatencyProxy:
+        proxy = LatencyProxy(store, _workdir(harness_dir, _harness_seq, f"proxy-{store.name}"), delay,
+                             strip_conditional)
+        made.append(proxy)
+        _start(proxy.start)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in made:
+            proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server: S3Server) -> Any:
+    """A boto3 S3 client for ``s3_server``."""
+    return s3_server.client()
+
+
+@pytest.fixture(scope="session")
+def make_bucket(s3_server: S3Server) -> Callable[..., str]:
+    """Factory: ``make_bucket(prefix="t") -> name`` of a fresh, empty bucket of ``s3_server``."""
+    return s3_server.create_bucket
 
 
 @pytest.fixture(scope="module")
-def bucket(moto_server: MotoServer, request: pytest.FixtureRequest) -> str:
-    """A fresh bucket per test module (call ``make_bucket()`` for one per test)."""
-    return moto_server.create_bucket(_slug(request.module.__name__.rsplit(".", 1)[-1], 20))
+def bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket of ``s3_server`` per test module (call ``make_bucket()`` for one per test)."""
+    return s3_server.create_bucket(_slug(request.module.__name__.rsplit(".", 1)[-1], 20))
 
 
 # ------------------------------------------------------------------------------------- mounts
@@ -232,16 +305,18 @@ def _test_mounts() -> Iterator[MountSet]:
 
 @pytest.fixture
 def s3fs_factory(
-    moto_server: MotoServer, harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet
+    s3_server: S3Server, harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet
 ) -> Callable[..., S3fsMount]:
-    """Factory: ``s3fs_factory(bucket, options=S3FS_RECOMMENDED_OPTIONS) -> S3fsMount`` (live).
+    """Factory: ``s3fs_factory(bucket, options=S3FS_RECOMMENDED_OPTIONS, server=s3_server) -> S3fsMount``
+    (live). ``server`` may be a ``LatencyProxy`` in front of the bucket's store.
 
     Mounts made in a test are unmounted when the test ends; ``mount.unmount()`` ends one earlier.
     """
 
-    def make(bucket: str, options: Sequence[str] = S3FS_RECOMMENDED_OPTIONS) -> S3fsMount:
+    def make(bucket: str, options: Sequence[str] = S3FS_RECOMMENDED_OPTIONS,
+             server: S3Server | None = None) -> S3fsMount:
         workdir = _workdir(harness_dir, _harness_seq, f"s3fs-{bucket}")
-        mount = S3fsMount(moto_server, bucket, workdir / "mnt", workdir, options)
+        mount = S3fsMount(server or s3_server, bucket, workdir / "mnt", workdir, options)
         _mount(_test_mounts, mount)
         return mount
 
@@ -265,29 +340,59 @@ def s3fs_default_mount(make_bucket: Callable[..., str], s3fs_factory: Callable[.
     return s3fs_factory(make_bucket("default"), S3FS_DEFAULT_OPTIONS)
 
 
+class SessionMounts:
+    """One s3fs mount (recommended options) of a session-wide bucket per store, made when first asked."""
+
+    def __init__(self, request: pytest.FixtureRequest, harness_dir: Path, seq: _Counter, mounts: MountSet) -> None:
+        self._request = request
+        self._harness_dir = harness_dir
+        self._seq = seq
+        self._mounts = mounts
+        self._by_store: dict[str, S3fsMount] = {}
+
+    def get(self, store: str) -> S3fsMount:
+        if store not in self._by_store:
+            server = _store(self._request, store)
+            name = server.create_bucket("session")
+            workdir = _workdir(self._harness_dir, self._seq, f"s3fs-session-{store}")
+            mount = S3fsMount(server, name, workdir / "mnt", workdir, S3FS_RECOMMENDED_OPTIONS)
+            _mount(self._mounts, mount)
+            self._by_store[store] = mount
+        return self._by_store[store]
+
+
 @pytest.fixture(scope="session")
-def s3fs_session_mount(
-    moto_server: MotoServer, harness_dir: Path, _harness_seq: _Counter, _session_mounts: MountSet
-) -> S3fsMount:
-    """One s3fs mount (recommended options) of a session-wide bucket; tests use fresh sub-dirs."""
-    name = moto_server.create_bucket("session")
-    workdir = _workdir(harness_dir, _harness_seq, "s3fs-session")
-    mount = S3fsMount(moto_server, name, workdir / "mnt", workdir, S3FS_RECOMMENDED_OPTIONS)
-    _mount(_session_mounts, mount)
-    return mount
+def _s3fs_session_mounts(
+    request: pytest.FixtureRequest, harness_dir: Path, _harness_seq: _Counter, _session_mounts: MountSet
+) -> SessionMounts:
+    return SessionMounts(request, harness_dir, _harness_seq, _session_mounts)
 
 
-@pytest.fixture(params=["local", "s3fs"])
+@pytest.fixture(scope="session")
+def s3fs_session_mount(s3_server: S3Server, _s3fs_session_mounts: SessionMounts) -> S3fsMount:
+    """One s3fs mount (recommended options) of a session-wide bucket of ``s3_server``; tests use
+    fresh sub-dirs."""
+    return _s3fs_session_mounts.get(s3_server.name)
+
+
+#: ``layout_dir`` params: local disk, then an s3fs mount of each store.
+LAYOUT_DIRS = ("local", *(f"s3fs-{store}" for store in STORES))
+
+
+@pytest.fixture(params=LAYOUT_DIRS)
 def layout_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """An empty directory for a layout: on local disk, or a fresh sub-directory of an s3fs mount.
+    """An empty directory for a layout: on local disk, or a fresh sub-directory of an s3fs mount of
+    moto or of SeaweedFS.
 
-    Tests that take it run twice (``[local]``, ``[s3fs]``); the s3fs ones carry the ``s3fs`` marker.
+    Tests that take it run three times (``[local]``, ``[s3fs-moto]``, ``[s3fs-seaweedfs]``); the s3fs
+    ones carry the ``s3fs`` marker.
     """
     if request.param == "local":
         path = tmp_path / "layout"
         path.mkdir()
         return path
-    mount: S3fsMount = request.getfixturevalue("s3fs_session_mount")
+    sessions: SessionMounts = request.getfixturevalue("_s3fs_session_mounts")
+    mount = sessions.get(request.param.removeprefix("s3fs-"))
     path = mount.mount_point / f"{_slug(request.node.name)}-{uuid.uuid4().hex[:8]}"
     path.mkdir()
     return path
@@ -295,13 +400,13 @@ def layout_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def rclone_factory(
-    moto_server: MotoServer, harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet
+    s3_server: S3Server, harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet
 ) -> Callable[..., RcloneMount]:
     """Factory: ``rclone_factory(bucket, options=RCLONE_OPTIONS) -> RcloneMount`` (live, test-scoped)."""
 
     def make(bucket: str, options: Sequence[str] = RCLONE_OPTIONS) -> RcloneMount:
         workdir = _workdir(harness_dir, _harness_seq, f"rclone-{bucket}")
-        mount = RcloneMount(moto_server, bucket, workdir / "mnt", workdir, options)
+        mount = RcloneMount(s3_server, bucket, workdir / "mnt", workdir, options)
         _mount(_test_mounts, mount)
         return mount
 

@@ -1,4 +1,4 @@
-"""Real FUSE mounts of moto buckets: s3fs-fuse 1.90 and rclone 1.60.
+"""Real FUSE mounts of the harness's buckets (moto or SeaweedFS): s3fs-fuse 1.90 and rclone 1.60.
 
 Each mount runs in the foreground as a child of the test process (``s3fs -f``, ``rclone mount``
 without ``--daemon``), so the harness knows its PID, it dies with the test process, and on that
@@ -38,7 +38,7 @@ from tests.harness.common import (
     spawn,
     stop_process,
 )
-from tests.harness.servers import MotoServer
+from tests.harness.objectstores import S3Server
 
 #: Caching options of the harness's "recommended" s3fs mounts (s3fs 1.90 has no
 #: ``disable_negative_cache``; its negative cache is off unless ``enable_noobj_cache`` is given).
@@ -236,13 +236,13 @@ class FuseMount:
 
 
 class S3fsMount(FuseMount):
-    """``s3fs BUCKET MOUNTPOINT -f -o ...`` against a moto server."""
+    """``s3fs BUCKET MOUNTPOINT -f -o ...`` against one of the harness's object stores."""
 
     fstype = "fuse.s3fs"
 
     def __init__(
         self,
-        server: MotoServer,
+        server: S3Server,
         bucket: str,
         mount_point: Path,
         workdir: Path,
@@ -257,7 +257,7 @@ class S3fsMount(FuseMount):
 
     @property
     def all_options(self) -> list[str]:
-        """Every ``-o`` option: how to reach moto, then the caching options of this mount."""
+        """Every ``-o`` option: how to reach the store, then the caching options of this mount."""
         return [
             f"passwd_file={self.passwd_file}",
             f"url={self.server.endpoint_url}",
@@ -286,7 +286,7 @@ class RcloneMount(FuseMount):
 
     def __init__(
         self,
-        server: MotoServer,
+        server: S3Server,
         bucket: str,
         mount_point: Path,
         workdir: Path,

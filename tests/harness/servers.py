@@ -1,21 +1,16 @@
-"""Real servers on 127.0.0.1: moto's S3 server and Debian's docker-registry (distribution 2.8).
+"""Debian's docker-registry (distribution 2.8) on 127.0.0.1; the object stores are in ``objectstores.py``.
 
-Both run as child processes (see ``common.spawn``): they die with the test process even when it
-is killed, and a busy test process cannot starve them. moto in-process (``ThreadedMotoServer``)
-shares the test process's GIL: with two busy Python threads in the test process an s3fs
-create+read went from 62 ms to 6 s per file; with moto in its own process it went to 0.23 s.
+It runs as a child process (see ``common.spawn``): it dies with the test process even when that is
+killed, and a busy test process cannot starve it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,90 +65,6 @@ def _wait_http(
             return True, ""
         time.sleep(0.05)
     return False, f"no answer from {url} within {timeout:.0f} s"
-
-
-# --------------------------------------------------------------------------------------------- moto
-
-
-class MotoServer:
-    """``python -m moto.server`` on 127.0.0.1, a free port, its log in ``workdir``."""
-
-    access_key = "ocigcTestAccessKey"
-    secret_key = "ocigcTestSecretKey"
-    region = "us-east-1"
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.log_path = workdir / "moto.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._buckets = 0
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
-            raise ComponentUnavailable("moto server not installed: pip install 'moto[server]'")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        why = ""
-        for _attempt in range(3):  # another process may take the free port before moto binds it
-            self.port = free_port()
-            self.proc = spawn(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                self.log_path,
-                env=loopback_env(),
-                cwd=self.workdir,
-            )
-            ok, why = _wait_http(self.proc, self.endpoint_url + "/", {200}, timeout)
-            if ok:
-                return
-            stop_process(self.proc, kill=True)
-            self.proc = None
-        raise ComponentUnavailable(f"moto server did not start: {why}\n{log_tail(self.log_path)}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-
-    def client(self, **kwargs: Any) -> Any:
-        """A new boto3 S3 client for this server (path-style addressing)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=self.region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-            **kwargs,
-        )
-
-    def create_bucket(self, prefix: str = "t") -> str:
-        """A fresh, empty bucket with a unique, valid name."""
-        self._buckets += 1
-        clean = "".join(c if c.isalnum() else "-" for c in prefix.lower()).strip("-")[:30] or "t"
-        name = f"ocigc-{clean}-{self._buckets}-{uuid.uuid4().hex[:8]}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def env(self) -> dict[str, str]:
-        """Environment variables that point an AWS SDK (boto3 in a subprocess) at this server."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_REGION": self.region,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
-        }
 
 
 # ----------------------------------------------------------------------------------------- registry

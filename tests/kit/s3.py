@@ -1,5 +1,5 @@
-"""The S3 environment of the tests: the harness's moto server as the process's AWS endpoint, a bucket
-to upload trees to and read keys from."""
+"""The S3 environment of the tests: one of the harness's object stores (moto, SeaweedFS) as the
+process's AWS endpoint, a bucket to upload trees to and read keys from."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ OLD = 7200.0
 
 
 class S3Env:
-    """A bucket of the harness's moto server: upload local trees, read keys back."""
+    """A bucket of one of the harness's object stores: upload local trees, read keys back."""
 
     def __init__(self, server: Any, bucket: str) -> None:
         self.server = server
@@ -90,14 +90,14 @@ class S3Env:
         return dst
 
 
-def s3_env(moto_server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
-    """The harness's moto server as the process's AWS endpoint (for the ``s3`` fixtures of the modules)."""
-    for key, value in moto_server.env().items():
+def s3_env(server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
+    """An object store of the harness as the process's AWS endpoint (for the ``s3`` fixtures of the modules)."""
+    for key, value in server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("OCIGC_S3_CONDITIONAL", raising=False)
     monkeypatch.setenv("OCIGC_LOCK_SETTLE", "0.05")
     reset_clients()
-    yield S3Env(moto_server, bucket)
+    yield S3Env(server, bucket)
     reset_clients()
 
 

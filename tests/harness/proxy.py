@@ -1,0 +1,176 @@
+"""An HTTP proxy in front of an S3 endpoint that gives every request a bucket's round trip.
+
+    python -m tests.harness.proxy --port P --upstream http://127.0.0.1:U --delay 0.02 [--strip-conditional LOG]
+
+Each request waits ``--delay`` seconds, then is forwarded; requests are served concurrently (a
+thread per client connection, keep-alive on both sides), and bodies stream through in 1 MiB pieces
+in both directions, so a 2 GiB upload costs no memory. The kernel here has no ``sch_netem``, so
+``tc netem`` cannot add the delay.
+
+``--strip-conditional LOG`` drops ``If-Match`` and ``If-None-Match`` from every request (a store that
+accepts the headers and ignores them) and appends ``METHOD Header`` to LOG for each one.
+
+``GET /-/proxy-ready`` answers 204 at once: the harness's readiness check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+PIECE = 1 << 20
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"}
+CONDITIONAL = {"if-match", "if-none-match"}
+
+
+class Handler(BaseHTTPRequestHandler):
+    upstream: ClassVar[tuple[str, int]] = ("127.0.0.1", 0)
+    delay: ClassVar[float] = 0.0
+    strip_log: ClassVar[str | None] = None
+    log_lock: ClassVar[threading.Lock] = threading.Lock()
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        super().finish()
+
+    # ------------------------------------------------------------------ request side
+    def _body_pieces(self) -> Any:
+        """The request body as it arrives: Content-Length bytes, or chunked pieces (decoded)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                yield self.rfile.read(size)
+                self.rfile.readline()
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            piece = self.rfile.read(min(PIECE, left))
+            if not piece:
+                return
+            left -= len(piece)
+            yield piece
+
+    def _headers_out(self) -> list[tuple[str, str]]:
+        out = []
+        strip = self.strip_log is not None
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        for key, value in self.headers.items():
+            low = key.lower()
+            if low in HOP_BY_HOP or low == "transfer-encoding" or (chunked and low == "content-length"):
+                continue
+            if strip and low in CONDITIONAL:
+                with self.log_lock, open(self.strip_log, "a") as log:  # type: ignore[arg-type]
+                    log.write(f"{self.command} {key}\n")
+                continue
+            out.append((key, value))
+        return out
+
+    def _send_upstream(self) -> http.client.HTTPResponse:
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(*self.upstream, timeout=300)
+            conn = self._conn
+            try:
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for key, value in self._headers_out():
+                    conn.putheader(key, value)
+                if chunked:
+                    conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                for piece in self._body_pieces():
+                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                if chunked:
+                    conn.send(b"0\r\n\r\n")
+                return conn.getresponse()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                # a kept-alive upstream connection closed under us: retry once on a new one, only
+                # when no body had to be sent (the body is gone)
+                conn.close()
+                self._conn = None
+                if attempt == 2 or self.headers.get("Content-Length") not in (None, "0") or chunked:
+                    raise
+        raise AssertionError("unreachable")
+
+    # ----------------------------------------------------------------- response side
+    def _forward(self) -> None:
+        if self.path == "/-/proxy-ready":
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.delay:
+            time.sleep(self.delay)
+        try:
+            resp = self._send_upstream()
+        except OSError as e:
+            self.send_error(502, f"upstream: {e}")
+            self.close_connection = True
+            return
+        self.send_response_only(resp.status, resp.reason)
+        length = resp.getheader("Content-Length")
+        chunked = length is None and self.command != "HEAD" and resp.status not in (204, 304)
+        for key, value in resp.getheaders():
+            if key.lower() in HOP_BY_HOP or key.lower() == "transfer-encoding":
+                continue
+            self.send_header(key, value)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        while True:
+            piece = resp.read(PIECE) if self.command != "HEAD" else b""
+            if not piece:
+                break
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        if resp.will_close:
+            assert self._conn is not None
+            self._conn.close()
+            self._conn = None
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--strip-conditional", metavar="LOG")
+    args = parser.parse_args(argv)
+    up = urlsplit(args.upstream)
+    Handler.upstream = (up.hostname or "127.0.0.1", up.port or 80)
+    Handler.delay = args.delay
+    Handler.strip_log = args.strip_conditional
+    server = Server(("127.0.0.1", args.port), Handler)
+    print(f"proxy 127.0.0.1:{args.port} -> {args.upstream}, {args.delay * 1000:.0f} ms per request", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
