@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ocigc.gc.check import DANGLING, check_layout
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
@@ -132,8 +134,13 @@ def test_cross_mount_visibility_delay(s3fs_mounts: S3fsPair) -> None:
 # ----------------------------------------------------------------------------------------- mutual exclusion
 
 
-def test_exclusive_exec_from_two_mounts_never_overlaps(s3fs_mounts: S3fsPair, tmp_path: Path) -> None:
-    a, b = both(s3fs_mounts, "mx")
+@pytest.mark.s3fs
+@pytest.mark.parametrize("latency", ["0ms", "20ms"])
+def test_exclusive_exec_from_two_mounts_never_overlaps(latency: str, request: pytest.FixtureRequest,
+                                                       tmp_path: Path) -> None:
+    """Also with 20 ms per request between the mounts and the store (the latency proxy)."""
+    pair: S3fsPair = request.getfixturevalue("s3fs_mounts" if latency == "0ms" else "slow_s3fs_mounts")
+    a, b = both(pair, "mx")
     make_layout(a)
     log = tmp_path / "sections"
     log.mkdir()

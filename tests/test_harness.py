@@ -17,7 +17,8 @@ import pytest
 from tests.harness.common import ComponentUnavailable, require_command, unavailable, wait_until
 from tests.harness.fixtures import S3fsPair
 from tests.harness.mounts import S3FS_RECOMMENDED_OPTIONS, RcloneMount, S3fsMount, find_mount, mounts_under
-from tests.harness.servers import MotoServer, RegistryServer, http_status
+from tests.harness.objectstores import LatencyProxy, S3Server, SeaweedServer
+from tests.harness.servers import RegistryServer, http_status
 from tests.harness.tools import (
     oras_push_to_registry,
     read_index,
@@ -48,20 +49,72 @@ def _no_test_mount_left(harness_dir: Path) -> Iterator[None]:
     assert leftovers == []
 
 
-# --------------------------------------------------------------------------------------- moto
+# ------------------------------------------------------------------------------ object stores
 
 
-def test_moto_answers_and_honours_if_none_match(moto_server: MotoServer, s3_client: Any, bucket: str) -> None:
+def test_store_answers_and_honours_conditional_writes(s3_server: S3Server, s3_client: Any, bucket: str) -> None:
+    """What ocigc's leases and index.json compare-and-swap rely on, on each store of the matrix."""
     from botocore.exceptions import ClientError
 
-    assert http_status(moto_server.endpoint_url + "/") == 200
-    s3_client.put_object(Bucket=bucket, Key="lock/a", Body=b"one")
+    def refused(**kwargs: Any) -> int:
+        with pytest.raises(ClientError) as excinfo:
+            if kwargs.pop("delete", False):
+                s3_client.delete_object(Bucket=bucket, **kwargs)
+            else:
+                s3_client.put_object(Bucket=bucket, Body=b"two", **kwargs)
+        return int(excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"])
+
+    etag = s3_client.put_object(Bucket=bucket, Key="lock/a", Body=b"one")["ETag"]
     assert s3_client.get_object(Bucket=bucket, Key="lock/a")["Body"].read() == b"one"
-    with pytest.raises(ClientError) as excinfo:
-        s3_client.put_object(Bucket=bucket, Key="lock/a", Body=b"two", IfNoneMatch="*")
-    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert refused(Key="lock/a", IfNoneMatch="*") == 412
     s3_client.put_object(Bucket=bucket, Key="lock/b", Body=b"new", IfNoneMatch="*")
+    assert refused(Key="lock/a", IfMatch='"0123456789abcdef0123456789abcdef"') == 412
+    assert refused(Key="lock/a", IfMatch='"0123456789abcdef0123456789abcdef"', delete=True) == 412
     assert s3_client.get_object(Bucket=bucket, Key="lock/a")["Body"].read() == b"one"
+    s3_client.put_object(Bucket=bucket, Key="lock/a", Body=b"three", IfMatch=etag)
+    assert s3_client.get_object(Bucket=bucket, Key="lock/a")["Body"].read() == b"three"
+    assert refused(Key="lock/a", IfMatch=etag) == 412  # the ETag is stale now
+
+
+def test_seaweedfs_starts_and_stops_leaving_no_process(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path / "weed")
+    try:
+        server.start()
+    except ComponentUnavailable as e:
+        unavailable(str(e))
+    pid = server.proc.pid  # type: ignore[union-attr]
+    bucket = server.create_bucket("own")
+    server.client().put_object(Bucket=bucket, Key="k", Body=b"v")
+    server.stop()
+    assert not server.running
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert (tmp_path / "weed" / "data").is_dir() and (tmp_path / "weed" / "seaweedfs.log").exists()
+
+
+def test_latency_proxy_delays_every_request_and_serves_them_at_once(
+    s3_server: S3Server, bucket: str, proxy_factory: Callable[..., LatencyProxy]
+) -> None:
+    """Each request through the proxy takes at least its delay; eight at once take about one delay,
+    not eight (bounded at four: a loaded machine must not make it flaky). Bodies pass unchanged."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    delay = 0.3
+    proxy = proxy_factory(s3_server, delay=delay)
+    client = proxy.client()
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    start = time.monotonic()
+    client.put_object(Bucket=bucket, Key="proxy/big", Body=body)
+    assert time.monotonic() - start >= delay
+    assert client.get_object(Bucket=bucket, Key="proxy/big")["Body"].read() == body
+    client.list_objects_v2(Bucket=bucket, Prefix="proxy/")  # a kept-alive connection per thread, warmed
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: client.head_object(Bucket=bucket, Key="proxy/big"), range(8)))
+        start = time.monotonic()
+        list(pool.map(lambda _: client.head_object(Bucket=bucket, Key="proxy/big"), range(8)))
+        elapsed = time.monotonic() - start
+    print(f"8 concurrent HEADs at {delay * 1000:.0f} ms each: {elapsed:.2f} s")
+    assert delay <= elapsed < 4 * delay
 
 
 def test_buckets_are_fresh(make_bucket: Callable[..., str], s3_client: Any) -> None:

@@ -1,6 +1,8 @@
 """Concurrent pushes of different tags from two s3fs mounts of one bucket (two "hosts") while
 ``ocigc sweep --grace 0`` runs over and over: afterwards every tag is there and every blob it
-references too. Each push and sweep is its own process, with its own lock host id per mount."""
+references too. Each push and sweep is its own process, with its own lock host id per mount. The
+mounts reach the store (moto, SeaweedFS) through the latency proxy: 20 ms per request, a cloud
+region's round trip."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from tests.harness.fixtures import S3fsPair
 from tests.harness.tools import run_ocigc
 
 REF_NAME = "org.opencontainers.image.ref.name"
-#: Settle well above the cross-mount visibility delay (10-20 ms on moto); a hold may wait for a sweep.
+#: Settle well above the cross-mount visibility delay (10-20 ms on moto, a few round trips at 20 ms per
+#: request); a hold may wait for a sweep.
 BASE_ENV = {"OCIGC_LOCK_SETTLE": "0.5", "OCIGC_LOCK_BACKOFF_MIN": "0.1", "OCIGC_LOCK_BACKOFF_MAX": "0.5",
             "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2", "OCIGC_LOCK_HOLD_WAIT": "300"}
 PUSHES_PER_MOUNT = 2
@@ -28,8 +31,8 @@ def host_env(host: str) -> dict[str, str]:
     return {**BASE_ENV, "OCIGC_LOCK_HOST_ID": f"push-test-{host}"}
 
 
-def test_pushes_from_two_mounts_while_sweeping_lose_nothing(s3fs_mounts: S3fsPair, tmp_path: Path) -> None:
-    lay_a, lay_b = s3fs_mounts.a / "repo", s3fs_mounts.b / "repo"
+def test_pushes_from_two_mounts_while_sweeping_lose_nothing(slow_s3fs_mounts: S3fsPair, tmp_path: Path) -> None:
+    lay_a, lay_b = slow_s3fs_mounts.a / "repo", slow_s3fs_mounts.b / "repo"
     src = tmp_path / "src"
     src.mkdir()
     (src / "shared.bin").write_bytes(os.urandom(2 * 1024 * 1024))  # a blob every push shares

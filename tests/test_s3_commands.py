@@ -44,8 +44,16 @@ def s3_bucket(s3_server: Any) -> str:
 
 @pytest.fixture
 def s3(s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
-    """A module-wide bucket on the harness's moto server, which is the process's AWS endpoint."""
+    """A module-wide bucket on the harness's store, which is the process's AWS endpoint."""
     yield from s3_env(s3_server, s3_bucket, monkeypatch)
+
+
+@pytest.fixture(params=["0ms", "20ms"])
+def s3_rtt(request: pytest.FixtureRequest, s3_server: Any, s3_bucket: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
+    """``s3``, and the same bucket through the latency proxy (20 ms per request) as the AWS endpoint."""
+    server = s3_server if request.param == "0ms" else request.getfixturevalue("slow_s3_server")
+    yield from s3_env(server, s3_bucket, monkeypatch)
 
 
 def sweep(env: S3Env, prefix: str, opts: SweepOptions = NOW_GRACE, run_opts: RunOptions = RUN):  # type: ignore[no-untyped-def]
@@ -199,7 +207,8 @@ def test_s3_push_replaces_a_short_blob_above_the_multipart_threshold(s3: S3Env, 
 
 
 # --- sweep ------------------------------------------------------------------------------------------
-def test_sweep_removes_only_unreachable(s3: S3Env, tmp_path: Path) -> None:
+def test_sweep_removes_only_unreachable(s3_rtt: S3Env, tmp_path: Path) -> None:
+    s3 = s3_rtt
     b = LayoutBuilder(tmp_path / "l")
     keep = b.image("v1", [b"shared", b"mine"])
     orphan = b.manifest([b"shared", b"orphan-layer"], config=b'{"o":1}')
@@ -463,7 +472,8 @@ def test_cli_read_commands(s3: S3Env) -> None:
     assert r.code != OK and "Traceback" not in r.stderr
 
 
-def test_cli_delete_and_sweep(s3: S3Env) -> None:
+def test_cli_delete_and_sweep(s3_rtt: S3Env) -> None:
+    s3 = s3_rtt
     prefix = _fixture(s3, "garbage")
     url = s3.url(prefix)
     dry = run(["sweep", url, "--grace", "0", "--dry-run", "--json"])
@@ -489,7 +499,8 @@ def test_cli_delete_and_sweep(s3: S3Env) -> None:
     assert sorted(o["layout"] for o in r.json()["layouts"]) == ["garbage", "multiarch"]
 
 
-def test_cli_push_pull_tag(s3: S3Env, tmp_path: Path) -> None:
+def test_cli_push_pull_tag(s3_rtt: S3Env, tmp_path: Path) -> None:
+    s3 = s3_rtt
     (tmp_path / "hello.txt").write_text("hello s3\n")
     url = s3.url(fresh("art"))
     r = run(["push", f"{url}:v1", "hello.txt:text/plain"], cwd=tmp_path)

@@ -155,11 +155,15 @@ def layout_prefix(s3: S3Env, tmp_path: Path) -> str:
     return s3.upload(b.root, fresh("race"))
 
 
-def test_two_processes_race_for_the_exclusive_lock_exactly_one_wins(s3: S3Env, s3_server: Any,
+@pytest.mark.parametrize("latency", ["0ms", "20ms"])
+def test_two_processes_race_for_the_exclusive_lock_exactly_one_wins(s3: S3Env, s3_server: Any, latency: str,
+                                                                       request: pytest.FixtureRequest,
                                                                        layout_prefix: str) -> None:
+    """Also with 20 ms per request between the racers and the store (the latency proxy)."""
+    server = s3_server if latency == "0ms" else request.getfixturevalue("slow_s3_server")
     ctx = multiprocessing.get_context(MP)
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    args = (s3.url(layout_prefix), _child_env(s3_server), ["exclusive"] * ROUNDS, barrier, out)
+    args = (s3.url(layout_prefix), _child_env(server), ["exclusive"] * ROUNDS, barrier, out)
     _run(_race_worker, [args, args])
     results = _drain(out, 2 * ROUNDS)
     by_round: dict[int, list[str]] = {}

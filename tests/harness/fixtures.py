@@ -45,7 +45,8 @@ from tests.harness.servers import RegistryServer
 
 #: The fixtures whose tests get the ``s3fs``, ``rclone`` and ``registry`` markers (``-m "not s3fs"``).
 _MARKER_FIXTURES = {
-    "s3fs": {"s3fs_mounts", "s3fs_default_mount", "s3fs_session_mount", "s3fs_factory", "rclone_mount"},
+    "s3fs": {"s3fs_mounts", "slow_s3fs_mounts", "s3fs_default_mount", "s3fs_session_mount", "s3fs_factory",
+             "rclone_mount"},
     "rclone": {"rclone_mount", "rclone_factory"},
     "registry": {"registry", "auth_registry", "registry_factory"},
 }
@@ -332,6 +333,16 @@ def s3fs_mounts(make_bucket: Callable[..., str], s3fs_factory: Callable[..., S3f
     """
     name = make_bucket("pair")
     return S3fsPair(name, s3fs_factory(name), s3fs_factory(name))
+
+
+@pytest.fixture
+def slow_s3fs_mounts(
+    make_bucket: Callable[..., str], s3fs_factory: Callable[..., S3fsMount], slow_s3_server: LatencyProxy
+) -> S3fsPair:
+    """``s3fs_mounts`` whose requests go through the latency proxy (20 ms each): two hosts on a
+    bucket with a cloud region's round trip."""
+    name = make_bucket("slowpair")
+    return S3fsPair(name, s3fs_factory(name, server=slow_s3_server), s3fs_factory(name, server=slow_s3_server))
 
 
 @pytest.fixture
