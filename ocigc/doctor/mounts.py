@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ocigc.storage.mounts import LOCAL_FSTYPES, MountEntry
@@ -155,20 +156,41 @@ class System:
         return seen
 
     def environ(self, pid: int, names: Iterable[str]) -> dict[str, str]:
-        """Only the named variables of a process's environment (never the rest: it holds secrets)."""
-        wanted = set(names)
+        """Only the named variables of a process's environment (never the rest: it holds secrets);
+        empty when it cannot be read."""
         try:
-            with open(f"{self.proc}/{pid}/environ", "rb") as f:
-                raw = f.read()
+            return self.process_environ(pid, names)
         except OSError:
             return {}
+
+    def process_environ(self, pid: int, names: Iterable[str], prefixes: Iterable[str] = ()) -> dict[str, str]:
+        """The variables of a process's environment that are named or start with one of ``prefixes``;
+        OSError when it cannot be read (another user's process)."""
+        wanted = set(names)
+        starts = tuple(prefixes)
+        with open(f"{self.proc}/{pid}/environ", "rb") as f:
+            raw = f.read()
         found: dict[str, str] = {}
         for item in raw.split(b"\0"):
             key, sep, value = item.partition(b"=")
             name = key.decode("utf-8", "replace")
-            if sep and name in wanted:
+            if sep and (name in wanted or (starts and name.startswith(starts))):
                 found[name] = value.decode("utf-8", "replace")
         return found
+
+    def user_home(self, pid: int) -> str | None:
+        """The home directory (passwd database) of the user a process runs as."""
+        try:
+            with open(f"{self.proc}/{pid}/status") as f:
+                uid_line = next((line for line in f if line.startswith("Uid:")), "")
+            return pwd.getpwuid(int(uid_line.split()[1])).pw_dir
+        except (OSError, ValueError, IndexError, KeyError):
+            return None
+
+    def read_text(self, path: str, limit: int = 1 << 20) -> str:
+        """A small configuration file (a password file, rclone.conf); OSError when it cannot be read."""
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
 
     def version(self, executable: str) -> str | None:
         """The first line of ``EXECUTABLE --version`` (None when it cannot run)."""
@@ -232,3 +254,9 @@ def find_daemon(system: System, mount_points: Iterable[str], adapter: str) -> Da
         if best is None or key > best[0]:
             best = (key, Daemon(pid, argv, system.exe(pid)))
     return best[1] if best else None
+
+
+def mount_points_of(mount: MountEntry, entries: Sequence[MountEntry]) -> list[str]:
+    """The mount point and, for a bind mount, the other mount points of its device (a daemon names
+    the original mount point)."""
+    return [mount.mount_point] + [e.mount_point for e in entries if e.device == mount.device and e is not mount]

@@ -45,6 +45,7 @@ from ocigc.doctor.mounts import (
     System,
     find_daemon,
     identify_adapter,
+    mount_points_of,
 )
 from ocigc.doctor.options import RCLONE_ENV, Options, parse_daemon_options
 from ocigc.doctor.rules import (
@@ -63,6 +64,7 @@ from ocigc.doctor.selftest import DEFAULT_STEP_TIMEOUT, SelfTest, run_self_test,
 from ocigc.duration import format_duration
 from ocigc.errors import OcigcError, UsageError
 from ocigc.lock.params import DEFAULT_FUSE_SETTLE, LockParams
+from ocigc.storage.behind import BucketBehind, bucket_behind_mount, not_found_json, not_fuse_reason
 from ocigc.storage.mounts import MountEntry, find_mount, parse_mountinfo
 
 
@@ -83,6 +85,8 @@ class DoctorReport:
     settle: float
     findings: list[Finding]
     self_test: SelfTest | None
+    #: The bucket behind a FUSE mount, or the reason it cannot be told (None: no mount found).
+    bucket_behind: BucketBehind | str | None = None
 
     @property
     def unsafe(self) -> list[Finding]:
@@ -101,6 +105,11 @@ class DoctorReport:
         from ocigc.errors import EXIT_OK, EXIT_UNSAFE_MOUNT
 
         return EXIT_OK if self.fit else EXIT_UNSAFE_MOUNT
+
+    def _bucket_behind_json(self) -> dict[str, Any] | None:
+        if isinstance(self.bucket_behind, BucketBehind):
+            return self.bucket_behind.to_json()
+        return not_found_json(self.bucket_behind) if self.bucket_behind is not None else None
 
     @property
     def adapter_label(self) -> str:
@@ -138,6 +147,7 @@ class DoctorReport:
                                                         "exe": self.daemon.exe},
             "options": self.options.to_json(),
             "options_source": self.options.where,
+            "bucket_behind": self._bucket_behind_json(),
             "settle_s": self.settle,
             "findings": [f.to_json() for f in sorted(self.findings, key=lambda f: -SEVERITY_RANK[f.severity])],
             "self_test": self.self_test.to_json() if self.self_test else None,
@@ -205,6 +215,7 @@ def diagnose(
     options = Options()
     version: str | None = None
     version_source: str | None = None
+    behind: BucketBehind | str | None = None
     if mount is not None:
         adapter = identify_adapter(mount)
         is_fuse = adapter in ADAPTER_BINARIES or adapter == FUSE_OTHER
@@ -212,10 +223,7 @@ def diagnose(
             argv = tuple(shlex.split(daemon_args)) if isinstance(daemon_args, str) else tuple(daemon_args)
             daemon = Daemon(None, argv, None)
         elif is_fuse:
-            # A bind mount shows the bind target; the daemon names the original mount point.
-            points = [mount.mount_point] + [e.mount_point for e in entries
-                                            if e.device == mount.device and e is not mount]
-            daemon = find_daemon(system, points, adapter)
+            daemon = find_daemon(system, mount_points_of(mount, entries), adapter)
         if daemon is not None and adapter == FUSE_OTHER:
             adapter = identify_adapter(mount, daemon.name)
         if daemon is not None:
@@ -227,6 +235,8 @@ def diagnose(
                     if var in env and not options.has(flag):
                         options.items.insert(0, (flag, env[var]))
                         options.other_sources[flag] = f"{var} in the environment of rclone (pid {daemon.pid})"
+        behind = bucket_behind_mount(system, mount, entries, adapter, daemon, real) if is_fuse else \
+            not_fuse_reason(real, mount)
         if adapter in ADAPTER_BINARIES:
             version, version_source = _version_of(system, adapter, daemon)
         ctx = Context(adapter, mount, options, parse_version(version), settle_s, daemon is not None)
@@ -239,7 +249,7 @@ def diagnose(
         test = run_self_test(real, timeout)
         findings.extend(self_test_findings(test))
     return DoctorReport(path, real, mount, adapter, version, version_source, daemon, options, settle_s,
-                        findings, test)
+                        findings, test, behind)
 
 
 def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:
@@ -253,6 +263,10 @@ def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:
     if report.options.where:
         shown = ", ".join(f"{k}={v}" if v is not None else k for k, v in report.options.to_json().items())
         yield f"  options   from {report.options.where}: {shown or '(none)'}"
+    if isinstance(report.bucket_behind, BucketBehind):
+        yield f"  bucket    behind the mount: {report.bucket_behind.describe()}"
+    elif report.bucket_behind is not None and report.adapter not in (LOCAL, NETWORK, OTHER):
+        yield f"  bucket    behind the mount: not found: {report.bucket_behind}"
     yield f"  settle    {format_duration(report.settle, 'exact')} (the lock settle delay caches are compared with)"
     yield ""
     for f in sorted(report.findings, key=lambda f: -SEVERITY_RANK[f.severity]):

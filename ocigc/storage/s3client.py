@@ -28,8 +28,9 @@ from ocigc.storage.base import OpCounter, PreconditionFailed
 
 try:  # the optional extra
     import boto3
+    from botocore import UNSIGNED
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 except ImportError as _e:  # pragma: no cover - depends on the installation
     raise ImportError("s3:// locations need boto3: pip install 'ocigc[s3]'") from _e
 
@@ -252,12 +253,30 @@ def _env_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _make_client(endpoint_url: str | None) -> Any:
-    style = os.environ.get(ADDRESSING_ENV) or ("path" if endpoint_url or _env_endpoint() else "auto")
+def make_client(endpoint_url: str | None, *, region: str | None = None, addressing_style: str | None = None,
+                access_key_id: str | None = None, secret_access_key: str | None = None,
+                session_token: str | None = None, profile: str | None = None, anonymous: bool = False) -> Any:
+    """A boto3 S3 client. Unset parts come the standard AWS way (environment, profiles); the
+    addressing style defaults to ``OCIGC_S3_ADDRESSING_STYLE``, else path style with an endpoint.
+    ``ocigc.storage.behind.BucketBehind.client_options`` gives the arguments a mount uses."""
+    style = addressing_style or os.environ.get(ADDRESSING_ENV) or (
+        "path" if endpoint_url or _env_endpoint() else "auto")
     config = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5},
-                    s3={"addressing_style": style}, connect_timeout=10, read_timeout=120)
-    session = boto3.session.Session()
+                    s3={"addressing_style": style}, connect_timeout=10, read_timeout=120,
+                    **({"signature_version": UNSIGNED} if anonymous else {}))
+    if access_key_id:
+        session = boto3.session.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+                                        aws_session_token=session_token, region_name=region)
+    else:
+        try:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound as e:
+            raise S3Error(f"profile {profile}: {e}") from None
     return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _make_client(endpoint_url: str | None) -> Any:
+    return make_client(endpoint_url)
 
 
 def bucket_client(bucket: str, endpoint_url: str | None, client: Any = None) -> Bucket:
