@@ -110,6 +110,9 @@ _VALUE_FLAGS: dict[str, frozenset[str]] = {
         "vfs-read-chunk-size-limit", "buffer-size", "uid", "gid", "umask", "dir-perms", "file-perms",
         "volname", "fs-name", "max-read-ahead", "transfers", "checkers", "user-agent", "stats",
         "daemon-timeout", "vfs-read-wait", "vfs-write-wait", "rc-addr", "bwlimit", "tpslimit",
+        # the S3 backend's own settings (ocigc.storage.behind_rclone)
+        "s3-provider", "s3-endpoint", "s3-region", "s3-access-key-id", "s3-secret-access-key", "s3-session-token",
+        "s3-profile", "s3-shared-credentials-file", "s3-location-constraint",
     }),
     GOOFYS: frozenset({
         "type-cache-ttl", "stat-cache-ttl", "cache", "dir-mode", "file-mode", "uid", "gid", "endpoint",

@@ -104,10 +104,11 @@ def s3fs_credentials(view: DaemonView, opts: Options, bucket: str) -> BucketCred
             raise Unfound(f"passwd_file {path} of s3fs is missing or has no keys for bucket {bucket}")
         return found
     env = view.env(_ENV_VARS)
-    key_var = "AWS_ACCESS_KEY_ID" if "AWS_ACCESS_KEY_ID" in env else "AWSACCESSKEYID"
-    secret_var = "AWS_SECRET_ACCESS_KEY" if "AWS_SECRET_ACCESS_KEY" in env else "AWSSECRETACCESSKEY"
-    token_var = "AWS_SESSION_TOKEN" if "AWS_SESSION_TOKEN" in env else "AWSSESSIONTOKEN"
-    from_env = env_key_pair(view, env, key_var, secret_var, token_var)
+    new_names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    old_names = ("AWSACCESSKEYID", "AWSSECRETACCESSKEY", "AWSSESSIONTOKEN")
+    # s3fs takes each variable from AWS_* when set, else from the old name
+    names = [new if new in env or old not in env else old for new, old in zip(new_names, old_names, strict=True)]
+    from_env = env_key_pair(view, env, *names)
     if from_env is not None:
         return from_env
     if env.get("AWS_CREDENTIAL_FILE"):
