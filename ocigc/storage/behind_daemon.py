@@ -159,13 +159,18 @@ class DaemonView:
         except OSError as e:
             raise Unfound(f"cannot read {path}, which {self.name} reads: {e.strerror or e}") from None
 
-    def source_argument(self, positional: Sequence[str]) -> str | None:
-        """The argument naming what is mounted: the one just before the mount point (``s3fs BUCKET
-        MOUNTPOINT``), else the first one."""
+    def source_arguments(self, positional: Sequence[str]) -> list[str]:
+        """The arguments before the mount point (``s3fs BUCKET MOUNTPOINT``: ``[BUCKET]``); when no
+        argument names the mount point (``--daemon-args``), all but the last."""
         for i, arg in enumerate(positional):
             if i > 0 and self._names_mount(arg):
-                return positional[i - 1]
-        return positional[0] if positional else None
+                return list(positional[:i])
+        return list(positional[:-1]) if len(positional) > 1 else list(positional)
+
+    def source_argument(self, positional: Sequence[str]) -> str | None:
+        """The argument naming what is mounted: the one just before the mount point."""
+        before = self.source_arguments(positional)
+        return before[-1] if before else None
 
     def _names_mount(self, arg: str) -> bool:
         if not arg:

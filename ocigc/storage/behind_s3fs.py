@@ -135,9 +135,16 @@ def s3fs_credentials(view: DaemonView, opts: Options, bucket: str) -> BucketCred
 
 def s3fs_remote(view: DaemonView, opts: Options) -> Remote:
     """The bucket, prefix, endpoint, region, addressing style and credentials of an s3fs mount."""
-    spec = opts.get("bucket") or view.source_argument(opts.positional)
+    spec = opts.get("bucket")
     if not spec:
-        raise Unfound(f"no bucket on {view.daemon.where}")
+        before = view.source_arguments(opts.positional)
+        if len(before) >= 2 and before[-1].startswith("/") and not before[-2].startswith("/"):
+            # s3fs cuts its own BUCKET:/PATH argument in two (the colon becomes a NUL in its argv)
+            spec = f"{before[-2]}:{before[-1]}"
+        elif before:
+            spec = before[-1]
+        else:
+            raise Unfound(f"no bucket on {view.daemon.where}")
     spec = spec.removeprefix("s3fs#")
     bucket, _, path = spec.partition(":")
     if not bucket:
