@@ -366,6 +366,10 @@ def test_goofys() -> None:
     assert profile.addressing_style == "virtual" and profile.endpoint_url is None
     assert profile.credentials.describe().endswith("resolved in ocigc's own AWS configuration")
     assert found("goofys", ("goofys", "b", MP)).credentials.source == DEFAULT_CHAIN
+    aws = {"/root/.aws/credentials": f"[prod]\naws_access_key_id={ACCESS}\naws_secret_access_key={SECRET}\n"}
+    creds = found("goofys", ("goofys", "--profile", "prod", "b", MP), files=aws, env_readable=False).credentials
+    assert (creds.source, creds.access_key_id) == (PROFILE, ACCESS)
+    assert reason("goofys", ("goofys", "b", MP), env_readable=False).startswith("cannot read the environment")
     assert reason("goofys", ("goofys", "gs://b", MP)) == "goofys mounts gs://b, not an S3 bucket"
 
 

@@ -196,8 +196,12 @@ def profile_keys(view: DaemonView, profile: str, file: str | None = None) -> Buc
     """The static keys of ``profile`` in the daemon's AWS credentials file (``AWS_SHARED_CREDENTIALS_FILE``
     or ``~/.aws/credentials``); None when the file or the profile has none."""
     if file is None:
-        file = view.env(["AWS_SHARED_CREDENTIALS_FILE"]).get("AWS_SHARED_CREDENTIALS_FILE") or \
-            os.path.join(view.home() or "~", ".aws", "credentials")
+        try:
+            env = view.env(["AWS_SHARED_CREDENTIALS_FILE", "HOME"])
+        except Unfound:  # an explicit profile: its file is the user's usual one then
+            env = {}
+        home = env.get("HOME") or view.user_home() or "~"
+        file = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials")
     file = view.resolve(file)
     text = view.read(file)
     if text is None:
