@@ -400,7 +400,7 @@ def test_reasons_outside_a_bucket_mount(tmp_path: Path) -> None:
     assert "--daemon-args" in nobody
     local = FakeProc("s3fs", None)
     local.text = ROOT_LINE + "\n"
-    assert find_bucket_behind("/srv/x", local) == "/srv/x is on a ext4 file system (/), not on a FUSE mount of a bucket"
+    assert find_bucket_behind("/srv/x", local) == "/srv/x is on ext4 (/), not on a FUSE mount of a bucket"
 
 
 def test_daemon_args_and_bind_mounts() -> None:

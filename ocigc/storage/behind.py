@@ -179,7 +179,7 @@ def _locate(remote: Remote, mount: MountEntry, real_path: str) -> tuple[str, str
 
 
 def not_fuse_reason(real_path: str, mount: MountEntry) -> str:
-    return f"{real_path} is on a {mount.fstype} file system ({mount.mount_point}), not on a FUSE mount of a bucket"
+    return f"{real_path} is on {mount.fstype} ({mount.mount_point}), not on a FUSE mount of a bucket"
 
 
 def bucket_behind_mount(system: System, mount: MountEntry, entries: Sequence[MountEntry], adapter: str,
