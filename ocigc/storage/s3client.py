@@ -275,17 +275,13 @@ def make_client(endpoint_url: str | None, *, region: str | None = None, addressi
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
-def _make_client(endpoint_url: str | None) -> Any:
-    return make_client(endpoint_url)
-
-
 def bucket_client(bucket: str, endpoint_url: str | None, client: Any = None) -> Bucket:
     """The process's ``Bucket`` for (endpoint, bucket); a new one when ``client`` is another client."""
     key = (endpoint_url, bucket)
     with _BUCKETS_MU:
         found = _BUCKETS.get(key)
         if found is None or (client is not None and found.client is not client):
-            found = Bucket(bucket, endpoint_url or _env_endpoint(), client or _make_client(endpoint_url))
+            found = Bucket(bucket, endpoint_url or _env_endpoint(), client or make_client(endpoint_url))
             _BUCKETS[key] = found
         return found
 
