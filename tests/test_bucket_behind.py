@@ -259,8 +259,12 @@ def test_rclone_remote_from_the_environment() -> None:
                                                                              "path")
     creds = behind.credentials
     assert creds.source == KEYS and (creds.access_key_id, creds.secret_access_key) == (ACCESS, SECRET)
-    assert creds.where == (f"RCLONE_CONFIG_MOTO_ACCESS_KEY_ID in the environment of rclone (pid {PID}) and "
-                           f"RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY in the environment of rclone (pid {PID})")
+    assert creds.where == ("RCLONE_CONFIG_MOTO_ACCESS_KEY_ID/RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY in the "
+                           f"environment of rclone (pid {PID})")
+    env = {**RCLONE_ENV, "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": ""}
+    conf = {"/w/rclone.conf": f"[moto]\nsecret_access_key = {SECRET}\n"}
+    assert found("rclone", rclone_argv(), env={k: v for k, v in env.items() if v}, files=conf).credentials.where == (
+        f"RCLONE_CONFIG_MOTO_ACCESS_KEY_ID in the environment of rclone (pid {PID}) and remote moto in /w/rclone.conf")
     assert found("rclone", rclone_argv("moto:ocigc-b/a/b/"), env=RCLONE_ENV).key_prefix == "a/b/repo/layout"
 
 

@@ -150,12 +150,23 @@ class RcloneConfig:
                       f"of {self.view.in_env}")
 
 
+def _both(first: str, second: str) -> str:
+    """``A in X`` and ``B in X`` -> ``A/B in X``."""
+    if first == second:
+        return first
+    head1, sep1, tail1 = first.partition(" in ")
+    head2, sep2, tail2 = second.partition(" in ")
+    if sep1 and sep2 and tail1 == tail2:
+        return f"{head1}/{head2} in {tail1}"
+    return f"{first} and {second}"
+
+
 def _credentials(cfg: RcloneConfig, remote: str, params: Mapping[str, str]) -> BucketCredentials:
     key, key_where = cfg.get(remote, params, "access_key_id")
     secret, secret_where = cfg.get(remote, params, "secret_access_key")
     if key and secret:
         token, _ = cfg.get(remote, params, "session_token")
-        where = key_where if key_where == secret_where else f"{key_where} and {secret_where}"
+        where = _both(key_where, secret_where)
         return BucketCredentials(KEYS, where, access_key_id=key, secret_access_key=secret, session_token=token or None)
     env_auth, _ = cfg.get(remote, params, "env_auth")
     if truthy(env_auth):
