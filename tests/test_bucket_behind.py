@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -453,43 +454,59 @@ def _check_found(behind: BucketBehind | str, server: S3Server, bucket: str, key_
     return behind
 
 
-def test_real_s3fs_mount(s3fs_mounts: Any, s3_server: S3Server) -> None:
-    layout = Path(s3fs_mounts.a) / "team" / "layout"
+def _fresh(mount: S3fsMount, name: str) -> Path:
+    """A fresh directory on the session's s3fs mount (the real tests share its bucket: SeaweedFS
+    keeps a few volumes for every bucket, and the harness's store has room for a limited number)."""
+    path = mount.mount_point / f"{name}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def test_real_s3fs_mount(s3fs_session_mount: S3fsMount, s3_server: S3Server) -> None:
+    top = _fresh(s3fs_session_mount, "behind")
+    layout = top / "team" / "layout"
     layout.mkdir(parents=True)
     (layout / "index.json").write_bytes(b'{"schemaVersion": 2}\n')
-    behind = _check_found(find_bucket_behind(str(layout)), s3_server, s3fs_mounts.bucket, "team/layout")
-    assert behind.adapter == "s3fs" and behind.mount_point == str(Path(s3fs_mounts.a).resolve())
-    assert behind.s3_url("index.json") == f"s3://{s3fs_mounts.bucket}/team/layout/index.json"
-    assert _read_through(behind, "team/layout/index.json") == b'{"schemaVersion": 2}\n'
+    key = f"{top.name}/team/layout"
+    behind = _check_found(find_bucket_behind(str(layout)), s3_server, s3fs_session_mount.bucket, key)
+    assert behind.adapter == "s3fs" and behind.mount_point == str(s3fs_session_mount.mount_point.resolve())
+    assert behind.s3_url("index.json") == f"s3://{s3fs_session_mount.bucket}/{key}/index.json"
+    assert _read_through(behind, f"{key}/index.json") == b'{"schemaVersion": 2}\n'
 
 
 def test_real_s3fs_mount_of_a_bucket_prefix(
-    make_bucket: Callable[..., str], s3fs_factory: Callable[..., S3fsMount], s3_server: S3Server
+    s3fs_session_mount: S3fsMount, s3fs_factory: Callable[..., S3fsMount], s3_server: S3Server
 ) -> None:
     """``s3fs BUCKET:/PREFIX``: the mount's root is a prefix of the bucket."""
-    bucket = make_bucket("prefix")
-    mount = s3fs_factory(f"{bucket}:/base")
+    base = _fresh(s3fs_session_mount, "base").name
+    mount = s3fs_factory(f"{s3fs_session_mount.bucket}:/{base}")
     (mount.mount_point / "layout").mkdir()
     (mount.mount_point / "layout" / "oci-layout").write_bytes(b'{"imageLayoutVersion": "1.0.0"}')
-    behind = _check_found(find_bucket_behind(str(mount.mount_point / "layout")), s3_server, bucket, "base/layout")
-    assert _read_through(behind, "base/layout/oci-layout") == b'{"imageLayoutVersion": "1.0.0"}'
+    behind = _check_found(find_bucket_behind(str(mount.mount_point / "layout")), s3_server,
+                          s3fs_session_mount.bucket, f"{base}/layout")
+    assert _read_through(behind, f"{base}/layout/oci-layout") == b'{"imageLayoutVersion": "1.0.0"}'
 
 
-def test_real_rclone_mount(rclone_mount: RcloneMount, s3_server: S3Server) -> None:
-    sub = rclone_mount.mount_point / "r" / "layout"
+def test_real_rclone_mount(
+    s3fs_session_mount: S3fsMount, rclone_factory: Callable[..., RcloneMount], s3_server: S3Server
+) -> None:
+    mount = rclone_factory(s3fs_session_mount.bucket)
+    top = mount.mount_point / f"r-{uuid.uuid4().hex[:8]}"
+    sub = top / "layout"
     sub.mkdir(parents=True)
     (sub / "blob").write_bytes(b"through rclone")
-    behind = _check_found(find_bucket_behind(str(sub)), s3_server, rclone_mount.bucket, "r/layout")
+    behind = _check_found(find_bucket_behind(str(sub)), s3_server, s3fs_session_mount.bucket, f"{top.name}/layout")
     assert behind.adapter == "rclone"
-    assert _read_through(behind, "r/layout/blob") == b"through rclone"
+    assert _read_through(behind, f"{top.name}/layout/blob") == b"through rclone"
 
 
-def test_real_doctor_shows_the_bucket_without_secrets(s3fs_mounts: Any, s3_server: S3Server) -> None:
-    (Path(s3fs_mounts.b) / "d").mkdir()
-    rc, out, err, _ = run_ocigc("doctor", "--json", "--no-self-test", Path(s3fs_mounts.b) / "d")
+def test_real_doctor_shows_the_bucket_without_secrets(s3fs_session_mount: S3fsMount, s3_server: S3Server) -> None:
+    path = _fresh(s3fs_session_mount, "d")
+    url = f"s3://{s3fs_session_mount.bucket}/{path.name}"
+    rc, out, err, _ = run_ocigc("doctor", "--json", "--no-self-test", path)
     assert rc == 0, out + err
     data = json.loads(out)["bucket_behind"]
-    assert data["url"] == f"s3://{s3fs_mounts.bucket}/d" and data["endpoint_url"] == s3_server.endpoint_url
-    rc, out, err, _ = run_ocigc("doctor", "--no-self-test", Path(s3fs_mounts.b) / "d")
-    assert f"  bucket    behind the mount: s3://{s3fs_mounts.bucket}/d (endpoint {s3_server.endpoint_url}" in out
+    assert data["url"] == url and data["endpoint_url"] == s3_server.endpoint_url
+    rc, out, err, _ = run_ocigc("doctor", "--no-self-test", path)
+    assert f"  bucket    behind the mount: {url} (endpoint {s3_server.endpoint_url}" in out
     assert s3_server.secret_key not in out + err and s3_server.access_key not in out + err
