@@ -272,6 +272,17 @@ class LatencyProxy(S3Server):
     def create_bucket(self, prefix: str = "t") -> str:
         return self.upstream.create_bucket(prefix)
 
+    def lose_next_answer(self, method: str, path_part: str) -> None:
+        """The next ``method`` request whose path holds ``path_part`` is done by the store and its
+        answer lost (the client's connection closed without a response): the client retries."""
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode({"method": method, "path": path_part})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(urllib.request.Request(f"{self.endpoint_url}/-/proxy-lose-answer?{query}", method="POST"),
+                    timeout=5).close()
+
 
 def start_store(name: str, workdir: Path) -> S3Server:
     """A started store by name (``moto`` or ``seaweedfs``)."""
