@@ -417,8 +417,11 @@ def s3fs_session_mount(s3_server: S3Server, _s3fs_session_mounts: SessionMounts)
     return _s3fs_session_mounts.get(s3_server.name)
 
 
+#: ``layout_dir`` params of an s3fs mount, one per store (for tests that pick params by hand:
+#: ``parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)``).
+S3FS_DIRS = tuple(f"s3fs-{store}" for store in STORES)
 #: ``layout_dir`` params: local disk, then an s3fs mount of each store.
-LAYOUT_DIRS = ("local", *(f"s3fs-{store}" for store in STORES))
+LAYOUT_DIRS = ("local", *S3FS_DIRS)
 
 
 @pytest.fixture(params=LAYOUT_DIRS)
@@ -429,6 +432,8 @@ def layout_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     Tests that take it run three times (``[local]``, ``[s3fs-moto]``, ``[s3fs-seaweedfs]``); the s3fs
     ones carry the ``s3fs`` marker.
     """
+    if request.param not in LAYOUT_DIRS:
+        pytest.fail(f"layout_dir: unknown param {request.param!r} (have: {', '.join(LAYOUT_DIRS)})", pytrace=False)
     if request.param == "local":
         path = tmp_path / "layout"
         path.mkdir()
