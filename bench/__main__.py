@@ -25,7 +25,9 @@ def main(argv: list[str]) -> int:
             runpy.run_path(str(HERE / f"bench_{name}.py"), run_name="__main__")
         except SystemExit as e:
             if e.code not in (0, None):
-                return int(e.code) if isinstance(e.code, int) else 1
+                if not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
+                return e.code if isinstance(e.code, int) else 1
     return 0
 
 

@@ -190,7 +190,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         while True:
-            piece = resp.read(PIECE) if self.command != "HEAD" else b""
+            # read even a HEAD's answer (http.client returns b"" and marks it closed): an answer left
+            # open makes the next request on this upstream connection fail after it was sent (the
+            # client then sends it again: a conditional PUT's second copy gets 412)
+            piece = resp.read(PIECE)
             if not piece:
                 break
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
