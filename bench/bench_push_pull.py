@@ -179,7 +179,10 @@ class Runner:
     def rounds(self, one: Callable[[int], tuple[dict[str, Timing], dict[str, Timing]]]) -> tuple[
             dict[str, Timing], dict[str, Timing]]:
         """``repeat`` rounds; of each contender the fastest run."""
-        results = [one(i) for i in range(self.opts.repeat)]
+        results = []
+        for i in range(self.opts.repeat):
+            results.append(one(i))
+            self.clean()
 
         def fastest(runs: list[dict[str, Timing]]) -> dict[str, Timing]:
             return {k: min((r[k] for r in runs), key=lambda t: t.seconds) for k in runs[0]}
@@ -194,6 +197,12 @@ class Runner:
                         t["cli"].seconds, t["ocigc"].maxrss_mib or 0, self.requests.get(f"ocigc {op}{suffix}"),
                         self.requests.get(f"{peer} {op}"), load_1min())
 
+    def clean(self) -> None:
+        """Remove what the rounds so far wrote to the bucket."""
+        for prefix in self.prefixes:
+            self.store.delete_prefix(prefix)
+        self.prefixes.clear()
+
     def run(self, targets: list[str]) -> list[StoreRow]:
         rows = []
         try:
@@ -203,8 +212,8 @@ class Runner:
                     rows += [self.row(path, "push", push), self.row(path, "pull", pull)]
         finally:
             rm(self.source)
-            for prefix in self.prefixes:
-                self.store.delete_prefix(prefix)
+            self.clean()
+            self.store.vacuum()
         return rows
 
 

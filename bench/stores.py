@@ -19,7 +19,9 @@ and ``--latency 0,20`` (milliseconds per request); the default is all four combi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,9 @@ STORES = ("moto", "seaweedfs")
 LATENCIES_MS = (0, 20)
 #: Keys per DeleteObjects request and per listing page (the S3 maximum).
 S3_PAGE = 1000
+#: SeaweedFS volumes for the benchmarks: the harness's 100 x 64 MiB hold 6 GiB, less than one
+#: push/pull case of 2 GiB files writes (deleted objects' space comes back only with a vacuum).
+SEAWEED_VOLUME_ARGS = {"-volume.max": "-volume.max=48", "-master.volumeSizeLimitMB": "-master.volumeSizeLimitMB=1024"}
 
 
 def add_store_arguments(ap: argparse.ArgumentParser) -> None:
@@ -153,6 +158,11 @@ class BenchStore:
             batch = [{"Key": k} for k in keys[i:i + S3_PAGE]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
+    def vacuum(self) -> None:
+        """Give the space of deleted objects back (SeaweedFS; nothing to do on moto)."""
+        if hasattr(self.server, "vacuum"):
+            self.server.vacuum()
+
     def mount_another(self, name: str) -> Path:
         """One more s3fs mount of the bucket (another "host"), unmounted when the store closes."""
         from tests.harness.mounts import S3fsMount
@@ -162,6 +172,45 @@ class BenchStore:
         self._stack.callback(mount.unmount)
         mount.mount()
         return Path(mount.mount_point)
+
+
+def _disk_usage(root: Path) -> int:
+    total = 0
+    for f in root.rglob("*"):
+        with contextlib.suppress(OSError):  # a volume file compacted away meanwhile
+            total += f.stat().st_size if f.is_file() else 0
+    return total
+
+
+def _seaweed_server(workdir: Path) -> Any:
+    """The harness's SeaweedServer with 48 volumes of 1 GiB and ``vacuum()``."""
+    from tests.harness.objectstores import SeaweedServer
+
+    class BenchSeaweedServer(SeaweedServer):
+        master_port = 0
+
+        def _command(self, binary: str, ports: list[int]) -> list[str]:
+            self.master_port = ports[1]
+            args = super()._command(binary, ports)
+            return [SEAWEED_VOLUME_ARGS.get(a.split("=", 1)[0], a) for a in args]
+
+        def vacuum(self, timeout: float = 600.0) -> None:
+            """Reclaim the space of deleted objects now (the master does it every 14 minutes), so no
+            compaction runs under a measurement: ask until three requests in a row free nothing (the
+            first request after a delete often finds no garbage yet; a later one compacts, blocking)."""
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            url = f"http://127.0.0.1:{self.master_port}/vol/vacuum?garbageThreshold=0.0001"
+            deadline = time.monotonic() + timeout
+            smallest, unchanged = _disk_usage(self.workdir / "data"), 0
+            while unchanged < 3 and time.monotonic() < deadline:
+                with opener.open(url, timeout=timeout) as resp:
+                    resp.read()
+                time.sleep(1.0)
+                size = _disk_usage(self.workdir / "data")
+                unchanged = unchanged + 1 if size >= smallest else 0
+                smallest = min(smallest, size)
+
+    return BenchSeaweedServer(workdir)
 
 
 def _start(server: Any, stack: ExitStack) -> Any:
@@ -178,17 +227,20 @@ def open_store(kind: str, latency_ms: int, workdir: Path, *, count: bool = False
     A proxy sits in front when ``latency_ms > 0`` or ``count``; ``mount=False`` skips the s3fs mount.
     """
     from tests.harness.mounts import S3fsMount
-    from tests.harness.objectstores import LatencyProxy, MotoServer, SeaweedServer
+    from tests.harness.objectstores import LatencyProxy, MotoServer
 
     if kind not in STORES:
         raise ValueError(f"unknown store {kind!r} (have: {', '.join(STORES)})")
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        server = _start({"moto": MotoServer, "seaweedfs": SeaweedServer}[kind](workdir / kind), stack)
+        server = _start(MotoServer(workdir / kind) if kind == "moto" else _seaweed_server(workdir / kind), stack)
         proxy = None
         if latency_ms > 0 or count:
             proxy = _start(LatencyProxy(server, workdir / "proxy", latency_ms / 1000), stack)
         bucket = server.create_bucket("bench")
+        # the first write to a bucket of SeaweedFS allocates its volumes (seconds): not in a measurement
+        server.client().put_object(Bucket=bucket, Key="warm-up", Body=b"x")
+        server.client().delete_object(Bucket=bucket, Key="warm-up")
         store = BenchStore(kind, latency_ms, workdir, server, proxy, bucket, server.client())
         stack.enter_context(store._stack)
         if mount:
