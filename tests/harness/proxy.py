@@ -15,6 +15,9 @@ answers the requests forwarded so far as JSON, counted by kind when they arrive:
 ``PUT``, ``POST``, ``DELETE``, ``LIST`` (a GET with a ``list-type``, ``prefix`` or ``delimiter``
 query parameter) and ``DELETE-MANY`` (a POST with ``?delete``); ``POST /-/proxy-stats/reset`` answers
 the same and sets every count to zero. Neither is delayed nor counted.
+``POST /-/proxy-lose-answer?method=PUT&path=SUBSTRING`` arms a one-shot fault: the next such request
+is forwarded and done by the store, and its answer is lost (the client's connection is closed
+without a response), as when a network drops it on the way back; the client retries.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import select
 import sys
 import threading
 import time
@@ -65,12 +69,26 @@ class RequestStats:
         return counts
 
 
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection the other end closed reads as ready (EOF): check before reuse."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class Handler(BaseHTTPRequestHandler):
     upstream: ClassVar[tuple[str, int]] = ("127.0.0.1", 0)
     delay: ClassVar[float] = 0.0
     strip_log: ClassVar[str | None] = None
     log_lock: ClassVar[threading.Lock] = threading.Lock()
     stats: ClassVar[RequestStats] = RequestStats()
+    #: Armed one-shot faults: (method, path substring) whose next answer is lost.
+    lose: ClassVar[list[tuple[str, str]]] = []
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -123,6 +141,9 @@ class Handler(BaseHTTPRequestHandler):
     def _send_upstream(self) -> http.client.HTTPResponse:
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         for attempt in (1, 2):
+            if self._conn is not None and _dropped(self._conn):
+                self._conn.close()  # the store closed the idle connection: do not send on it
+                self._conn = None
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(*self.upstream, timeout=300)
             conn = self._conn
@@ -149,13 +170,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- response side
     def _control(self) -> bool:
-        """Answer the proxy's own paths (``/-/...``); False for a request to forward."""
-        if self.path == "/-/proxy-ready":
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return True
-        if (self.command, self.path) in (("GET", "/-/proxy-stats"), ("POST", "/-/proxy-stats/reset")):
+        """The proxy's own endpoints (``/-/...``); True when the request was one (answered here)."""
+        url = urlsplit(self.path)
+        if (self.command, url.path) in (("GET", "/-/proxy-stats"), ("POST", "/-/proxy-stats/reset")):
             for _piece in self._body_pieces():
                 pass
             body = json.dumps(self.stats.snapshot(reset=self.command == "POST")).encode()
@@ -165,10 +182,29 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return True
+        if url.path == "/-/proxy-ready":
+            pass
+        elif url.path == "/-/proxy-lose-answer":
+            query = parse_qs(url.query)
+            with self.log_lock:
+                self.lose.append((query.get("method", ["PUT"])[0], query.get("path", [""])[0]))
+        else:
+            return False
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _answer_lost(self) -> bool:
+        with self.log_lock:
+            for fault in self.lose:
+                if fault[0] == self.command and fault[1] in self.path:
+                    self.lose.remove(fault)
+                    return True
         return False
 
     def _forward(self) -> None:
-        if self._control():
+        if self.path.startswith("/-/") and self._control():
             return
         self.stats.add(request_kind(self.command, self.path))
         if self.delay:
@@ -177,6 +213,10 @@ class Handler(BaseHTTPRequestHandler):
             resp = self._send_upstream()
         except OSError as e:
             self.send_error(502, f"upstream: {e}")
+            self.close_connection = True
+            return
+        if self._answer_lost():
+            resp.read()
             self.close_connection = True
             return
         self.send_response_only(resp.status, resp.reason)
