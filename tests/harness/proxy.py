@@ -10,7 +10,11 @@ in both directions, so a 2 GiB upload costs no memory. The kernel here has no ``
 ``--strip-conditional LOG`` drops ``If-Match`` and ``If-None-Match`` from every request (a store that
 accepts the headers and ignores them) and appends ``METHOD Header`` to LOG for each one.
 
-``GET /-/proxy-ready`` answers 204 at once: the harness's readiness check.
+``GET /-/proxy-ready`` answers 204 at once: the harness's readiness check. ``GET /-/proxy-stats``
+answers the requests forwarded so far as JSON, counted by kind when they arrive: ``GET``, ``HEAD``,
+``PUT``, ``POST``, ``DELETE``, ``LIST`` (a GET with a ``list-type``, ``prefix`` or ``delimiter``
+query parameter) and ``DELETE-MANY`` (a POST with ``?delete``); ``POST /-/proxy-stats/reset`` answers
+the same and sets every count to zero. Neither is delayed nor counted.
 ``POST /-/proxy-lose-answer?method=PUT&path=SUBSTRING`` arms a one-shot fault: the next such request
 is forwarded and done by the store, and its answer is lost (the client's connection is closed
 without a response), as when a network drops it on the way back; the client retries.
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import select
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +37,36 @@ from urllib.parse import parse_qs, urlsplit
 PIECE = 1 << 20
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"}
 CONDITIONAL = {"if-match", "if-none-match"}
+LIST_PARAMETERS = {"list-type", "prefix", "delimiter"}
+
+
+def request_kind(method: str, path: str) -> str:
+    """The kind a request is counted as: its method, or LIST / DELETE-MANY."""
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    if method == "GET" and LIST_PARAMETERS & query.keys():
+        return "LIST"
+    if method == "POST" and "delete" in query:
+        return "DELETE-MANY"
+    return method
+
+
+class RequestStats:
+    """Thread-safe counts of the requests forwarded, by kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, kind: str) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+
+    def snapshot(self, reset: bool = False) -> dict[str, int]:
+        with self._lock:
+            counts = dict(sorted(self._counts.items()))
+            if reset:
+                self._counts.clear()
+        return counts
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -50,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
     delay: ClassVar[float] = 0.0
     strip_log: ClassVar[str | None] = None
     log_lock: ClassVar[threading.Lock] = threading.Lock()
+    stats: ClassVar[RequestStats] = RequestStats()
     #: Armed one-shot faults: (method, path substring) whose next answer is lost.
     lose: ClassVar[list[tuple[str, str]]] = []
     protocol_version = "HTTP/1.1"
@@ -133,8 +170,18 @@ class Handler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- response side
     def _control(self) -> bool:
-        """The proxy's own endpoints (``/-/...``); True when the request was one."""
+        """The proxy's own endpoints (``/-/...``); True when the request was one (answered here)."""
         url = urlsplit(self.path)
+        if (self.command, url.path) in (("GET", "/-/proxy-stats"), ("POST", "/-/proxy-stats/reset")):
+            for _piece in self._body_pieces():
+                pass
+            body = json.dumps(self.stats.snapshot(reset=self.command == "POST")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
         if url.path == "/-/proxy-ready":
             pass
         elif url.path == "/-/proxy-lose-answer":
@@ -159,6 +206,7 @@ class Handler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         if self.path.startswith("/-/") and self._control():
             return
+        self.stats.add(request_kind(self.command, self.path))
         if self.delay:
             time.sleep(self.delay)
         try:
