@@ -1,11 +1,12 @@
-"""Lock benchmark and soak on two real s3fs mounts of one moto bucket (two "hosts", A and B).
+"""Lock benchmark and soak on two real s3fs mounts of one bucket (two "hosts", A and B), on moto and
+SeaweedFS, at 0 and 20 ms per request (``--stores``, ``--latency``; ``bench/stores.py``).
 
 ``python -m bench lock``                     acquisition latency (settle included) + a short soak
 ``python -m bench lock -- --soak-writers 4 --soak-ops 25 --soak-sweeps 20``   the long soak
 ``python -m bench lock -- --quick``          fewer samples
 
 Latency: ``ocigc.lock.acquire.acquire`` in-process through mount A (uncontended shared and exclusive, the
-index.json hold), with the default settle delay of a FUSE mount (2 s) and with 0.5 s, plus the
+index.json hold), with the default settle delay of a FUSE mount (2 s) and with 1.2 s, plus the
 cost in storage operations. Soak: ``Soak`` (also used by ``tests/test_concurrency.py``) runs
 concurrent ``ocigc`` writers (push, tag, delete) from both mounts while sweeps run with
 ``--grace 0``, then checks that nothing a writer committed is lost and ``ocigc check`` is clean.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import Matrix, load_1min, save  # noqa: E402
+from bench.stores import BenchStore, add_store_arguments, open_store, store_matrix  # noqa: E402
 from tests.harness.tools import run_ocigc  # noqa: E402
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -300,67 +302,81 @@ def latency(mount: Path, settle: float, samples: int) -> dict[str, Any]:
     return out
 
 
+def run_store(store: BenchStore, args: argparse.Namespace, samples: int) -> dict[str, Any]:
+    """Latency through mount A, then the soak on mounts A and B, on one store and latency."""
+    a, b = store.path, store.mount_another("b")
+    out: dict[str, Any] = {"latency": [] if args.no_latency else [latency(a, s, samples) for s in (2.0, 1.2)]}
+    for row in out["latency"]:
+        print(f"{store.column}, settle {row['settle_s']:g}s: " + "; ".join(
+            f"{k} median {v['median_s']}s (p90 {v['p90_s']}s, +{v['over_settle_ms']} ms over settle, "
+            f"{v['storage_ops']} storage ops)" for k, v in row.items() if isinstance(v, dict)), flush=True)
+    if not args.no_soak:
+        # settle must exceed the mount's stat cache expiry (s3fs stat_cache_expire=1): see docs/locking.md
+        env = {"OCIGC_LOCK_TTL": "30", "OCIGC_LOCK_SETTLE": "1.2", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
+               "OCIGC_LOCK_BACKOFF_MAX": "0.5", "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2"}
+        soak = Soak(a, b, store.workdir / "soak", env_a={**env, "OCIGC_LOCK_HOST_ID": "bench-a"},
+                    env_b={**env, "OCIGC_LOCK_HOST_ID": "bench-b"}, writers_per_host=args.soak_writers,
+                    ops_per_writer=args.soak_ops, sweeps=args.soak_sweeps)
+        res = soak.run()
+        print(f"{store.column}: {res.summary()}")
+        for line in res.breaks:
+            print(f"lock break: {line}")
+        if res.lost or res.unexpected or res.check_exit:
+            print("FAILED:", json.dumps({"lost": res.lost, "unexpected": res.unexpected,
+                                         "check": res.check_output[-2000:]}, indent=1))
+            print("\n".join(res.details))
+        out["soak"] = res.to_json()
+    out["load"] = load_1min()
+    return out
+
+
+def fill(lat: Matrix, soak: Matrix, col: str, res: dict[str, Any]) -> None:
+    for row in res["latency"]:
+        for mode in ("shared", "exclusive", "hold"):
+            v = row[mode]
+            lat.put(f"settle {row['settle_s']:g} s: {mode}, median s", col, v["median_s"], res["load"])
+            lat.put(f"settle {row['settle_s']:g} s: {mode}, ms over settle", col, v["over_settle_ms"], res["load"])
+            lat.put(f"settle {row['settle_s']:g} s: {mode}, storage ops", col, v["storage_ops"], res["load"])
+    if "soak" in res:
+        s = res["soak"]
+        for key in ("operations", "seconds", "retries", "lock_busy_exits", "lost_race_exits", "index_races_journaled",
+                    "lock_breaks", "resurrected", "sweeps_done", "storage_ops", "check_exit"):
+            soak.put(key.replace("_", " "), col, s[key], res["load"])
+        soak.put("lost (committed tags missing)", col, len(s["lost"]), res["load"])
+        soak.put("unexpected exits", col, len(s["unexpected"]), res["load"])
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 samples, a soak of 1 writer per host x 2 operations")
     ap.add_argument("--samples", type=int, default=None)
-    ap.add_argument("--soak-writers", type=int, default=2, help="writers per host")
-    ap.add_argument("--soak-ops", type=int, default=6, help="operations per writer")
-    ap.add_argument("--soak-sweeps", type=int, default=4)
+    ap.add_argument("--soak-writers", type=int, default=None, help="writers per host (default 2)")
+    ap.add_argument("--soak-ops", type=int, default=None, help="operations per writer (default 6)")
+    ap.add_argument("--soak-sweeps", type=int, default=None, help="sweeps (default 4)")
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--no-latency", action="store_true")
+    add_store_arguments(ap)
     args = ap.parse_args(argv)
     samples = args.samples or (3 if args.quick else 10)
-
-    from tests.harness.mounts import S3FS_RECOMMENDED_OPTIONS, S3fsMount
-    from tests.harness.objectstores import MotoServer
-
+    args.soak_writers = args.soak_writers or (1 if args.quick else 2)
+    args.soak_ops = args.soak_ops or (2 if args.quick else 6)
+    args.soak_sweeps = args.soak_sweeps or (1 if args.quick else 4)
+    lat = Matrix("lock acquisition through s3fs mount A (in-process acquire)")
+    soak = Matrix(f"soak: {args.soak_writers} writers per host x {args.soak_ops} operations, "
+                  f"{args.soak_sweeps} sweeps, two s3fs mounts")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-lock-") as tmp:
-        work = Path(tmp)
-        server = MotoServer(work / "moto")
-        server.start()
-        mounts: list[Any] = []
-        try:
-            bucket = server.create_bucket("benchlock")
-            for n in ("a", "b"):
-                (work / n).mkdir()
-                m = S3fsMount(server, bucket, work / n / "mnt", work / n, S3FS_RECOMMENDED_OPTIONS)
-                m.mount()
-                mounts.append(m)
-            a, b = (Path(m.mount_point) for m in mounts)
-            results["latency"] = [] if args.no_latency else [latency(a, s, samples) for s in (2.0, 1.2)]
-            for row in results["latency"]:
-                print(f"settle {row['settle_s']:g}s: " + "; ".join(
-                    f"{k} median {v['median_s']}s (p90 {v['p90_s']}s, +{v['over_settle_ms']} ms over settle, "
-                    f"{v['storage_ops']} storage ops)" for k, v in row.items() if isinstance(v, dict)), flush=True)
-            if not args.no_soak:
-                # settle must exceed the mount's stat cache expiry (s3fs stat_cache_expire=1): see docs/locking.md
-                env = {"OCIGC_LOCK_TTL": "30", "OCIGC_LOCK_SETTLE": "1.2", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
-                       "OCIGC_LOCK_BACKOFF_MAX": "0.5", "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2"}
-                soak = Soak(a, b, work / "soak", env_a={**env, "OCIGC_LOCK_HOST_ID": "bench-a"},
-                            env_b={**env, "OCIGC_LOCK_HOST_ID": "bench-b"}, writers_per_host=args.soak_writers,
-                            ops_per_writer=args.soak_ops, sweeps=args.soak_sweeps)
-                res = soak.run()
-                print(res.summary())
-                for line in res.breaks:
-                    print(f"lock break: {line}")
-                if res.lost or res.unexpected or res.check_exit:
-                    print("FAILED:", json.dumps({"lost": res.lost, "unexpected": res.unexpected,
-                                                 "check": res.check_output[-2000:]}, indent=1))
-                    print("\n".join(res.details))
-                results["soak"] = res.to_json()
-        finally:
-            for m in mounts:
-                m.unmount()
-            server.stop()
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"lock-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"cpus": os.cpu_count(), **results}, indent=1))
+        for kind, ms in store_matrix(args):
+            with open_store(kind, ms, Path(tmp) / f"{kind}-{ms}") as store:
+                results[store.column] = run_store(store, args, samples)
+                fill(lat, soak, store.column, results[store.column])
+    for table in (lat, soak):
+        if table.rows:
+            print("\n" + table.markdown())
+    path = save("lock", {"stores": results, "tables": [lat.to_json(), soak.to_json()]})
     print(f"results: {path}", flush=True)
-    soak_ok = "soak" not in results or not (results["soak"]["lost"] or results["soak"]["unexpected"]
-                                            or results["soak"]["check_exit"])
+    soak_ok = all(not (r["soak"]["lost"] or r["soak"]["unexpected"] or r["soak"]["check_exit"])
+                  for r in results.values() if "soak" in r)
     return 0 if soak_ok else 1
 
 

@@ -1,366 +1,281 @@
-"""Benchmark: ocigc push and pull against ``cp`` of the same bytes, on local disk and on s3fs.
+"""Benchmark: ocigc push and pull against ``cp`` and boto3 of the same bytes, on local disk and on object
+stores (moto and SeaweedFS, 0 and 20 ms per request) through s3fs and through ``s3://``.
 
-    .venv/bin/python bench/bench_push_pull.py                      # every case, local and s3fs
-    .venv/bin/python bench/bench_push_pull.py --targets local --cases 64M,1G
+    python -m bench push_pull                                   # every case, local and every store/latency
+    python -m bench push_pull -- --quick                        # 1 MiB and 1 MiB x 4, one run each
+    python -m bench push_pull -- --targets s3fs,s3 --cases 64M,1G --stores seaweedfs --latency 20
 
-For each case (single blobs 8 MiB .. 1 GiB, and 16MiBx8 / 64MiBx8 multi-blob artifacts) and each
-target (a local directory, an s3fs mount of a moto bucket started here), in one run, side by side:
+Cases (``--cases``, alias ``--sizes``): single files of 8 MiB, 64 MiB, 256 MiB, 1 GiB and 2 GiB, and
+artifacts of 16 MiB x 8, 64 MiB x 8 and 64 MiB x 16 files. Targets (``--targets``):
 
-- ``cp`` of the payload files into the target (the push baseline; also ``cp`` + ``sync FILE...``,
-  the durability push has: it fsyncs every blob before the rename) and back out (the pull baseline);
-- ``ocigc push`` / ``ocigc pull`` of the same files (push also once with ``os.fsync`` stubbed out,
-  to show what the blobs' fsync costs), twice over: the CLI end to end (interpreter
-  start-up included) and the library call alone in a fresh interpreter (``transfer``), whose peak
-  RSS (``ru_maxrss``) is the peak memory reported.
+- ``local``: a local directory. ``cp`` of the payload files into it (also ``cp`` + ``sync FILE...``,
+  the durability push has: it fsyncs every blob before the rename) and back out, against ``ocigc
+  push``/``pull`` (push also once with ``os.fsync`` stubbed out); ``bench/push_pull_local.py``.
+- ``s3fs``: for each store and latency (``--stores``, ``--latency``; ``bench/stores.py``), an s3fs
+  mount of a fresh bucket (through the latency proxy when latency > 0): ``cp`` into the mount and
+  back out against ``ocigc push MOUNT/...`` and ``ocigc pull``.
+- ``s3``: the same bucket as ``s3://``: boto3's transfer manager with its defaults (what
+  ``upload_file``/``download_file`` and ``aws s3 cp`` use: 8 MiB parts, 10 requests at a time; every
+  file of an artifact in one manager) against ``ocigc push s3://...`` and ``ocigc pull``.
 
-Throughput ratio = cp time / ocigc time (1.0 = as fast as cp); the table's main ratios use the
-library call (``transfer``), the ``(CLI)`` ones the whole command with its interpreter start-up.
-Each measurement is repeated ``--repeat`` times and the fastest kept, for cp and ocigc alike.
-Payloads and outputs are deleted after each case. Results are printed as a Markdown table and
-written as JSON (``--json``).
+ocigc runs twice over: the library call alone in a fresh interpreter (``transfer``, the main ratio;
+its peak RSS is the peak memory reported) and the CLI end to end (interpreter start-up included);
+boto3 likewise (its transfer alone, and its process's wall time for the CLI ratio; ``cp`` has no
+start-up to speak of). Ratio = peer time / ocigc time (1.0 = as fast as the peer; above 1, faster).
+Each measurement is repeated ``--repeat`` times (the contenders alternate, each run on fresh names)
+and the fastest kept; each row records the 1-minute load average (``uptime``) after it. Payloads,
+outputs and uploads are deleted after each case. Results: Markdown tables, JSON under bench/results.
 
-On s3fs, before the cases above, ``--publish-cases`` (default 8M,64M,256M) measures what writing
+``--publish-cases`` (default none) also measures, on s3fs of each store and latency, what writing
 blobs safely costs there: the same push with blobs written straight to their digest name (the old
-path, patched in for the comparison only: a push killed half-way leaves a short blob) and through
-a temp name renamed into place (what push does; s3fs turns the rename into CopyObject + DELETE),
-alternating, in the same run, plus ``mv`` of a file of that size on the mount.
+path, patched in for the comparison only) and through a temp name renamed into place (what push
+does; s3fs turns the rename into CopyObject + DELETE), plus ``mv`` of a file of that size.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MiB = 1024 * 1024
-CASES: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
-    "8M": (1, 8 * MiB), "64M": (1, 64 * MiB), "256M": (1, 256 * MiB), "1G": (1, 1024 * MiB),
-    "16Mx8": (8, 16 * MiB), "64Mx8": (8, 64 * MiB),
-}
+from bench.common import Matrix, load_1min, save
+from bench.push_pull_local import (
+    CaseResult,
+    PublishResult,
+    local_table,
+    publish_table,
+    run_local_case,
+    run_publish_case,
+)
+from bench.stores import BenchStore, add_store_arguments, open_store, store_matrix
+from bench.transfer import CASES, DEFAULT_CASES, QUICK_CASES, Timing, boto_driver, ocigc_driver, payload, rm, run_timed
 
-_DRIVER = r"""
-import json, os, resource, sys, time
-t0 = time.perf_counter()
-mode, args = sys.argv[1], json.loads(sys.argv[2])
-from ocigc.layout.layout import Layout
-from ocigc.transfer.pull import pull
-from ocigc.transfer.push import PushRequest, push
-from ocigc.oci.refs import parse_reference
-from ocigc.storage.open_storage import open_storage
-if args.get("nofsync"):  # diagnostic only: what the blobs' fsync costs
-    os.fsync = os.fdatasync = lambda fd: None
-if args.get("direct"):  # comparison only: the old, unsafe path (blobs straight to their digest name)
-    import contextlib
-    from ocigc.storage.local import LocalStorage
-
-    @contextlib.contextmanager
-    def _direct(self, rel):
-        target = self._p(rel)
-        self.counter.add("write")
-        try:
-            with open(target, "wb") as f:
-                yield f
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
-            raise
-
-    LocalStorage.open_write_content = _direct
-from ocigc.storage.base import GLOBAL_COUNTER
-t1 = time.perf_counter()
-if mode == "push":
-    push(PushRequest(args["layout"], ["v1"], args["files"], cwd=args["cwd"], concurrency=args["jobs"]))
-else:
-    ref = parse_reference(args["layout"] + ":v1")
-    pull(Layout.open(open_storage(ref.path)), ref, args["out"], concurrency=args["jobs"])
-t2 = time.perf_counter()
-print(json.dumps({"seconds": t2 - t1, "import": t1 - t0, "ops": GLOBAL_COUNTER.snapshot(),
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+TARGETS = ("local", "s3fs", "s3")
 
 
 @dataclass
-class Timing:
-    seconds: float
-    maxrss_mib: float | None = None
-    ops: dict[str, int] = field(default_factory=dict)
+class StoreRow:
+    """One operation of one case on one store and latency: ocigc and its peer, fastest of the runs."""
 
-
-@dataclass
-class CaseResult:
-    target: str
+    column: str
     case: str
     bytes: int
-    cp_push: float
-    cp_sync_push: float
-    cp_pull: float
-    push_cli: float
-    pull_cli: float
-    push_transfer: float
-    push_nofsync: float
-    pull_transfer: float
-    push_rss_mib: float
-    pull_rss_mib: float
-    cli_rss_mib: float
-    notes: list[str] = field(default_factory=list)
+    path: str  # "s3fs" or "s3://"
+    op: str  # "push" or "pull"
+    peer: str  # "cp" or "boto3"
+    peer_s: float  # the peer's transfer (cp: its wall time)
+    peer_wall_s: float  # the peer's process, start-up included
+    ocigc_s: float  # the library call alone
+    ocigc_cli_s: float  # the CLI end to end
+    ocigc_rss_mib: float
+    ocigc_requests: int | None
+    peer_requests: int | None
+    load: float
 
     @property
-    def push_ratio(self) -> float:
-        return self.cp_push / self.push_transfer
+    def ratio(self) -> float:
+        return self.peer_s / self.ocigc_s
 
     @property
-    def pull_ratio(self) -> float:
-        return self.cp_pull / self.pull_transfer
-
-    @property
-    def push_ratio_sync(self) -> float:
-        return self.cp_sync_push / self.push_transfer
-
-    @property
-    def push_ratio_cli(self) -> float:
-        return self.cp_push / self.push_cli
-
-    @property
-    def pull_ratio_cli(self) -> float:
-        return self.cp_pull / self.pull_cli
+    def ratio_cli(self) -> float:
+        return self.peer_wall_s / self.ocigc_cli_s
 
 
-def _run_timed(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timing:
-    """Wall time and peak RSS of one child (``wait4`` gives that child's own rusage)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} -> {proc.returncode}\n{out}\n{err}")
-    return Timing(elapsed, usage.ru_maxrss / 1024)
+class Runner:
+    """The measurements of one case on one store: fresh names per run, the fastest of ``repeat``."""
 
+    def __init__(self, store: BenchStore, case: str, scratch: Path, opts: argparse.Namespace,
+                 env: dict[str, str]) -> None:
+        self.store, self.case, self.scratch, self.opts = store, case, scratch, opts
+        self.env = {**env, **store.env()}
+        self.ocigc = [str(Path(sys.executable).with_name("ocigc"))]
+        files, self.size = CASES[case]
+        self.source = scratch / f"payload-{case}"
+        self.names = payload(self.source, files, self.size)
+        self.prefixes: list[str] = []
+        self.requests: dict[str, int] = {}
 
-def _driver(mode: str, params: dict[str, Any], env: dict[str, str]) -> Timing:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, mode, json.dumps(params)], env=env,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"driver {mode} failed after {time.perf_counter() - start:.1f}s:\n{proc.stderr}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Timing(data["seconds"], data["maxrss_kib"] / 1024, data.get("ops") or {})
+    def fresh(self, kind: str, i: int) -> str:
+        """A new top-level name in the bucket (no s3fs cache or store folder carries over between runs)."""
+        name = f"{kind}-{self.case}-{i}"
+        self.prefixes.append(name)
+        return name
 
-
-def _best(n: int, fn: Any, *args: Any, reset: Any = None) -> Timing:
-    best: Timing | None = None
-    for _ in range(n):
-        if reset is not None:
-            reset()
+    def measure(self, label: str, fn: Callable[..., Timing], *args: Any) -> Timing:
+        """``fn(*args)``, and the requests it caused when the store counts them."""
+        self.store.reset_counts()
         t = fn(*args)
-        if best is None or t.seconds < best.seconds:
-            best = Timing(t.seconds, max(t.maxrss_mib or 0, (best.maxrss_mib or 0) if best else 0), t.ops)
-    assert best is not None
-    return best
+        if self.store.counting:
+            self.requests[label] = sum(self.store.counts().values())
+        return t
 
+    def out(self, kind: str, i: int) -> Path:
+        d = self.scratch / f"out-{kind}-{self.case}-{i}"
+        rm(d)
+        d.mkdir()
+        return d
 
-def _payload(directory: Path, files: int, size: int) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    names = []
-    block = os.urandom(MiB)
-    for i in range(files):
-        name = f"blob{i}.bin"
-        with open(directory / name, "wb") as f:
-            for j in range(size // MiB):
-                f.write(i.to_bytes(4, "big") + j.to_bytes(4, "big") + block[8:])
-        names.append(name)
-    return names
-
-
-def _rm(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
-def _sync() -> None:
-    os.sync()
-
-
-def run_case(target: str, base: Path, case: str, scratch: Path, repeat: int, jobs: int,
-             ocigc: list[str], env: dict[str, str]) -> CaseResult:
-    files, size = CASES[case]
-    payload = scratch / f"payload-{case}"
-    names = _payload(payload, files, size)
-    total = files * size
-    cp_dir = base / f"cp-{case}"
-    lay = base / f"lay-{case}"
-    out_cp = scratch / f"out-cp-{case}"
-    out = scratch / f"out-{case}"
-    notes: list[str] = []
-    try:
-        def reset_cp() -> None:
-            _rm(cp_dir)
-            cp_dir.mkdir()
-            _sync()
-
-        def reset_lay() -> None:
-            _rm(lay)
-            _sync()
-
-        cp_push = _best(repeat, _run_timed, ["cp", *names, str(cp_dir)], None, payload, reset=reset_cp)
-        # the same durability as push, which fsyncs every blob before renaming it into place
-        cp_sync = _best(repeat, _run_timed, ["sh", "-c", 'cp "$@" "$D" && cd "$D" && sync "$@"', "sh", *names],
-                        {**os.environ, "D": str(cp_dir)}, payload, reset=reset_cp)
-        push_t = _best(repeat, _driver, "push", {"layout": str(lay), "files": names, "cwd": str(payload),
-                                                 "jobs": jobs}, env, reset=reset_lay)
-        push_nf = _best(repeat, _driver, "push", {"layout": str(lay), "files": names, "cwd": str(payload),
-                                                  "jobs": jobs, "nofsync": True}, env, reset=reset_lay)
-        reset_lay()
-        push_cli = _best(repeat, _run_timed, [*ocigc, "push", "-q", f"{lay}:v1", *names,
-                                              "--concurrency", str(jobs)], env, payload, reset=reset_lay)
-
-        def reset_out_cp() -> None:
-            _rm(out_cp)
-            out_cp.mkdir()
-            _sync()
-
-        def reset_out() -> None:
-            _rm(out)
-            _sync()
-
-        cp_pull = _best(repeat, _run_timed, ["cp", *[str(cp_dir / n) for n in names], str(out_cp)], None,
-                        reset=reset_out_cp)
-        pull_t = _best(repeat, _driver, "pull", {"layout": str(lay), "out": str(out), "jobs": jobs}, env,
-                       reset=reset_out)
-        pull_cli = _best(repeat, _run_timed, [*ocigc, "pull", "-q", f"{lay}:v1", "-o", str(out),
-                                              "--concurrency", str(jobs)], env, reset=reset_out)
-        for n in names:
-            if (out / n).stat().st_size != size:
+    def pulled(self, label: str, fn: Callable[..., Timing], *args: Any) -> Timing:
+        """A pull into ``args[-1]`` (a fresh directory), then a check of the files' sizes."""
+        out = args[-1]
+        t = self.measure(label, fn, *args)
+        for n in self.names:
+            if (out / n).stat().st_size != self.size:
                 raise RuntimeError(f"{out / n}: wrong size after pull")
-        return CaseResult(target, case, total, cp_push.seconds, cp_sync.seconds, cp_pull.seconds,
-                          push_cli.seconds, pull_cli.seconds, push_t.seconds, push_nf.seconds, pull_t.seconds,
-                          push_t.maxrss_mib or 0, pull_t.maxrss_mib or 0,
-                          max(push_cli.maxrss_mib or 0, pull_cli.maxrss_mib or 0), notes)
-    finally:
-        for p in (payload, cp_dir, lay, out_cp, out):
-            _rm(p)
+        rm(out)
+        return t
+
+    def push_args(self, lay: str) -> list[str]:
+        return [*self.ocigc, "push", "-q", f"{lay}:v1", *self.names, "--concurrency", str(self.opts.concurrency)]
+
+    def ocigc_push(self, lay: str) -> Timing:
+        return ocigc_driver("push", {"layout": lay, "files": self.names, "cwd": str(self.source),
+                                     "jobs": self.opts.concurrency}, self.env)
+
+    def ocigc_pull(self, lay: str, out: Path) -> Timing:
+        return ocigc_driver("pull", {"layout": lay, "out": str(out), "jobs": self.opts.concurrency}, self.env)
+
+    def cli_pull(self, lay: str, out: Path) -> Timing:
+        return run_timed([*self.ocigc, "pull", "-q", f"{lay}:v1", "-o", str(out), "--concurrency",
+                          str(self.opts.concurrency)], self.env)
+
+    def s3fs_round(self, i: int) -> tuple[dict[str, Timing], dict[str, Timing]]:
+        """cp into the mount and out again, ocigc push and pull (library call, CLI) through it."""
+        base = self.store.path
+        cp_dir = base / self.fresh("cp", i)
+        cp_dir.mkdir()
+        lay, cli = str(base / self.fresh("lay", i)), str(base / self.fresh("cli", i))
+        push = {"peer": self.measure("cp push", run_timed, ["cp", *self.names, str(cp_dir)], None, self.source),
+                "ocigc": self.measure("ocigc push", self.ocigc_push, lay),
+                "cli": self.measure("ocigc CLI push", run_timed, self.push_args(cli), self.env, self.source)}
+        pull = {"peer": self.pulled("cp pull", lambda out: run_timed(["cp", *[str(cp_dir / n) for n in self.names],
+                                                                          str(out)]), self.out("cp", i)),
+                "ocigc": self.pulled("ocigc pull", self.ocigc_pull, lay, self.out("ocigc", i)),
+                "cli": self.pulled("ocigc CLI pull", self.cli_pull, lay, self.out("cli", i))}
+        return push, pull
+
+    def s3_round(self, i: int) -> tuple[dict[str, Timing], dict[str, Timing]]:
+        """boto3 up and down, ocigc push and pull (library call, CLI) on s3://."""
+        up = self.fresh("up", i) + "/"
+        lay, cli = self.store.url(self.fresh("lay3", i)), self.store.url(self.fresh("cli3", i))
+        boto = {"bucket": self.store.bucket, "prefix": up, "files": self.names}
+        push = {"peer": self.measure("boto3 push", boto_driver, "push", {**boto, "cwd": str(self.source)}, self.env),
+                "ocigc": self.measure("ocigc push s3", self.ocigc_push, lay),
+                "cli": self.measure("ocigc CLI push s3", run_timed, self.push_args(cli), self.env, self.source)}
+        pull = {"peer": self.pulled("boto3 pull", lambda out: boto_driver("pull", {**boto, "out": str(out)}, self.env),
+                                    self.out("boto3", i)),
+                "ocigc": self.pulled("ocigc pull s3", self.ocigc_pull, lay, self.out("ocigc", i)),
+                "cli": self.pulled("ocigc CLI pull s3", self.cli_pull, lay, self.out("cli", i))}
+        return push, pull
+
+    def rounds(self, one: Callable[[int], tuple[dict[str, Timing], dict[str, Timing]]]) -> tuple[
+            dict[str, Timing], dict[str, Timing]]:
+        """``repeat`` rounds; of each contender the fastest run."""
+        results = []
+        for i in range(self.opts.repeat):
+            results.append(one(i))
+            self.clean()
+
+        def fastest(runs: list[dict[str, Timing]]) -> dict[str, Timing]:
+            return {k: min((r[k] for r in runs), key=lambda t: t.seconds) for k in runs[0]}
+
+        return fastest([r[0] for r in results]), fastest([r[1] for r in results])
+
+    def row(self, path: str, op: str, t: dict[str, Timing]) -> StoreRow:
+        peer = "cp" if path == "s3fs" else "boto3"
+        suffix = "" if path == "s3fs" else " s3"
+        return StoreRow(self.store.column, self.case, len(self.names) * self.size, path, op, peer,
+                        t["peer"].seconds, t["peer"].wall or t["peer"].seconds, t["ocigc"].seconds,
+                        t["cli"].seconds, t["ocigc"].maxrss_mib or 0, self.requests.get(f"ocigc {op}{suffix}"),
+                        self.requests.get(f"{peer} {op}"), load_1min())
+
+    def clean(self) -> None:
+        """Remove what the rounds so far wrote to the bucket."""
+        for prefix in self.prefixes:
+            self.store.delete_prefix(prefix)
+        self.prefixes.clear()
+
+    def run(self, targets: list[str]) -> list[StoreRow]:
+        rows = []
+        try:
+            for target, path in (("s3fs", "s3fs"), ("s3", "s3://")):
+                if target in targets:
+                    push, pull = self.rounds(self.s3fs_round if target == "s3fs" else self.s3_round)
+                    rows += [self.row(path, "push", push), self.row(path, "pull", pull)]
+        finally:
+            rm(self.source)
+            self.clean()
+            self.store.vacuum()
+        return rows
 
 
-@dataclass
-class PublishResult:
-    """One blob pushed onto a mount twice in the same run: written straight to its digest name (the
-    old path, unsafe: a kill leaves a short blob there) and to a temp name renamed into place (the
-    current path), plus ``mv`` of a file of the same size on the mount (what the rename costs there)."""
-
-    target: str
-    case: str
-    bytes: int
-    direct: float
-    temp_rename: float
-    mv: float
-    direct_ops: dict[str, int]
-    temp_rename_ops: dict[str, int]
-    load: list[float]
-
-    @property
-    def extra(self) -> float:
-        return self.temp_rename - self.direct
+def store_tables(rows: list[StoreRow], note: str) -> list[Matrix]:
+    tables = {op: Matrix(f"{op} on object stores: peer / ocigc (ocigc s vs peer s)", note) for op in ("push", "pull")}
+    for r in rows:
+        t = tables[r.op]
+        t.put(f"{r.case} {r.path}: {r.peer} / ocigc", r.column,
+              f"{r.ratio:.2f} ({r.ocigc_s:.2f} vs {r.peer_s:.2f})", r.load)
+        t.put(f"{r.case} {r.path}: {r.peer} / ocigc CLI", r.column,
+              f"{r.ratio_cli:.2f} ({r.ocigc_cli_s:.2f} vs {r.peer_wall_s:.2f})", r.load)
+    return list(tables.values())
 
 
-def run_publish_case(target: str, base: Path, case: str, scratch: Path, repeat: int, jobs: int,
-                     env: dict[str, str]) -> PublishResult:
-    """Push of one case onto ``base`` with blobs written directly vs through a temp name and a rename;
-    the two runs alternate (direct first in odd rounds) and the fastest of each is kept."""
-    files, size = CASES[case]
-    payload = scratch / f"payload-{case}"
-    names = _payload(payload, files, size)
-    lay = base / f"pub-{case}"
-    mv_dir = base / f"mv-{case}"
-    params = {"layout": str(lay), "files": names, "cwd": str(payload), "jobs": jobs}
-    best: dict[bool, Timing] = {}
-    try:
-        def reset_lay() -> None:
-            _rm(lay)
-            _sync()
-
-        for i in range(repeat):
-            for direct in ((True, False) if i % 2 == 0 else (False, True)):
-                reset_lay()
-                t = _driver("push", {**params, "direct": direct}, env)
-                if direct not in best or t.seconds < best[direct].seconds:
-                    best[direct] = t
-
-        def reset_mv() -> None:
-            _rm(mv_dir)
-            mv_dir.mkdir()
-            subprocess.run(["cp", str(payload / names[0]), str(mv_dir / "a")], check=True)
-            _sync()
-
-        mv = _best(repeat, _run_timed, ["mv", str(mv_dir / "a"), str(mv_dir / "b")], None, reset=reset_mv)
-        return PublishResult(target, case, files * size, best[True].seconds, best[False].seconds, mv.seconds,
-                             best[True].ops, best[False].ops, [round(x, 2) for x in os.getloadavg()])
-    finally:
-        for p in (payload, lay, mv_dir):
-            _rm(p)
+def run_stores(opts: argparse.Namespace, cases: list[str], publish_cases: list[str], targets: list[str],
+               scratch: Path, env: dict[str, str]) -> tuple[list[StoreRow], list[PublishResult]]:
+    rows: list[StoreRow] = []
+    publish: list[PublishResult] = []
+    for kind, ms in store_matrix(opts):
+        with open_store(kind, ms, scratch / f"store-{kind}-{ms}") as store:
+            for case in publish_cases:
+                publish.append(run_publish_case(store.column, store.path, case, scratch, opts.repeat,
+                                                opts.concurrency, {**env, **store.env()}))
+                print(publish_table(publish[-1:]).splitlines()[-1], flush=True)
+            for case in cases:
+                for r in Runner(store, case, scratch, opts, env).run(targets):
+                    rows.append(r)
+                    print(f"{r.column} {r.case} {r.path} {r.op}: {r.peer} / ocigc {r.ratio:.2f} "
+                          f"({r.ocigc_s:.2f} s vs {r.peer_s:.2f} s), CLI {r.ratio_cli:.2f}, load {r.load}", flush=True)
+    return rows, publish
 
 
-def _publish_table(results: list[PublishResult]) -> str:
-    rows = ["| target | case | push, direct to digest name s | push, temp + rename s | extra s | extra % "
-            "| mv of the same size s | renames (direct / temp) | load (1/5/15 min) |", "|" + "---|" * 9]
-    for r in results:
-        rows.append(f"| {r.target} | {r.case} | {r.direct:.2f} | {r.temp_rename:.2f} | {r.extra:+.2f} | "
-                    f"{100 * r.extra / r.direct:+.0f}% | {r.mv:.2f} | {r.direct_ops.get('rename', 0)} / "
-                    f"{r.temp_rename_ops.get('rename', 0)} | {' '.join(map(str, r.load))} |")
-    return "\n".join(rows)
-
-
-def _table(results: list[CaseResult]) -> str:
-    head = ("| target | case | MiB | cp s | cp+sync s | ocigc push s | push / cp | push / cp+sync "
-            "| push w/o fsync / cp | cp pull s | ocigc pull s | pull / cp | push / cp (CLI) | pull / cp (CLI) "
-            "| peak RSS push / pull / CLI MiB |")
-    rows = [head, "|" + "---|" * 15]
-    for r in results:
-        rows.append(
-            f"| {r.target} | {r.case} | {r.bytes // MiB} | {r.cp_push:.2f} | {r.cp_sync_push:.2f} | "
-            f"{r.push_transfer:.2f} | {r.push_ratio:.2f} | {r.push_ratio_sync:.2f} | "
-            f"{r.cp_push / r.push_nofsync:.2f} | {r.cp_pull:.2f} | "
-            f"{r.pull_transfer:.2f} | {r.pull_ratio:.2f} | {r.push_ratio_cli:.2f} | {r.pull_ratio_cli:.2f} | "
-            f"{r.push_rss_mib:.0f} / {r.pull_rss_mib:.0f} / {r.cli_rss_mib:.0f} |")
-    return "\n".join(rows)
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--targets", default=",".join(TARGETS), help=",".join(TARGETS))
+    ap.add_argument("--cases", "--sizes", dest="cases", default=None,
+                    help=f"default {','.join(DEFAULT_CASES)}; any of {','.join(CASES)}")
+    ap.add_argument("--quick", action="store_true", help=f"cases {','.join(QUICK_CASES)}, one run each")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per measurement; the fastest is kept (default 2)")
+    ap.add_argument("--concurrency", type=int, default=5, help="ocigc --concurrency (oras' push default)")
+    ap.add_argument("--scratch", default=None, help="local directory for payloads and pulls (default: a temp dir)")
+    ap.add_argument("--publish-cases", default="",
+                    help="on s3fs, also push these cases with blobs written straight to their digest name "
+                         "(the old path) and through a temp name + rename (the current one)")
+    ap.add_argument("--settle", default=None,
+                    help="OCIGC_LOCK_SETTLE for ocigc (default: the lock protocol's own, 2 s on FUSE, 0.1 s local)")
+    add_store_arguments(ap)
+    opts = ap.parse_args(argv)
+    opts.cases = opts.cases if opts.cases is not None else ",".join(QUICK_CASES if opts.quick else DEFAULT_CASES)
+    opts.repeat = opts.repeat or (1 if opts.quick else 2)
+    unknown = [c for c in opts.cases.split(",") + opts.publish_cases.split(",") if c and c not in CASES]
+    unknown += [t for t in opts.targets.split(",") if t and t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown cases or targets {unknown}")
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--targets", default="local,s3fs", help="local,s3fs")
-    ap.add_argument("--cases", default=",".join(CASES), help=",".join(CASES))
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is kept")
-    ap.add_argument("--concurrency", type=int, default=5, help="ocigc --concurrency (oras' push default)")
-    ap.add_argument("--scratch", default=None, help="local directory for payloads and pulls (default: a temp dir)")
-    ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
-    ap.add_argument("--publish-cases", default="8M,64M,256M",
-                    help="on s3fs, also push these cases with blobs written straight to their digest name "
-                         "(the old path) and through a temp name + rename (the current one); '' skips it")
-    ap.add_argument("--settle", default=None,
-                    help="OCIGC_LOCK_SETTLE for ocigc (default: the lock protocol's own, 2 s on FUSE, 0.1 s local)")
-    opts = ap.parse_args(argv)
+    opts = parse(argv)
     cases = [c for c in opts.cases.split(",") if c]
     publish_cases = [c for c in opts.publish_cases.split(",") if c]
-    unknown = [c for c in cases + publish_cases if c not in CASES]
-    if unknown:
-        ap.error(f"unknown cases {unknown}")
     targets = [t for t in opts.targets.split(",") if t]
-    ocigc = [str(Path(sys.executable).with_name("ocigc"))]
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -368,58 +283,41 @@ def main(argv: list[str] | None = None) -> int:
         env["OCIGC_LOCK_SETTLE"] = opts.settle
     else:
         env.pop("OCIGC_LOCK_SETTLE", None)
-    results: list[CaseResult] = []
+    local: list[CaseResult] = []
+    rows: list[StoreRow] = []
     publish: list[PublishResult] = []
+    ocigc = [str(Path(sys.executable).with_name("ocigc"))]
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-", dir=opts.scratch) as tmp:
         scratch = Path(tmp)
-        for target in targets:
-            if target == "local":
-                base = scratch / "local-target"
-                base.mkdir()
-                for case in cases:
-                    results.append(run_case("local", base, case, scratch, opts.repeat, opts.concurrency, ocigc, env))
-                    print(_table(results[-1:]).splitlines()[-1], flush=True)
-            elif target == "s3fs":
-                from tests.harness.mounts import S3fsMount
-                from tests.harness.objectstores import MotoServer
-
-                server = MotoServer(scratch / "moto")
-                server.start()
-                mount: S3fsMount | None = None
-                try:
-                    bucket = server.create_bucket("bench")
-                    mount = S3fsMount(server, bucket, scratch / "mnt", scratch / "s3fs")
-                    (scratch / "s3fs").mkdir(exist_ok=True)
-                    mount.mount()
-                    for case in publish_cases:
-                        publish.append(run_publish_case("s3fs", mount.mount_point, case, scratch, opts.repeat,
-                                                        opts.concurrency, env))
-                        print(_publish_table(publish[-1:]).splitlines()[-1], flush=True)
-                    for case in cases:
-                        results.append(run_case("s3fs", mount.mount_point, case, scratch, opts.repeat,
-                                                opts.concurrency, ocigc, env))
-                        print(_table(results[-1:]).splitlines()[-1], flush=True)
-                finally:
-                    if mount is not None:
-                        mount.unmount()
-                    server.stop()
-            else:
-                ap.error(f"unknown target {target!r}")
-    print()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{platform.node()} {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"repeat {opts.repeat}, concurrency {opts.concurrency}, lock settle {opts.settle or 'default'}, "
-          f"load average at the end {load:.1f}")
-    print(_table(results))
+        if "local" in targets:
+            base = scratch / "local-target"
+            base.mkdir()
+            for case in cases:
+                local.append(run_local_case("local", base, case, scratch, opts.repeat, opts.concurrency, ocigc, env))
+                print(local_table(local[-1:]).splitlines()[-1], flush=True)
+        if {"s3fs", "s3"} & set(targets) or publish_cases:
+            rows, publish = run_stores(opts, cases, publish_cases, targets, scratch, env)
+    print(f"\n{platform.node()} {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"repeat {opts.repeat}, concurrency {opts.concurrency}, lock settle {opts.settle or 'default'}\n")
+    if local:
+        print(local_table(local) + "\n")
+    note = ("Ratio = peer time / ocigc time (above 1: ocigc faster); in brackets ocigc's and the peer's seconds. "
+            "Peers: cp through the s3fs mount, boto3's transfer manager for s3://. The CLI rows compare whole "
+            "processes (start-up included); the others the transfer alone.")
+    tables = store_tables(rows, note)
+    for t in tables:
+        if t.rows:
+            print(t.markdown() + "\n")
     if publish:
-        print()
         print("Blob writes on s3fs: straight to the digest name (old) vs temp name + rename (current)")
-        print(_publish_table(publish))
-    if opts.json_path:
-        Path(opts.json_path).write_text(json.dumps({
-            "results": [{**asdict(r), "push_ratio": r.push_ratio, "push_ratio_sync": r.push_ratio_sync,
-                         "pull_ratio": r.pull_ratio} for r in results],
-            "publish": [{**asdict(r), "extra": r.extra} for r in publish]}, indent=1))
+        print(publish_table(publish))
+    path = save("push_pull", {
+        "options": vars(opts),
+        "local": [{**asdict(r), "push_ratio": r.push_ratio, "pull_ratio": r.pull_ratio} for r in local],
+        "stores": [{**asdict(r), "ratio": r.ratio, "ratio_cli": r.ratio_cli} for r in rows],
+        "publish": [{**asdict(r), "extra": r.extra} for r in publish],
+        "tables": [t.to_json() for t in tables]})
+    print(f"results: {path}")
     return 0
 
 

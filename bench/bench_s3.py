@@ -1,129 +1,196 @@
-"""Native s3:// vs an s3fs mount: the same 10,000-blob layout swept both ways, side by side.
+"""Sweep on object stores: ``ocigc sweep`` through an s3fs mount and through ``s3://``, ``umoci gc``
+through the same mount, and the I/O floor of each, on moto and SeaweedFS, at 0 and 20 ms per request.
 
-One moto server, one bucket, the layout uploaded twice (``fuse/<repo>`` and ``native/<repo>``); an s3fs
-mount of the bucket (the harness's recommended options). Each sweep runs as a child process; the
-requests it causes are counted from moto's request log (every HTTP request the server answered,
-whoever sent it: ocigc's boto3 client or the s3fs daemon), by method. Afterwards both copies must hold
-exactly the reachable blobs.
+    python -m bench s3                                  # SPEC_2000 and 10,000 blobs, every store and latency
+    python -m bench s3 -- --quick                       # one small layout (smoke test)
+    python -m bench s3 -- --sizes 2000 --stores seaweedfs --latency 20
 
-    python -m bench s3                    # 10,000 blobs
-    python -m bench s3 -- --blobs 2000    # smaller
+For each store and latency (a fresh store, bucket and s3fs mount; ``bench/stores.py``) and each
+layout (``--sizes``: ``2000`` is ``bench_sweep.SPEC_2000``, another N a generated layout of about N
+blobs), every contender runs as a child process on its own copy of the layout, uploaded with boto3
+straight to the store just before and removed just after (so a listing never scans another copy):
+
+- ``ocigc sweep MOUNT/... --grace 0 --yes --jobs 16`` and ``ocigc sweep s3://BUCKET/... (same)``;
+- ``umoci gc --layout MOUNT/...``;
+- the I/O floor through the mount (``bench_sweep.io_floor``: one listing, a read per reachable
+  manifest, a stat and an unlink per garbage blob, 16 threads) and for ``s3://`` (``s3_floor``: the
+  minimum boto3 requests: a listing per 1,000 keys, a GET of ``index.json`` and of each reachable
+  manifest, a DeleteObjects per 1,000 garbage keys, 16 threads).
+
+Requests are counted by the latency proxy (at 0 ms a proxy with no delay sits in the path): every
+request of the tool or of the s3fs daemon serving it. Afterwards each copy must hold exactly the
+reachable blobs.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
-from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import OCIGC, ObjectStore, object_store, ratio, save, timed
-from bench.gen import generate, spec_for_blobs
+from bench.bench_sweep import SPEC_2000, floor_script
+from bench.common import OCIGC, ROOT, Matrix, load_1min, save, timed
+from bench.gen import Generated, age_tree, generate, spec_for_blobs
+from bench.stores import S3_PAGE, BenchStore, add_store_arguments, open_store, store_matrix
 
 JOBS = 16
-_REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/[0-9.]+')
+CONTENDERS = ("ocigc s3fs", "ocigc s3://", "umoci s3fs", "floor s3fs", "floor s3://")
 
 
-def requests_since(log: Path, offset: int, prefix: str = "") -> tuple[Counter[str], int, int]:
-    """Requests in moto's log after byte ``offset`` that concern keys under ``prefix``, by method; the
-    number of other requests (whoever else used the server or the mount meanwhile); the new offset."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    counts: Counter[str] = Counter()
-    others = 0
-    for line in data.decode(errors="replace").splitlines():
-        m = _REQUEST.search(line)
-        if not m:
-            continue
-        method, path = m.groups()
-        path = unquote(path)
-        if prefix and f"/{prefix}" not in path and f"prefix={prefix}" not in path and "delete" not in path:
-            others += 1
-            continue
-        kind = "LIST" if method == "GET" and ("list-type" in path or "delimiter" in path or "prefix=" in path) \
-            else ("DELETE-MANY" if method == "POST" and "delete" in path else method)
-        counts[kind] += 1
-    return counts, others, offset + len(data)
+def s3_floor(url: str, manifests: list[str], garbage: list[str], jobs: int = JOBS) -> None:
+    """The fewest boto3 requests a sweep of ``url`` needs (endpoint and credentials from AWS_*)."""
+    import boto3
+    from botocore.config import Config
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/")
+    client = boto3.client("s3", config=Config(max_pool_connections=jobs, s3={"addressing_style": "path"}))
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/blobs/sha256/"):
+        _ = page.get("Contents")
+    client.get_object(Bucket=bucket, Key=f"{prefix}/index.json")["Body"].read()
+
+    def key(d: str) -> str:
+        return f"{prefix}/blobs/sha256/{d.split(':', 1)[1]}"
+
+    def delete(batch: list[str]) -> None:
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key(d)} for d in batch], "Quiet": True})
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda d: client.get_object(Bucket=bucket, Key=key(d))["Body"].read(), manifests))
+        list(pool.map(delete, [garbage[i:i + S3_PAGE] for i in range(0, len(garbage), S3_PAGE)]))
 
 
-def blob_keys(store: ObjectStore, prefix: str) -> set[str]:
-    out: set[str] = set()
-    for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket,
-                                                                       Prefix=f"{prefix}/blobs/"):
-        for obj in page.get("Contents") or []:
-            alg, hexd = obj["Key"].rsplit("/", 2)[-2:]
-            out.add(f"{alg}:{hexd}")
-    return out
+def s3_floor_script(url: str, manifests: list[str], garbage: list[str], workdir: Path) -> list[str]:
+    """A child process running s3_floor, so it is timed like the tools (interpreter start-up included)."""
+    spec = workdir / "floor-s3.txt"
+    spec.write_text("\n".join(["M " + m for m in manifests] + ["G " + g for g in garbage]))
+    code = (
+        "import sys; from pathlib import Path; from bench.bench_s3 import s3_floor;"
+        "lines=Path(sys.argv[2]).read_text().splitlines();"
+        "s3_floor(sys.argv[1], [l[2:] for l in lines if l[0]=='M'], [l[2:] for l in lines if l[0]=='G'])"
+    )
+    return [sys.executable, "-c", code, url, str(spec)]
 
 
-def run_case(label: str, argv: list[str], env: dict[str, str], store: ObjectStore, log: Path,
-             prefix: str, reachable: set[str]) -> dict[str, Any]:
-    _, _, offset = requests_since(log, 0)
-    r = timed(argv, env=env)
-    if r.rc != 0:
-        raise SystemExit(f"{label}: sweep failed (rc={r.rc})\n{r.stderr[-3000:]}")
-    counts, others, _ = requests_since(log, offset, prefix.split("/", 1)[0])  # s3fs also HEADs the parents
-    left = blob_keys(store, prefix)
-    return {"where": label, "wall_s": round(r.wall, 2), "cpu_s": round(r.cpu, 2), "requests": sum(counts.values()),
-            "other_requests": others, "by_method": dict(sorted(counts.items())), "ocigc_ops": r.ops,
-            "peak_mb": round(r.max_rss_mb, 1), "left_equals_reachable": left == reachable,
-            "stderr": r.stderr.strip()[-500:]}
+def layout_for(size: int, workdir: Path) -> Generated:
+    """``2000``: SPEC_2000; otherwise a generated layout of at least ``size`` blobs (seed 10)."""
+    if size == 2000:
+        gen = generate(workdir / "src-2000", SPEC_2000)
+    else:
+        asked = size
+        for _ in range(4):  # the generator's blob count is approximate: scale until there are enough
+            gen = generate(workdir / f"src-{size}-{asked}", spec_for_blobs(asked, seed=10))
+            if gen.total_blobs >= size:
+                break
+            asked = int(asked * size / max(1, gen.total_blobs)) + 1
+    age_tree(gen.root)
+    return gen
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--blobs", type=int, default=10_000)
-    args = ap.parse_args()
+def run_contender(name: str, store: BenchStore, gen: Generated, workdir: Path) -> dict[str, Any]:
+    """Upload a copy, run one contender on it, count its requests, check what is left, remove the copy."""
+    repo = next(iter(gen.blobs))
+    manifests = sorted(gen.manifests[repo] & gen.reachable[repo])
+    garbage = sorted(gen.blobs[repo] - gen.reachable[repo])
+    prefix = f"copy-{name.replace(' ', '-').replace(':', '').replace('/', '')}"
+    store.upload_tree(gen.root / repo, f"{prefix}/{repo}")
+    mounted, url = store.path / prefix / repo, store.url(f"{prefix}/{repo}")
+    argv = {
+        "ocigc s3fs": [OCIGC, "sweep", str(mounted), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"],
+        "ocigc s3://": [OCIGC, "sweep", url, "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"],
+        "umoci s3fs": ["umoci", "gc", "--layout", str(mounted)],
+        "floor s3fs": floor_script(mounted, manifests, garbage, workdir),
+        "floor s3://": s3_floor_script(url, manifests, garbage, workdir),
+    }[name]
+    try:
+        store.reset_counts()
+        r = timed(argv, env={**store.env(), "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        counts = store.counts(reset=True)
+        load = load_1min()
+        if r.rc != 0:
+            raise SystemExit(f"{name} on {store.column} failed: rc={r.rc}\n{r.stderr[-3000:]}")
+        left = {"sha256:" + k for k in store.keys(f"{prefix}/{repo}/blobs/sha256") if k and "/" not in k}
+    finally:
+        store.delete_prefix(prefix)
+    return {"contender": name, "wall_s": round(r.wall, 3), "cpu_s": round(r.cpu, 3),
+            "peak_mb": round(r.max_rss_mb, 1), "requests": sum(counts.values()), "by_kind": counts,
+            "ocigc_ops": r.ops, "load": load, "left_equals_reachable": left == gen.reachable[repo]}
+
+
+def minimum_requests(gen: Generated) -> int:
+    """The s3:// floor's requests: listing pages, index.json, reachable manifests, DeleteObjects."""
+    repo = next(iter(gen.blobs))
+    pages = max(1, -(-len(gen.blobs[repo]) // S3_PAGE))
+    garbage = len(gen.blobs[repo] - gen.reachable[repo])
+    return pages + 1 + len(gen.manifests[repo] & gen.reachable[repo]) + -(-garbage // S3_PAGE)
+
+
+def fill(table: Matrix, kinds: Matrix, col: str, rows: dict[str, dict[str, Any]]) -> None:
+    for name, row in rows.items():
+        table.put(f"{name} (s)", col, row["wall_s"], row["load"])
+    table.put_ratio("umoci / ocigc, s3fs", col, "umoci s3fs (s)", "ocigc s3fs (s)")
+    table.put_ratio("ocigc / floor, s3fs", col, "ocigc s3fs (s)", "floor s3fs (s)")
+    table.put_ratio("ocigc / floor, s3://", col, "ocigc s3:// (s)", "floor s3:// (s)")
+    table.put_ratio("ocigc s3fs / s3:// (wall)", col, "ocigc s3fs (s)", "ocigc s3:// (s)")
+    for name, row in rows.items():
+        table.put(f"requests: {name}", col, row["requests"], row["load"])
+        kinds.put(name, col, ", ".join(f"{k} {v}" for k, v in row["by_kind"].items()), row["load"])
+    table.put_ratio("requests s3fs / s3:// (ocigc)", col, "requests: ocigc s3fs", "requests: ocigc s3://")
+    table.put_ratio("requests ocigc / floor, s3://", col, "requests: ocigc s3://", "requests: floor s3://")
+    table.put("left exactly the reachable blobs", col, all(r["left_equals_reachable"] for r in rows.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--sizes", default="2000,10000", help="layouts: 2000 (SPEC_2000) or about N blobs")
+    ap.add_argument("--quick", action="store_true", help="one layout of about 300 blobs")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help=",".join(CONTENDERS))
+    add_store_arguments(ap)
+    args = ap.parse_args(argv)
+    sizes = [300] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    contenders = [c for c in args.contenders.split(",") if c]
+    if any(c not in CONTENDERS for c in contenders):
+        ap.error(f"unknown contenders (have: {', '.join(CONTENDERS)})")
+    combos = store_matrix(args)
+    tables: list[Matrix] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-s3-") as tmp:
         workdir = Path(tmp)
-        asked = args.blobs
-        for _ in range(4):  # the generator's blob count is approximate: scale until there are enough
-            gen = generate(workdir / f"src-{asked}", spec_for_blobs(asked, seed=10))
-            if gen.total_blobs >= args.blobs:
-                break
-            asked = int(asked * args.blobs / max(1, gen.total_blobs)) + 1
-        repo = next(iter(gen.blobs))
-        layout = gen.root / repo
-        reachable = gen.reachable[repo]
-        with object_store(workdir / "store") as store:
-            print(f"uploading {len(gen.blobs[repo])} blobs twice ...", flush=True)
-            store.upload_tree(layout, f"fuse/{repo}")
-            store.upload_tree(layout, f"native/{repo}")
-            log = store.server.log_path
-            env = store.server.env()
-            mount = Path(store.mount.mount_point)
-            rows = [
-                run_case("s3fs mount", [OCIGC, "sweep", str(mount / "fuse" / repo), "--grace", "0", "--yes",
-                                        "--jobs", str(JOBS), "-q"], {}, store, log, f"fuse/{repo}", reachable),
-                run_case("s3:// native", [OCIGC, "sweep", f"s3://{store.bucket}/native/{repo}", "--grace", "0",
-                                          "--yes", "--jobs", str(JOBS), "-q"], env, store, log, f"native/{repo}",
-                         reachable),
-            ]
-    fuse, native = rows
-    summary = {"blobs": len(gen.blobs[repo]), "manifests": len(gen.manifests[repo]),
-               "garbage": len(gen.blobs[repo] - reachable),
-               "requests_ratio": ratio(fuse["requests"], native["requests"]),
-               "wall_ratio": ratio(fuse["wall_s"], native["wall_s"])}
-    print(f"\n{summary['blobs']} blobs, {summary['manifests']} manifests, {summary['garbage']} unreachable\n")
-    print("| where | wall s | CPU s | requests | by method | other requests meanwhile | left = reachable |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        methods = ", ".join(f"{k} {v}" for k, v in r["by_method"].items())
-        print(f"| {r['where']} | {r['wall_s']} | {r['cpu_s']} | {r['requests']} | {methods} | "
-              f"{r['other_requests']} | {r['left_equals_reachable']} |")
-    print(f"\nnative: {summary['requests_ratio']}x fewer requests, {summary['wall_ratio']}x less wall time")
-    path = save("s3", {"summary": summary, "rows": rows})
-    print(f"results: {path}")
-    if not all(r["left_equals_reachable"] for r in rows):
-        raise SystemExit("a sweep left something other than the reachable blobs")
+        layouts = {size: layout_for(size, workdir / "layouts") for size in sizes}
+        pairs = []
+        for size, gen in layouts.items():
+            repo = next(iter(gen.blobs))
+            facts = (f"{len(gen.blobs[repo])} blobs, {len(gen.manifests[repo])} manifests, "
+                     f"{len(gen.blobs[repo] - gen.reachable[repo])} garbage; minimum s3:// requests "
+                     f"{minimum_requests(gen)}")
+            note = ("Seconds are wall time of each child process (start-up included); requests are counted by "
+                    "the latency proxy (at 0 ms a proxy with no delay is in the path), s3fs's included. " + facts)
+            pairs.append((Matrix(f"sweep, {size} blobs ({facts.split(';')[0]})", note),
+                          Matrix(f"requests by kind, {size} blobs")))
+        for kind, ms in combos:
+            with open_store(kind, ms, workdir / f"store-{kind}-{ms}", count=True) as store:
+                for (size, gen), (table, kinds) in zip(layouts.items(), pairs, strict=True):
+                    rows = {}
+                    for name in contenders:
+                        rows[name] = run_contender(name, store, gen, workdir)
+                        print(f"{store.column}, {size}: {name} {rows[name]['wall_s']} s, "
+                              f"{rows[name]['requests']} requests (load {rows[name]['load']})", flush=True)
+                    fill(table, kinds, store.column, rows)
+        for table, kinds in pairs:
+            tables += [table, kinds]
+    for t in tables:
+        print("\n" + t.markdown())
+    path = save("s3", {"sizes": sizes, "tables": [t.to_json() for t in tables]})
+    print(f"\nresults: {path}")
+    ok = all(all(v for v in t.rows.get("left exactly the reachable blobs", {}).values()) for t in tables)
+    if not ok:
+        print("a sweep left something other than the reachable blobs", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

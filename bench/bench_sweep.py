@@ -1,5 +1,6 @@
-"""Sweep benchmark: ocigc sweep vs umoci gc vs the I/O floor, on local disk and on s3fs; op
-counts against the minimum; scaling from 1,000 to 100,000 blobs.
+"""Sweep benchmark on local disk: ocigc sweep vs umoci gc vs the I/O floor; op counts against the
+minimum; scaling from 1,000 to 100,000 blobs. On object stores (s3fs and ``s3://``, moto and
+SeaweedFS, with and without latency): ``bench/bench_s3.py``, which reuses ``SPEC_2000`` and ``io_floor``.
 
     python -m bench sweep            # full run (about 10-20 minutes on 2 cores)
     python -m bench sweep -- --quick # smaller sizes
@@ -18,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import OCIGC, ObjectStore, object_store, present, ratio, save, timed
+from bench.common import OCIGC, load_1min, present, ratio, save, timed
 from bench.gen import Generated, Spec, age_tree, generate, spec_for_blobs
 
 JOBS = 16
@@ -77,30 +78,21 @@ def compare_case(name: str, gen: Generated, where: str, make_copy: Any, workdir:
         "speedup_vs_umoci": ratio(r_umoci.wall, r_ocigc.wall), "vs_floor": ratio(r_ocigc.wall, r_floor.wall),
         "ops": r_ocigc.ops, "ops_total": ops, "ops_minimum": minimum, "ops_ratio": ratio(ops, minimum),
         "same_blobs_as_umoci": left_ocigc == left_umoci, "left_equals_reachable": left_ocigc == gen.reachable[repo],
-        "ocigc_peak_mb": round(r_ocigc.max_rss_mb, 1),
+        "ocigc_peak_mb": round(r_ocigc.max_rss_mb, 1), "load": load_1min(),
     }
 
 
-def run_compare(spec: Spec, workdir: Path, with_s3fs: bool) -> list[dict[str, Any]]:
+def run_compare(spec: Spec, workdir: Path) -> list[dict[str, Any]]:
     src = workdir / "src"
     gen = generate(src, spec)
     age_tree(src)
-    rows = []
 
     def local_copy(kind: str) -> Path:
         dst = workdir / "local" / kind
         shutil.copytree(src, dst)
         return dst
 
-    rows.append(compare_case("sweep", gen, "local", local_copy, workdir))
-    if with_s3fs:
-        with object_store(workdir / "store") as store:
-            def s3_copy(kind: str, store: ObjectStore = store) -> Path:
-                store.upload_tree(src, f"cmp/{kind}")
-                return store.path / "cmp" / kind
-
-            rows.append(compare_case("sweep", gen, "s3fs", s3_copy, workdir))
-    return rows
+    return [compare_case("sweep", gen, "local", local_copy, workdir)]
 
 
 def startup_seconds(rounds: int = 5) -> float:
@@ -154,7 +146,7 @@ def run_scaling(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
             "check_wall_s": round(r_check.wall, 3), "check_cpu_s": round(r_check.cpu, 3),
             "check_peak_mb": round(r_check.max_rss_mb, 1), "check_us_per_blob": round(r_check.wall / blobs * 1e6, 1),
             "startup_s": round(interpreter, 3), "empty_sweep_s": round(base_sweep, 3),
-            "empty_check_s": round(base_check, 3),
+            "empty_check_s": round(base_check, 3), "load": load_1min(),
             "sweep_us_per_blob_net": round(max(0.0, r_sweep.wall - base_sweep) / blobs * 1e6, 1),
             "check_us_per_blob_net": round(max(0.0, r_check.wall - base_check) / blobs * 1e6, 1),
         })
@@ -171,7 +163,6 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
-    ap.add_argument("--no-s3fs", action="store_true", help="local disk only")
     ap.add_argument("--only", choices=["compare", "scaling"], default=None, help="run one part only")
     args = ap.parse_args()
     sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
@@ -180,16 +171,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-") as tmp:
         workdir = Path(tmp)
         if args.only != "scaling":
-            compare = run_compare(SPEC_2000, workdir, not args.no_s3fs)
+            compare = run_compare(SPEC_2000, workdir)
         print(table(compare, ["where", "blobs", "manifests", "garbage", "ocigc_sweep_s", "umoci_gc_s", "floor_s",
                               "speedup_vs_umoci", "vs_floor", "check_s", "ls_s", "ops_total", "ops_minimum",
-                              "ops_ratio", "same_blobs_as_umoci", "left_equals_reachable"]))
+                              "ops_ratio", "same_blobs_as_umoci", "left_equals_reachable", "load"]))
         if args.only != "compare":
             scaling = run_scaling(sizes, workdir)
         print(table(scaling, ["blobs", "manifests", "garbage", "sweep_wall_s", "sweep_cpu_s", "sweep_peak_mb",
                               "sweep_us_per_blob", "sweep_us_per_blob_net", "check_wall_s", "check_cpu_s",
                               "check_peak_mb", "check_us_per_blob", "check_us_per_blob_net", "startup_s",
-                              "empty_sweep_s", "empty_check_s"]))
+                              "empty_sweep_s", "empty_check_s", "load"]))
     path = save("sweep", {"compare": compare, "scaling": scaling})
     print(f"results: {path}")
 

@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: timed child processes, object-store setup, result files."""
+"""Shared benchmark plumbing: timed child processes, result files, tables with a column per object store
+and latency (``Matrix``). The object stores themselves: ``bench/stores.py``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,51 +64,6 @@ def save(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-@dataclass
-class ObjectStore:
-    """A moto server and an s3fs mount of one bucket (the test harness's components)."""
-
-    server: Any
-    bucket: str
-    mount: Any
-    client: Any
-
-    @property
-    def path(self) -> Path:
-        return Path(self.mount.path)
-
-    def upload_tree(self, local: Path, prefix: str, jobs: int = 16) -> None:
-        """Copy a local tree into the bucket with boto3 (much faster than through the mount)."""
-        files = [p for p in local.rglob("*") if p.is_file()]
-
-        def put(p: Path) -> None:
-            key = f"{prefix}/{p.relative_to(local).as_posix()}"
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=p.read_bytes())
-
-        with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(put, files))
-
-
-@contextmanager
-def object_store(workdir: Path) -> Iterator[ObjectStore]:
-    sys.path.insert(0, str(ROOT))
-    from tests.harness.mounts import S3fsMount
-    from tests.harness.objectstores import MotoServer
-
-    server = MotoServer(workdir / "moto")
-    server.start()
-    mount = None
-    try:
-        bucket = server.create_bucket("bench")
-        mount = S3fsMount(server, bucket, workdir / "mnt", workdir)
-        mount.mount()
-        yield ObjectStore(server, bucket, mount, server.client())
-    finally:
-        if mount is not None:
-            mount.unmount()
-        server.stop()
-
-
 def present(layout: Path) -> set[str]:
     out = set()
     blobs = layout / "blobs"
@@ -120,5 +73,70 @@ def present(layout: Path) -> set[str]:
     return out
 
 
+def load_1min() -> float:
+    """The 1-minute load average (what ``uptime`` prints first)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("inf")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+class Matrix:
+    """A table with a column per object store and latency and a row per tool or operation.
+
+    Each cell keeps the 1-minute load average (``uptime``) when it was measured; a row's load column
+    lists them in column order. Ratio rows take the higher load of the two cells they divide.
+    """
+
+    def __init__(self, title: str, note: str = "") -> None:
+        self.title = title
+        self.note = note
+        self.columns: list[str] = []
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.loads: dict[str, dict[str, float]] = {}
+
+    def put(self, row: str, col: str, value: Any, load: float | None = None) -> None:
+        if col not in self.columns:
+            self.columns.append(col)
+        self.rows.setdefault(row, {})[col] = value
+        self.loads.setdefault(row, {})
+        if load is not None:
+            self.loads[row][col] = load
+
+    def put_ratio(self, row: str, col: str, numerator: str, denominator: str) -> None:
+        a, b = self.rows.get(numerator, {}).get(col), self.rows.get(denominator, {}).get(col)
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+            return
+        loads = [self.loads[r][col] for r in (numerator, denominator) if col in self.loads.get(r, {})]
+        self.put(row, col, ratio(a, b), max(loads) if loads else None)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines += ["| | " + " | ".join(self.columns) + " | load (1 min, per column) |",
+                  "|---|" + "---:|" * len(self.columns) + "---|"]
+        for row, cells in self.rows.items():
+            loads = self.loads.get(row, {})
+            load = " / ".join(f"{loads[c]:.2f}" if c in loads else "-" for c in self.columns)
+            lines.append(f"| {row} | " + " | ".join(_cell(cells.get(c, "")) for c in self.columns) + f" | {load} |")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "note": self.note, "columns": self.columns, "rows": self.rows,
+                "loads": self.loads}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)

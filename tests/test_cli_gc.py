@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness.fixtures import S3FS_DIRS
 from tests.kit.cli import ERROR, MODES, OK, USAGE, Result, run
 from tests.kit.layouts import LAYOUTS, LayoutBuilder, copy_layout, facts, random_layout
 from tests.kit.tree import age, closure, index_tags, present, reachable, snapshot
@@ -27,7 +28,8 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 #: local disk in-process and as the script; the s3fs mount in-process only (bounded run time).
-WHERE = pytest.mark.parametrize(("layout_dir", "mode"), [("local", "runner"), ("local", "proc"), ("s3fs", "runner")],
+WHERE = pytest.mark.parametrize(("layout_dir", "mode"),
+                                [("local", "runner"), ("local", "proc"), *((d, "runner") for d in S3FS_DIRS)],
                                 indirect=["layout_dir"])
 
 

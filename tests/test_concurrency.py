@@ -34,6 +34,7 @@ from ocigc.layout.layout import Layout
 from ocigc.lock.files import LOCK_DIR
 from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
+from tests.harness.objectstores import STORES
 from tests.harness.tools import ocigc_command, run_ocigc
 from tests.kit.layouts import LayoutBuilder
 
@@ -134,13 +135,12 @@ def test_cross_mount_visibility_delay(s3fs_mounts: S3fsPair) -> None:
 # ----------------------------------------------------------------------------------------- mutual exclusion
 
 
-@pytest.mark.s3fs
-@pytest.mark.parametrize("latency", ["0ms", "20ms"])
-def test_exclusive_exec_from_two_mounts_never_overlaps(latency: str, request: pytest.FixtureRequest,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("latency", [0.0, 0.020], ids=["0ms", "20ms"])
+@pytest.mark.parametrize("store", STORES)
+def test_exclusive_exec_from_two_mounts_never_overlaps(store: str, latency: float,
+                                                       s3fs_pair_on: Callable[..., S3fsPair], tmp_path: Path) -> None:
     """Also with 20 ms per request between the mounts and the store (the latency proxy)."""
-    pair: S3fsPair = request.getfixturevalue("s3fs_mounts" if latency == "0ms" else "slow_s3fs_mounts")
-    a, b = both(pair, "mx")
+    a, b = both(s3fs_pair_on(store, latency), "mx")
     make_layout(a)
     log = tmp_path / "sections"
     log.mkdir()

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.harness.fixtures import S3FS_DIRS
 from tests.kit.cli import ERROR, INTEGRITY, OCIGC, OK, cli_env, run
-from tests.kit.layouts import OCI_LAYER, LayoutBuilder
+from tests.kit.layouts import OCI_LAYER, LayoutBuilder, copy_layout
 from tests.kit.tree import age, closure, index_tags, present, reachable
 
 SEED = int(os.environ.get("OCIGC_CRASH_SEED", "20240611"))
@@ -79,10 +80,11 @@ def fresh_copy(template: Template, dst: Path) -> Path:
     milliseconds); that is safe because ocigc never writes into an existing file: it removes
     blobs by unlinking and replaces index.json by a temp file and a rename (a new inode)."""
     dst.mkdir(parents=True, exist_ok=True)
-    same_fs = os.stat(template.path).st_dev == os.stat(dst).st_dev
-    flags = ["-al"] if same_fs else ["-R", "--preserve=timestamps"]
-    subprocess.run(["cp", *flags, f"{template.path}/.", str(dst)], check=True, timeout=600)
-    return dst
+    if os.stat(template.path).st_dev == os.stat(dst).st_dev:
+        subprocess.run(["cp", "-al", f"{template.path}/.", str(dst)], check=True, timeout=600)
+        return dst
+    # files' times kept, not directories' (s3fs on SeaweedFS refuses those: ENOENT)
+    return copy_layout(template.path, dst)
 
 
 def start(args: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -166,7 +168,8 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Template]:
 
 
 def _where(request: pytest.FixtureRequest) -> str:
-    return str(request.node.callspec.params["layout_dir"])
+    """``local`` or ``s3fs`` (on either store)."""
+    return str(request.node.callspec.params["layout_dir"]).split("-", 1)[0]
 
 
 def expected_after(template: Template, delete: bool) -> set[str]:
@@ -179,7 +182,7 @@ def expected_after(template: Template, delete: bool) -> set[str]:
 
 
 # --- sweep --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+@pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 def test_sweep_killed_at_random_points(layout_dir: Path, templates: dict[str, Template],
                                        request: pytest.FixtureRequest) -> None:
     where = _where(request)
@@ -238,7 +241,7 @@ def test_delete_killed_at_random_points(layout_dir: Path, templates: dict[str, T
     # the deterministic ones of test_delete_killed_inside_the_index_rewrite_window)
 
 
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+@pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 def test_delete_killed_inside_the_index_rewrite_window(layout_dir: Path, templates: dict[str, Template],
                                                        request: pytest.FixtureRequest) -> None:
     """Killed right after the backup of index.json is written (before, during or just after the
@@ -371,8 +374,9 @@ def _s3_sizes(request: pytest.FixtureRequest, lay: Path) -> dict[str, int] | Non
     (no s3fs cache in between); None on local disk."""
     if _where(request) != "s3fs":
         return None
-    mount = request.getfixturevalue("s3fs_session_mount")
-    client = request.getfixturevalue("s3_client")
+    store = str(request.node.callspec.params["layout_dir"]).removeprefix("s3fs-")
+    mount = request.getfixturevalue("_s3fs_session_mounts").get(store)
+    client = mount.server.client()
     prefix = f"{lay.relative_to(mount.mount_point).as_posix()}/blobs/sha256/"
     out: dict[str, int] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=mount.bucket, Prefix=prefix):
@@ -396,8 +400,9 @@ def assert_no_short_blob(request: pytest.FixtureRequest, lay: Path, digest_hex: 
 
 # On a local disk the descriptor that wrote the bytes is closed right after the last write (the
 # fsync before the rename runs on a read-only one), so "bytes-written" has no window to hit there.
-@pytest.mark.parametrize(("layout_dir", "point"), [("local", "mid-write"), ("s3fs", "mid-write"),
-                                                   ("s3fs", "bytes-written")], indirect=["layout_dir"])
+@pytest.mark.parametrize(("layout_dir", "point"),
+                         [("local", "mid-write"), *((d, p) for d in S3FS_DIRS for p in ("mid-write", "bytes-written"))],
+                         indirect=["layout_dir"])
 def test_push_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, tmp_path: Path, point: str,
                                                              request: pytest.FixtureRequest) -> None:
     """SIGKILL of a real ``ocigc push`` while its blob is being written (the process holds the file
@@ -428,7 +433,7 @@ def test_push_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, 
     assert run(["check", "--verify-digests", "--strict", lay]).code == OK
 
 
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+@pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 def test_migrate_killed_inside_a_blob_write_leaves_no_short_blob(layout_dir: Path, tmp_path: Path,
                                                                 request: pytest.FixtureRequest) -> None:
     """``ocigc migrate`` into a layout writes blobs the way push does: SIGKILLed while it writes the
@@ -475,7 +480,7 @@ SHORT = 1_179_648
 
 
 @pytest.mark.parametrize("reachable", [True, False], ids=["reachable", "unreachable"])
-@pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+@pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 def test_short_blob_under_its_digest_name_is_reported_and_replaced(layout_dir: Path, tmp_path: Path,
                                                                    reachable: bool) -> None:
     """A blob cut short under its digest name (what an older ocigc or another writer killed

@@ -18,6 +18,7 @@ from ocigc.gc.report import JsonLogFormatter, RunReport, write_atomic
 from ocigc.gc.run import RunOptions, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.storage.local import LocalStorage
+from tests.harness.objectstores import STORES
 from tests.harness.tools import run_ocigc
 from tests.kit.cli import cli, run
 from tests.kit.layouts import LayoutBuilder, blob_path
@@ -277,7 +278,7 @@ def test_json_log_formatter() -> None:
 
 
 # --- overlapping runs -------------------------------------------------------------------------------
-@pytest.mark.parametrize("hosts", ["one-host-local", "two-hosts-s3fs"])
+@pytest.mark.parametrize("hosts", ["one-host-local", *(f"two-hosts-s3fs-{store}" for store in STORES)])
 def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Path,
                                                          request: pytest.FixtureRequest) -> None:
     """Run A holds the exclusive lock in the middle of its removals; run B (the CLI, as the next
@@ -288,7 +289,7 @@ def test_overlapping_runs_one_sweeps_the_other_exits_75(hosts: str, tmp_path: Pa
         a_root = b_root = tmp_path / "root"
         a_root.mkdir()
     else:
-        pair = request.getfixturevalue("s3fs_mounts")
+        pair = request.getfixturevalue("s3fs_pair_on")(hosts.removeprefix("two-hosts-s3fs-"))
         a_root, b_root = pair.a / "root", pair.b / "root"
         a_root.mkdir()
     descs = build(a_root / "app", _series("v", 3))

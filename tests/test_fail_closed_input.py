@@ -28,11 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.fixtures import S3FS_DIRS
 from tests.kit.cli import ERROR, LOCK_BUSY, OK, Result, run
 from tests.kit.layouts import OCI_LAYER, REPO, LayoutBuilder, blob_path
 from tests.kit.tree import age, present
 
-WHERE = pytest.mark.parametrize("layout_dir", ["local", "s3fs"], indirect=True)
+WHERE = pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 #: A hang is a failure, not a stuck test run.
 HANG = 120
 DEEP = 60_000

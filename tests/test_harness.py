@@ -74,6 +74,15 @@ def test_store_answers_and_honours_conditional_writes(s3_server: S3Server, s3_cl
     s3_client.put_object(Bucket=bucket, Key="lock/a", Body=b"three", IfMatch=etag)
     assert s3_client.get_object(Bucket=bucket, Key="lock/a")["Body"].read() == b"three"
     assert refused(Key="lock/a", IfMatch=etag) == 412  # the ETag is stale now
+    part = b"p" * (5 * 1024 * 1024)
+    upload = s3_client.create_multipart_upload(Bucket=bucket, Key="lock/a")["UploadId"]
+    tag = s3_client.upload_part(Bucket=bucket, Key="lock/a", UploadId=upload, PartNumber=1, Body=part)["ETag"]
+    with pytest.raises(ClientError) as excinfo:
+        s3_client.complete_multipart_upload(Bucket=bucket, Key="lock/a", UploadId=upload, IfNoneMatch="*",
+                                            MultipartUpload={"Parts": [{"ETag": tag, "PartNumber": 1}]})
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    s3_client.abort_multipart_upload(Bucket=bucket, Key="lock/a", UploadId=upload)
+    assert s3_client.get_object(Bucket=bucket, Key="lock/a")["Body"].read() == b"three"
 
 
 def test_seaweedfs_starts_and_stops_leaving_no_process(tmp_path: Path) -> None:

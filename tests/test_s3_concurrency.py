@@ -258,3 +258,28 @@ def test_concurrent_index_writers_lose_no_update(s3: S3Env, s3_server: Any, layo
     expected = {f"w{i}-{j}" for i in range(WRITERS) for j in range(UPDATES)}
     assert expected <= set(tags), sorted(expected - set(tags))
     assert len(tags) == 1 + WRITERS * UPDATES
+
+
+def test_a_create_whose_answer_was_lost_is_still_ours(s3_server: Any, s3_bucket: str, proxy_factory: Any,
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A create-only PUT is done by the store but its answer is lost on the way back: boto3 retries,
+    the retry gets 412 on the object the first attempt stored. That object holds our bytes: the
+    lock file or lease is ours (no 'File exists', no lock left behind); someone else's is not."""
+    proxy = proxy_factory(s3_server)
+    env = next(s3_env(proxy, s3_bucket, monkeypatch))
+    b = LayoutBuilder(tmp_path / "l")
+    b.image("base", [b"layer"])
+    b.save()
+    prefix = env.upload(b.root, fresh("lost"))
+    st = env.storage(prefix)
+    assert st.conditional_writes()
+    proxy.lose_next_answer("PUT", "/mine.json")
+    assert st.put_if_absent("x/mine.json", b"my bytes")
+    assert env.read(f"{prefix}/x/mine.json") == b"my bytes"
+    env.put(f"{prefix}/x/theirs.json", b"their bytes")
+    with pytest.raises(FileExistsError):
+        st.put_if_absent("x/theirs.json", b"my bytes")
+    proxy.lose_next_answer("PUT", ".X.lease")
+    with lock.acquire(env.layout(prefix), "exclusive", command="lost answer") as handle:
+        assert type(handle).__name__ == "LeaseHandle"
+    assert not any(k.startswith(".ocigc/locks/") for k in env.keys(prefix)), "the lease was released"

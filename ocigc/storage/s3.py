@@ -63,6 +63,8 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 #: DeleteObjects takes at most 1,000 keys.
 DELETE_BATCH = 1000
+#: Objects up to this size are read back when a create-only PUT meets one already there.
+READ_BACK_LIMIT = 64 * 1024
 _BLOB_REL = re.compile(r"(?:^|/)blobs/[a-z0-9]+/[0-9a-f]{32,}$")
 
 
@@ -83,6 +85,8 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------
 # Streams
 # --------------------------------------------------------------------------------------------
+
+
 class _Writer(io.RawIOBase):
     """Buffers up to one part; a single PUT when small, a multipart upload otherwise (aborted on failure)."""
 
@@ -459,9 +463,21 @@ class S3Storage:
 
     # --- conditional requests --------------------------------------------------------------------
     def put_if_absent(self, rel: str, data: bytes) -> str:
+        """Create ``rel`` with ``data`` only if absent (``If-None-Match: *``); FileExistsError when it exists.
+
+        A PUT retried after its answer was lost (a timeout, a connection reset on the way back)
+        finds the object its first attempt stored and gets 412: a small object (a lock file, a
+        lease, whose bytes name their owner) that holds exactly ``data`` is ours, not a conflict."""
         try:
             return self._put(rel, data, IfNoneMatch="*")
         except PreconditionFailed:
+            if len(data) <= READ_BACK_LIMIT:
+                try:
+                    body, etag = self._get(rel, READ_BACK_LIMIT + 1)
+                except FileNotFoundError:
+                    body, etag = None, ""
+                if body == data:
+                    return etag
             raise FileExistsError(errno.EEXIST, "File exists", self.join(rel)) from None
 
     def put_if_match(self, rel: str, data: bytes, etag: str) -> str:

@@ -58,6 +58,7 @@ from ocigc.transfer.safe_dir import (
     _move_into,
     _remove_tree,
     _write_file_into,
+    set_dir_metadata,
 )
 
 DEFAULT_PULL_CONCURRENCY = 3  # oras pull
@@ -368,8 +369,8 @@ def unpack(src: BinaryIO, staging: SafeDir, item: PullItem, counter: Counter, wh
                                  f"{ANNOTATION_CONTENT_DIGEST} ({want_tar})")
     for meta in sorted(dirs, key=lambda m: len(m.parts), reverse=True):
         with staging.sub(meta.parts, create=False) as d:
-            os.chmod(d.fd, meta.mode & 0o777)
-            os.utime(d.fd, (meta.mtime, meta.mtime))
+            mtime_ns = int(meta.mtime * 1e9)
+            set_dir_metadata(d.fd, meta.mode & 0o777, (mtime_ns, mtime_ns))
 
 
 def _extract_member(tf: tarfile.TarFile, m: tarfile.TarInfo, staging: SafeDir, item: PullItem,

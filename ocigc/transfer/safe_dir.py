@@ -24,6 +24,24 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC",
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+#: What setting a directory's mode or times answers on mounts that keep no directory metadata:
+#: s3fs on a store whose folders are not objects (SeaweedFS: ENOENT), goofys and mountpoint-s3
+#: (ENOTSUP, EPERM). The directory is still usable; only its metadata is not kept.
+_NO_DIR_METADATA = frozenset({errno.ENOENT, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
+
+
+def set_dir_metadata(fd: int, mode: int | None = None, times_ns: tuple[int, int] | None = None) -> None:
+    """chmod/utime an open directory where the file system keeps such metadata; nothing elsewhere."""
+    try:
+        if mode is not None:
+            os.chmod(fd, mode)
+        if times_ns is not None:
+            os.utime(fd, ns=times_ns)
+    except OSError as e:
+        if e.errno not in _NO_DIR_METADATA:
+            raise
+
+
 class UnsafeArtifact(OcigcError):
     """An artifact that would write outside the pull directory (or is otherwise refused)."""
 
@@ -143,12 +161,11 @@ def _move_into(src_parent: SafeDir, src: str, dst_parent: SafeDir, dst: str, ove
             return
         with src_parent.sub([src], create=False) as s, dst_parent.sub([dst], create=False) as d:
             st = os.fstat(s.fd)
-            os.chmod(s.fd, 0o700)  # it is emptied and removed; its mode goes to the target
-            os.chmod(d.fd, 0o700 | (dst_st.st_mode & 0o777))
+            set_dir_metadata(s.fd, 0o700)  # it is emptied and removed; its mode goes to the target
+            set_dir_metadata(d.fd, 0o700 | (dst_st.st_mode & 0o777))
             for name in sorted(os.listdir(s.fd)):
                 _move_into(s, name, d, name, overwrite)
-            os.chmod(d.fd, st.st_mode & 0o777)
-            os.utime(d.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            set_dir_metadata(d.fd, st.st_mode & 0o777, (st.st_atime_ns, st.st_mtime_ns))
         os.rmdir(src, dir_fd=src_parent.fd)
         return
     if stat_mod.S_ISDIR(dst_st.st_mode):
@@ -162,7 +179,7 @@ def _remove_tree(parent: SafeDir, name: str) -> None:
         return
     if stat_mod.S_ISDIR(st.st_mode):
         with contextlib.suppress(OSError), parent.sub([name], create=False) as d:
-            os.chmod(d.fd, 0o700)
+            set_dir_metadata(d.fd, 0o700)
             for child in os.listdir(d.fd):
                 _remove_tree(d, child)
         with contextlib.suppress(OSError):

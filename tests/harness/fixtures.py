@@ -45,8 +45,8 @@ from tests.harness.servers import RegistryServer
 
 #: The fixtures whose tests get the ``s3fs``, ``rclone`` and ``registry`` markers (``-m "not s3fs"``).
 _MARKER_FIXTURES = {
-    "s3fs": {"s3fs_mounts", "slow_s3fs_mounts", "s3fs_default_mount", "s3fs_session_mount", "s3fs_factory",
-             "rclone_mount"},
+    "s3fs": {"s3fs_mounts", "slow_s3fs_mounts", "s3fs_pair_on", "s3fs_any_store", "s3fs_default_mount",
+             "s3fs_session_mount", "s3fs_factory", "rclone_mount"},
     "rclone": {"rclone_mount", "rclone_factory"},
     "registry": {"registry", "auth_registry", "registry_factory"},
 }
@@ -72,8 +72,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if names & fixtures:
                 item.add_marker(marker)
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and str(callspec.params.get("layout_dir", "")).startswith("s3fs"):
-            item.add_marker("s3fs")
+        if callspec is not None and any("s3fs" in str(v) for v in callspec.params.values()):
+            item.add_marker("s3fs")  # layout_dir's s3fs variants, and tests parametrised by hand
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -336,6 +336,37 @@ def s3fs_mounts(make_bucket: Callable[..., str], s3fs_factory: Callable[..., S3f
 
 
 @pytest.fixture
+def s3fs_pair_on(
+    request: pytest.FixtureRequest, s3fs_any_store: Callable[..., S3fsMount], proxy_factory: Callable[..., LatencyProxy]
+) -> Callable[..., S3fsPair]:
+    """Factory: ``s3fs_pair_on(store, latency=0.0) -> S3fsPair``, two mounts of a fresh bucket of the
+    named store (``moto``, ``seaweedfs``), through a latency proxy when ``latency`` > 0. For tests
+    parametrised by hand (with ``STORES``) rather than through ``s3_server``."""
+
+    def make(store: str, latency: float = 0.0) -> S3fsPair:
+        server = _store(request, store)
+        target: S3Server = proxy_factory(server, delay=latency) if latency else server
+        name = server.create_bucket("pair")
+        return S3fsPair(name, s3fs_any_store(name, target), s3fs_any_store(name, target))
+
+    return make
+
+
+@pytest.fixture
+def s3fs_any_store(harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet) -> Callable[..., S3fsMount]:
+    """Factory: ``s3fs_any_store(bucket, server, options=S3FS_RECOMMENDED_OPTIONS) -> S3fsMount`` (live,
+    test-scoped) for a bucket of any store."""
+
+    def make(bucket: str, server: S3Server, options: Sequence[str] = S3FS_RECOMMENDED_OPTIONS) -> S3fsMount:
+        workdir = _workdir(harness_dir, _harness_seq, f"s3fs-{bucket}")
+        mount = S3fsMount(server, bucket, workdir / "mnt", workdir, options)
+        _mount(_test_mounts, mount)
+        return mount
+
+    return make
+
+
+@pytest.fixture
 def slow_s3fs_mounts(
     make_bucket: Callable[..., str], s3fs_factory: Callable[..., S3fsMount], slow_s3_server: LatencyProxy
 ) -> S3fsPair:
@@ -386,8 +417,11 @@ def s3fs_session_mount(s3_server: S3Server, _s3fs_session_mounts: SessionMounts)
     return _s3fs_session_mounts.get(s3_server.name)
 
 
+#: ``layout_dir`` params of an s3fs mount, one per store (for tests that pick params by hand:
+#: ``parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)``).
+S3FS_DIRS = tuple(f"s3fs-{store}" for store in STORES)
 #: ``layout_dir`` params: local disk, then an s3fs mount of each store.
-LAYOUT_DIRS = ("local", *(f"s3fs-{store}" for store in STORES))
+LAYOUT_DIRS = ("local", *S3FS_DIRS)
 
 
 @pytest.fixture(params=LAYOUT_DIRS)
@@ -398,6 +432,8 @@ def layout_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     Tests that take it run three times (``[local]``, ``[s3fs-moto]``, ``[s3fs-seaweedfs]``); the s3fs
     ones carry the ``s3fs`` marker.
     """
+    if request.param not in LAYOUT_DIRS:
+        pytest.fail(f"layout_dir: unknown param {request.param!r} (have: {', '.join(LAYOUT_DIRS)})", pytrace=False)
     if request.param == "local":
         path = tmp_path / "layout"
         path.mkdir()

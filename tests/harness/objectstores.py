@@ -189,8 +189,9 @@ class SeaweedServer(S3Server):
             f"-s3.port.grpc={grpc[0]}", f"-master.port.grpc={grpc[1]}",
             f"-volume.port.grpc={grpc[2]}", f"-filer.port.grpc={grpc[3]}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            # a small volume size and an explicit count: "auto" on a big disk leaves no free slot
-            "-volume.max=100", "-master.volumeSizeLimitMB=64",
+            # an explicit slot count ("auto" on a big disk leaves none free) and small volumes: each
+            # bucket is a collection with volumes of its own, and the suite makes hundreds of buckets
+            "-volume.max=2000", "-master.volumeSizeLimitMB=64",
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -201,7 +202,10 @@ class SeaweedServer(S3Server):
         for _attempt in range(3):
             ports = [free_port() for _ in range(8)]
             self.port = ports[0]
-            self.proc = spawn(self._command(binary, ports), self.log_path, env=loopback_env(), cwd=self.workdir)
+            # one volume per bucket when it needs one (the default grows 7 at a time: 100 slots
+            # were gone after 14 buckets, and writes then failed with "No writable volumes")
+            env = {**loopback_env(), "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+            self.proc = spawn(self._command(binary, ports), self.log_path, env=env, cwd=self.workdir)
             ok, why = _wait(self.proc, lambda: self.client().list_buckets() is not None, timeout)
             if ok:
                 return
@@ -267,6 +271,17 @@ class LatencyProxy(S3Server):
 
     def create_bucket(self, prefix: str = "t") -> str:
         return self.upstream.create_bucket(prefix)
+
+    def lose_next_answer(self, method: str, path_part: str) -> None:
+        """The next ``method`` request whose path holds ``path_part`` is done by the store and its
+        answer lost (the client's connection closed without a response): the client retries."""
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode({"method": method, "path": path_part})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(urllib.request.Request(f"{self.endpoint_url}/-/proxy-lose-answer?{query}", method="POST"),
+                    timeout=5).close()
 
 
 def start_store(name: str, workdir: Path) -> S3Server:

@@ -10,23 +10,75 @@ in both directions, so a 2 GiB upload costs no memory. The kernel here has no ``
 ``--strip-conditional LOG`` drops ``If-Match`` and ``If-None-Match`` from every request (a store that
 accepts the headers and ignores them) and appends ``METHOD Header`` to LOG for each one.
 
-``GET /-/proxy-ready`` answers 204 at once: the harness's readiness check.
+``GET /-/proxy-ready`` answers 204 at once: the harness's readiness check. ``GET /-/proxy-stats``
+answers the requests forwarded so far as JSON, counted by kind when they arrive: ``GET``, ``HEAD``,
+``PUT``, ``POST``, ``DELETE``, ``LIST`` (a GET with a ``list-type``, ``prefix`` or ``delimiter``
+query parameter) and ``DELETE-MANY`` (a POST with ``?delete``); ``POST /-/proxy-stats/reset`` answers
+the same and sets every count to zero. Neither is delayed nor counted.
+``POST /-/proxy-lose-answer?method=PUT&path=SUBSTRING`` arms a one-shot fault: the next such request
+is forwarded and done by the store, and its answer is lost (the client's connection is closed
+without a response), as when a network drops it on the way back; the client retries.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
+import select
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 PIECE = 1 << 20
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"}
 CONDITIONAL = {"if-match", "if-none-match"}
+LIST_PARAMETERS = {"list-type", "prefix", "delimiter"}
+
+
+def request_kind(method: str, path: str) -> str:
+    """The kind a request is counted as: its method, or LIST / DELETE-MANY."""
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    if method == "GET" and LIST_PARAMETERS & query.keys():
+        return "LIST"
+    if method == "POST" and "delete" in query:
+        return "DELETE-MANY"
+    return method
+
+
+class RequestStats:
+    """Thread-safe counts of the requests forwarded, by kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, kind: str) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+
+    def snapshot(self, reset: bool = False) -> dict[str, int]:
+        with self._lock:
+            counts = dict(sorted(self._counts.items()))
+            if reset:
+                self._counts.clear()
+        return counts
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection the other end closed reads as ready (EOF): check before reuse."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,6 +86,9 @@ class Handler(BaseHTTPRequestHandler):
     delay: ClassVar[float] = 0.0
     strip_log: ClassVar[str | None] = None
     log_lock: ClassVar[threading.Lock] = threading.Lock()
+    stats: ClassVar[RequestStats] = RequestStats()
+    #: Armed one-shot faults: (method, path substring) whose next answer is lost.
+    lose: ClassVar[list[tuple[str, str]]] = []
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -86,6 +141,9 @@ class Handler(BaseHTTPRequestHandler):
     def _send_upstream(self) -> http.client.HTTPResponse:
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         for attempt in (1, 2):
+            if self._conn is not None and _dropped(self._conn):
+                self._conn.close()  # the store closed the idle connection: do not send on it
+                self._conn = None
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(*self.upstream, timeout=300)
             conn = self._conn
@@ -111,18 +169,54 @@ class Handler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------- response side
-    def _forward(self) -> None:
-        if self.path == "/-/proxy-ready":
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
+    def _control(self) -> bool:
+        """The proxy's own endpoints (``/-/...``); True when the request was one (answered here)."""
+        url = urlsplit(self.path)
+        if (self.command, url.path) in (("GET", "/-/proxy-stats"), ("POST", "/-/proxy-stats/reset")):
+            for _piece in self._body_pieces():
+                pass
+            body = json.dumps(self.stats.snapshot(reset=self.command == "POST")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
+            return True
+        if url.path == "/-/proxy-ready":
+            pass
+        elif url.path == "/-/proxy-lose-answer":
+            query = parse_qs(url.query)
+            with self.log_lock:
+                self.lose.append((query.get("method", ["PUT"])[0], query.get("path", [""])[0]))
+        else:
+            return False
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _answer_lost(self) -> bool:
+        with self.log_lock:
+            for fault in self.lose:
+                if fault[0] == self.command and fault[1] in self.path:
+                    self.lose.remove(fault)
+                    return True
+        return False
+
+    def _forward(self) -> None:
+        if self.path.startswith("/-/") and self._control():
             return
+        self.stats.add(request_kind(self.command, self.path))
         if self.delay:
             time.sleep(self.delay)
         try:
             resp = self._send_upstream()
         except OSError as e:
             self.send_error(502, f"upstream: {e}")
+            self.close_connection = True
+            return
+        if self._answer_lost():
+            resp.read()
             self.close_connection = True
             return
         self.send_response_only(resp.status, resp.reason)
@@ -136,7 +230,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         while True:
-            piece = resp.read(PIECE) if self.command != "HEAD" else b""
+            # read even a HEAD's answer (http.client returns b"" and marks it closed): an answer left
+            # open makes the next request on this upstream connection fail after it was sent (the
+            # client then sends it again: a conditional PUT's second copy gets 412)
+            piece = resp.read(PIECE)
             if not piece:
                 break
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)

@@ -162,17 +162,18 @@ def facts(path: Path) -> dict[str, Any]:
 
 
 def copy_layout(src: Path, dst: Path) -> Path:
-    """A writable copy (symlinks kept as links); fixtures are never changed in place."""
-    if dst.exists():
-        # a pre-made (possibly mounted) empty directory: copy the contents into it
-        for item in src.iterdir():
-            target = dst / item.name
-            if item.is_symlink():
-                os.symlink(os.readlink(item), target)
-            elif item.is_dir():
-                shutil.copytree(item, target, symlinks=True)
-            else:
-                shutil.copy2(item, target)
-    else:
-        shutil.copytree(src, dst, symlinks=True)
+    """A writable copy (symlinks kept as links, files' times kept); fixtures are never changed in place.
+
+    ``dst`` may be a pre-made (possibly mounted) empty directory. Directories' modes and times are
+    not copied: s3fs on a store whose folders are not objects (SeaweedFS) refuses them (ENOENT),
+    which ``shutil.copytree`` reports as a failed copy."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        target = dst / item.name
+        if item.is_symlink():
+            os.symlink(os.readlink(item), target)
+        elif item.is_dir():
+            copy_layout(item, target)
+        else:
+            shutil.copy2(item, target)
     return dst
