@@ -103,8 +103,9 @@ def test_seaweedfs_starts_and_stops_leaving_no_process(tmp_path: Path) -> None:
 def test_latency_proxy_delays_every_request_and_serves_them_at_once(
     s3_server: S3Server, bucket: str, proxy_factory: Callable[..., LatencyProxy]
 ) -> None:
-    """Each request through the proxy takes at least its delay; eight at once take about one delay,
-    not eight (bounded at four: a loaded machine must not make it flaky). Bodies pass unchanged."""
+    """Each request through the proxy takes at least its delay; eight at once take less than the
+    eight delays they would take one after another (served concurrently: about one delay; the
+    bound is the serial time, so a loaded machine cannot make it flaky). Bodies pass unchanged."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -123,7 +124,7 @@ def test_latency_proxy_delays_every_request_and_serves_them_at_once(
         list(pool.map(lambda _: client.head_object(Bucket=bucket, Key="proxy/big"), range(8)))
         elapsed = time.monotonic() - start
     print(f"8 concurrent HEADs at {delay * 1000:.0f} ms each: {elapsed:.2f} s")
-    assert delay <= elapsed < 4 * delay
+    assert delay <= elapsed < 8 * delay
 
 
 def test_buckets_are_fresh(make_bucket: Callable[..., str], s3_client: Any) -> None:

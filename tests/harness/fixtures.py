@@ -305,9 +305,7 @@ def _test_mounts() -> Iterator[MountSet]:
 
 
 @pytest.fixture
-def s3fs_factory(
-    s3_server: S3Server, harness_dir: Path, _harness_seq: _Counter, _test_mounts: MountSet
-) -> Callable[..., S3fsMount]:
+def s3fs_factory(s3_server: S3Server, s3fs_any_store: Callable[..., S3fsMount]) -> Callable[..., S3fsMount]:
     """Factory: ``s3fs_factory(bucket, options=S3FS_RECOMMENDED_OPTIONS, server=s3_server) -> S3fsMount``
     (live). ``server`` may be a ``LatencyProxy`` in front of the bucket's store.
 
@@ -316,10 +314,7 @@ def s3fs_factory(
 
     def make(bucket: str, options: Sequence[str] = S3FS_RECOMMENDED_OPTIONS,
              server: S3Server | None = None) -> S3fsMount:
-        workdir = _workdir(harness_dir, _harness_seq, f"s3fs-{bucket}")
-        mount = S3fsMount(server or s3_server, bucket, workdir / "mnt", workdir, options)
-        _mount(_test_mounts, mount)
-        return mount
+        return s3fs_any_store(bucket, server or s3_server, options)
 
     return make
 
