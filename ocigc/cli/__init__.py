@@ -1,7 +1,10 @@
 """Command-line interface: thin commands over the ocigc library.
 
-Each command module registers its commands on ``ocigc.cli.app.app``; importing it here is
-what adds it to the CLI.
+Each command module registers its commands on ``ocigc.cli.app.app``; ``ocigc.cli.commands.COMMANDS``
+names the module of each command, and the root group (``ocigc.cli.lazy.LazyGroup``) imports a
+module when one of its commands runs. Importing this package imports neither typer nor a command:
+``ocigc --version`` and ``ocigc --help`` are answered before typer is imported (docs/performance.md,
+"Start-up"); ``app`` is imported on first use (``from ocigc.cli import app``).
 """
 
 from __future__ import annotations
@@ -9,20 +12,11 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-import ocigc.cli.migrate  # registers migrate
-import ocigc.cli.policy  # noqa: F401  (policy check)
-from ocigc.cli import (  # noqa: F401  (command modules register their commands when imported)
-    check,  # check (cli.policy imported read first: ls, tags, inspect, graph come before it in --help)
-    doctor,  # doctor
-    exec,  # exec
-    locks,  # locks list|break
-    maintain,  # delete, sweep
-    pushpull,  # push, pull, tag
-    read,  # ls, tags, inspect, graph
-    trash,  # trash list|restore|purge
-)
-from ocigc.cli.app import app
+if TYPE_CHECKING:
+    from ocigc.cli.app import app
 
 #: The cyclic collector's first threshold for the command-line process. A sweep of a large layout
 #: allocates millions of small containers (graph nodes, descriptors) that hold no cycles; at
@@ -32,8 +26,21 @@ GC_THRESHOLD0 = 50_000
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        from ocigc import __version__
+
+        print(f"ocigc {__version__}")
+        return
+    if args in (["--help"], ["-h"]):
+        from ocigc.cli.commands import help_width, root_help
+
+        sys.stdout.write(root_help(help_width()))
+        return
     gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
     try:
+        from ocigc.cli.app import app
+
         app(prog_name="ocigc")
     finally:
         stats_file = os.environ.get("OCIGC_STORAGE_STATS")
@@ -52,6 +59,24 @@ def _write_stats(path: str) -> None:
             json.dump(GLOBAL_COUNTER.snapshot(), f)
     except OSError as e:
         print(f"warning: cannot write storage stats to {path}: {e}", file=sys.stderr)
+
+
+class _Package(types.ModuleType):
+    """``ocigc.cli.app`` is the typer application, imported on first use; also once the submodule of
+    that name is loaded (the import system then sets the attribute to the submodule: ignored)."""
+
+    @property
+    def app(self) -> Any:
+        from ocigc.cli.app import app
+
+        return app
+
+    @app.setter
+    def app(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = ["app", "main"]

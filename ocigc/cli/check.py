@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,8 +10,10 @@ from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_e
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import printable
-from ocigc.gc.check import DANGLING, ERROR, INFO, WARNING, CheckReport, check_layout
 from ocigc.parallel import DEFAULT_JOBS
+
+if TYPE_CHECKING:
+    from ocigc.gc.check import CheckReport
 
 
 @app.command("check")
@@ -28,6 +30,8 @@ def check_cmd(
     """Check layouts: missing blobs, sizes, JSON, media types, stray and temp files, digests.
 
     Exit 0 when clean, 1 when problems were found, 4 when a referenced blob is missing."""
+    from ocigc.gc.check import check_layout
+
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out))
@@ -46,6 +50,8 @@ def check_cmd(
 
 
 def _render_check(r: CheckReport, verbose: int) -> str:
+    from ocigc.gc.check import DANGLING, ERROR, INFO, WARNING
+
     shown = [p for p in r.problems if p.severity in (DANGLING, ERROR, WARNING) or verbose]
     counts = {sev: sum(1 for p in r.problems if p.severity == sev) for sev in (DANGLING, ERROR, WARNING, INFO)}
     status = "ok" if not counts[DANGLING] and not counts[ERROR] else "PROBLEMS"

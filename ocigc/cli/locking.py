@@ -8,17 +8,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from ocigc.cli._common import Settings
 from ocigc.cli.read import layouts_under
-from ocigc.layout.layout import Layout
-from ocigc.lock.acquire import acquire
-from ocigc.lock.files import LockInfo
-from ocigc.lock.handle import LockHandle
-from ocigc.storage.open_storage import open_storage
+
+if TYPE_CHECKING:
+    from ocigc.layout.layout import Layout
+    from ocigc.lock.files import LockInfo
+    from ocigc.lock.handle import LockHandle
 
 LockWaitOpt = Annotated[str, typer.Option(
     "--lock-wait", metavar="DURATION",
@@ -47,6 +47,8 @@ def make_locker(s: Settings, wait: float, command: str,
     """A ``locker`` for ``ocigc.gc.run.RunOptions``: the layout's lock, waiting up to ``wait`` seconds."""
 
     def locker(layout: Layout, mode: Literal["shared", "exclusive"]) -> AbstractContextManager[LockHandle]:
+        from ocigc.lock.acquire import acquire
+
         return acquire(layout, mode, wait=wait, command=command, on_wait=waiting_reporter(s, layout))
 
     return locker
@@ -58,6 +60,9 @@ def command_line() -> str:
 
 def layouts_at(path: str, jobs: int) -> list[Layout]:
     """The layout at ``path``, or every layout under it."""
+    from ocigc.layout.layout import Layout
+    from ocigc.storage.open_storage import open_storage
+
     storage = open_storage(path)
     if storage.stat("oci-layout") is not None:
         return [Layout(storage)]

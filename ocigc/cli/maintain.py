@@ -38,7 +38,6 @@ from ocigc.layout.discover import map_links
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference, parse_reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.retention.load import load_policy
 from ocigc.storage.open_storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
@@ -235,7 +234,12 @@ def sweep_cmd(
     With --policy, first remove the tags its rules do not keep (see 'ocigc policy check')."""
     s = settings(ctx, quiet, verbose)
     with handle_errors(), unattended("sweep", path, s, json_report, log_format, dry_run) as cron:
-        cron.use_policy(load_policy(policy) if policy else None)
+        if policy:
+            from ocigc.retention.load import load_policy  # the retention machinery only with --policy
+
+            cron.use_policy(load_policy(policy))
+        else:
+            cron.use_policy(None)
         opts = SweepOptions(grace=parse_duration(grace, "grace period") if grace else DEFAULT_GRACE,
                             untagged=untagged, jobs=jobs)
         run = RunOptions(dry_run=dry_run, jobs=jobs, confirm=make_confirm(s, yes, json_out), trash=trash,

@@ -16,9 +16,6 @@ from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError, storage_error
 from ocigc.gc.plan import Plan
 from ocigc.gc.unattended import Unattended
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.retention.explain import explain
-from ocigc.retention.load import load_policy
-from ocigc.retention.model import repository_name
 
 policy_app = typer.Typer(help="Retention policies (TOML files for sweep --policy): check and explain.",
                          no_args_is_help=True)
@@ -46,6 +43,10 @@ def policy_check_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Validate a retention policy and explain it in words. Exit 0 when valid, 2 when not."""
+    from ocigc.retention.explain import explain
+    from ocigc.retention.load import load_policy
+    from ocigc.retention.model import repository_name
+
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         policy = load_policy(file)

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings, table
 from ocigc.cli.app import app
-from ocigc.digest import Digest
 from ocigc.errors import EXIT_ERROR, LayoutError, OcigcError, ReferenceNotFound, printable, storage_error
-from ocigc.layout.discover import open_layouts
-from ocigc.layout.layout import Layout
-from ocigc.layout.state import LayoutState
-from ocigc.layout.views import TreeNode, resolve, summarize, tree
-from ocigc.oci.refs import parse_reference
 from ocigc.parallel import DEFAULT_JOBS
-from ocigc.storage.open_storage import open_storage
+
+if TYPE_CHECKING:
+    from ocigc.layout.layout import Layout
+    from ocigc.layout.views import TreeNode
+
+# The library is imported in the commands that use it (docs/performance.md, "Start-up").
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="Storage operations in flight.")]
 
@@ -26,6 +25,9 @@ def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]
     """Digest-named symlinks are read through (the content verified against the name) when they lead
     within ``path``; ``read_only`` also when they lead to the same-named blob of another layout
     anywhere (nothing is deleted)."""
+    from ocigc.layout.discover import open_layouts
+    from ocigc.storage.open_storage import open_storage
+
     layouts = open_layouts(open_storage(path), jobs)
     if read_only:
         for lay in layouts:
@@ -37,6 +39,9 @@ def layouts_under(path: str, jobs: int, read_only: bool = False) -> list[Layout]
 
 def open_layout(path: str) -> Layout:
     """One layout for a read-only command: digest-named links are read through (verified)."""
+    from ocigc.layout.layout import Layout
+    from ocigc.storage.open_storage import open_storage
+
     layout = Layout.open(open_storage(path))
     layout.follow_blob_links = True
     return layout
@@ -52,6 +57,8 @@ def ls_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """List every layout under ROOT: tags, manifests, blobs, bytes and unreachable bytes."""
+    from ocigc.layout.views import summarize
+
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         rows, out, failed = [], [], False
@@ -117,6 +124,11 @@ def inspect_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Show the tree under a tag or digest: index -> manifests -> config/layers, and referrers."""
+    from ocigc.digest import Digest
+    from ocigc.layout.state import LayoutState
+    from ocigc.layout.views import resolve, tree
+    from ocigc.oci.refs import parse_reference
+
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         reference = parse_reference(ref)
@@ -172,6 +184,8 @@ def graph_cmd(
     verbose: VerboseOpt = 0,
 ) -> None:
     """Print the reference graph of a layout (JSON, Graphviz dot or GraphML)."""
+    from ocigc.layout.state import LayoutState
+
     s = settings(ctx, quiet, verbose)
     with handle_errors():
         layout = open_layout(layout_path)

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ocigc.errors import InvalidOption
 from ocigc.gc.plan import DeleteOptions, SweepOptions
@@ -15,7 +16,9 @@ from ocigc.gc.run import Locker, Outcome, RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference
 from ocigc.progress import Progress
-from ocigc.retention.decide import Policy
+
+if TYPE_CHECKING:  # the retention machinery is imported only by a sweep with --policy
+    from ocigc.retention.decide import Policy
 
 LOG_FORMATS = ("text", "json")
 
