@@ -1,4 +1,4 @@
-"""The reference graph of a layout, on networkx (the only module that imports it).
+"""The reference graph of a layout: adjacency dicts of digests (networkx only exports GraphML).
 
 Nodes are digests. Node attributes (invariants):
   ``media_types``  every media type a descriptor or the blob itself gave this digest
@@ -15,6 +15,10 @@ Nodes are digests. Node attributes (invariants):
                    are unknown, so nothing may be deleted on its account)
 Edges go parent -> child and carry ``kinds`` (a set: a blob can be both config and layer of one
 manifest). A ``subject`` edge goes referrer -> subject and keeps nothing alive.
+
+The graph is plain dicts: a node is a dict of the attributes above, edges are ``children[parent][child]
+= kinds`` with each distinct set of kinds one shared frozenset, and the parents of a node are derived
+from them on first use. A graph of 100,000 blobs holds no object per edge and no networkx views.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ocigc.digest import Digest
 from ocigc.errors import BlobTooLarge, ManifestError
@@ -33,17 +37,29 @@ from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS, pmap
 from ocigc.progress import Counter, NullCounter
 
-if TYPE_CHECKING:
-    import networkx as nx
-
 
 def _nx() -> ModuleType:
-    """networkx, imported on first use: it takes about 0.2 s, which commands that build no graph
-    (push, pull, tag, locks, doctor) do not pay."""
+    """networkx, imported for a GraphML export only (``ocigc graph -f graphml``): it takes about 0.2 s."""
     import networkx
 
     return networkx
 
+
+Kinds = frozenset[str]
+#: Every distinct set of edge kinds, shared by the edges that have it (most edges: one kind).
+_KINDS: dict[Kinds, Kinds] = {}
+
+
+def _kinds(kinds: Kinds) -> Kinds:
+    return _KINDS.setdefault(kinds, kinds)
+
+
+#: The ``tags`` of a node without tags (most nodes): one shared empty set, replaced on the first tag.
+_NO_TAGS: frozenset[str] = frozenset()
+
+
+#: The kinds of an edge that is only a referrer's ``subject`` (keeps nothing alive).
+_SUBJECT_ONLY: Kinds = _kinds(frozenset((mf.SUBJECT,)))
 
 #: Nesting of indexes and manifests deeper than this is refused (hostile or broken input).
 MAX_DEPTH = 32
@@ -76,7 +92,12 @@ class _ReadResult:
 
 class RefGraph:
     def __init__(self) -> None:
-        self.g: nx.DiGraph = _nx().DiGraph()
+        #: Node attributes by digest (module docstring), in the order the nodes were found.
+        self._nodes: dict[Digest, dict[str, Any]] = {}
+        #: parent -> child -> kinds.
+        self._children: dict[Digest, dict[Digest, Kinds]] = {}
+        #: child -> parent -> kinds: derived from ``_children`` when first asked (None: not yet, or stale).
+        self._parents: dict[Digest, dict[Digest, Kinds]] | None = None
         #: Digests that were read (or tried).
         self.read: set[Digest] = set()
         #: Blobs read and found present, by digest. Content-addressed blobs never change, so a
@@ -95,10 +116,11 @@ class RefGraph:
         counter = counter or NullCounter()
         level: dict[Digest, tuple[Descriptor, int]] = {}
         for entry in index.entries:
-            graph._note(entry, kind=None)
-            node = graph.g.nodes[entry.digest]
+            node = graph._note(entry, kind=None)
             node["root"] = True
             if entry.ref_name is not None:
+                if not node["tags"]:
+                    node["tags"] = set()
                 node["tags"].add(entry.ref_name)
             if wants_read(entry, listed=True):
                 level.setdefault(entry.digest, (entry, 0))
@@ -116,22 +138,23 @@ class RefGraph:
         counter.close()
         return graph
 
-    def _note(self, desc: Descriptor, kind: str | None) -> None:
-        g = self.g
-        if desc.digest not in g:
-            g.add_node(desc.digest, media_types=set(), sizes=set(), kind=kind, tags=set(), root=False,
-                       present=None, error=None, foreign=False)
-        node = g.nodes[desc.digest]
+    def _note(self, desc: Descriptor, kind: str | None) -> dict[str, Any]:
+        node = self._nodes.get(desc.digest)
+        if node is None:
+            node = self._nodes[desc.digest] = {
+                "media_types": set(), "sizes": set(), "kind": kind, "tags": _NO_TAGS, "root": False,
+                "present": None, "error": None, "foreign": False}
+        elif node["kind"] is None and kind is not None:
+            node["kind"] = kind
         if desc.urls:
             node["foreign"] = True
         if desc.media_type:
             node["media_types"].add(desc.media_type)
         node["sizes"].add(desc.size)
-        if node["kind"] is None and kind is not None:
-            node["kind"] = kind
+        return node
 
     def _record(self, res: _ReadResult, depth: int, where: str = "") -> list[tuple[Descriptor, int]]:
-        node = self.g.nodes[res.digest]
+        node = self._nodes[res.digest]
         node["present"] = res.present
         if res.present and not res.error:
             self.results[res.digest] = res
@@ -163,10 +186,28 @@ class RefGraph:
         return follow
 
     def _edge(self, parent: Digest, child: Digest, kind: str) -> None:
-        if self.g.has_edge(parent, child):
-            self.g.edges[parent, child]["kinds"].add(kind)
-        else:
-            self.g.add_edge(parent, child, kinds={kind})
+        out = self._children.get(parent)
+        if out is None:
+            out = self._children[parent] = {}
+        kinds = out.get(child)
+        if kinds is None:
+            out[child] = _kinds(frozenset((kind,)))
+        elif kind not in kinds:
+            out[child] = _kinds(kinds | {kind})
+        self._parents = None
+
+    def _in_edges(self, digest: str) -> dict[Digest, Kinds]:
+        """parent -> kinds of the edges into ``digest`` (edge order: as the parents were read)."""
+        if self._parents is None:
+            parents: dict[Digest, dict[Digest, Kinds]] = {}
+            for parent, out in self._children.items():
+                for child, kinds in out.items():
+                    into = parents.get(child)
+                    if into is None:
+                        into = parents[child] = {}
+                    into[parent] = kinds
+            self._parents = parents
+        return self._parents.get(digest, {})  # type: ignore[call-overload]
 
     # --- questions ---------------------------------------------------------------------------
     def complete(self) -> bool:
@@ -174,64 +215,65 @@ class RefGraph:
         return len(self.results) == len(self.read)
 
     def __contains__(self, digest: object) -> bool:
-        return digest in self.g
+        return digest in self._nodes
 
     def node(self, digest: str) -> dict[str, Any]:
-        return dict(self.g.nodes[digest])
+        """The attributes of ``digest`` (the graph's own dict: read it, do not change it)."""
+        return self._nodes[digest]  # type: ignore[index]
 
     def nodes(self) -> list[Digest]:
-        return list(self.g.nodes)
+        return list(self._nodes)
 
     def roots(self) -> set[Digest]:
-        return {d for d, a in self.g.nodes(data=True) if a["root"]}
+        return {d for d, a in self._nodes.items() if a["root"]}
 
-    def children(self, digest: str, include_subject: bool = False) -> list[tuple[Digest, set[str]]]:
-        out = []
-        for _, child, data in self.g.out_edges(digest, data=True):
-            kinds = data["kinds"]
-            if include_subject or kinds - {mf.SUBJECT}:
-                out.append((child, kinds))
-        return out
+    def children(self, digest: str, include_subject: bool = False) -> list[tuple[Digest, Kinds]]:
+        out = self._children.get(digest)  # type: ignore[call-overload]
+        if not out:
+            return []
+        return [(child, kinds) for child, kinds in out.items() if include_subject or kinds != _SUBJECT_ONLY]
 
     def reachable(self, roots: Iterable[str]) -> set[Digest]:
         """The roots and everything they keep alive (subject edges excluded)."""
+        nodes, edges, subject = self._nodes, self._children, _SUBJECT_ONLY
         seen: set[Digest] = set()
-        stack = [Digest(r) for r in roots if r in self.g]
+        stack = [Digest(r) for r in roots if r in nodes]
         while stack:
             d = stack.pop()
             if d in seen:
                 continue
             seen.add(d)
-            for _, child, data in self.g.out_edges(d, data=True):
-                if child not in seen and data["kinds"] - {mf.SUBJECT}:
-                    stack.append(child)
+            out = edges.get(d)
+            if out:
+                stack.extend(child for child, kinds in out.items() if child not in seen and kinds != subject)
         return seen
 
     def referrers(self, digest: str) -> list[Digest]:
         """Manifests whose ``subject`` is ``digest``."""
-        if digest not in self.g:
+        if digest not in self._nodes:
             return []
-        return [p for p, _, data in self.g.in_edges(digest, data=True) if mf.SUBJECT in data["kinds"]]
+        return [p for p, kinds in self._in_edges(digest).items() if mf.SUBJECT in kinds]
 
-    def parents(self, digest: str) -> list[tuple[Digest, set[str]]]:
+    def parents(self, digest: str) -> list[tuple[Digest, Kinds]]:
         """Nodes holding a non-subject edge to ``digest``."""
-        if digest not in self.g:
+        if digest not in self._nodes:
             return []
-        return [(p, data["kinds"]) for p, _, data in self.g.in_edges(digest, data=True)
-                if data["kinds"] - {mf.SUBJECT}]
+        return [(p, kinds) for p, kinds in self._in_edges(digest).items() if kinds != _SUBJECT_ONLY]
 
     def errors(self, among: Iterable[str] | None = None) -> dict[Digest, str]:
         """Blobs that had to be parsed and could not be, or were missing when read."""
-        pool = self.g.nodes if among is None else [d for d in among if d in self.g]
+        nodes = self._nodes
+        pool: Iterable[str] = nodes if among is None else [d for d in among if d in nodes]
         out: dict[Digest, str] = {}
         for d in pool:
-            node = self.g.nodes[d]
-            if node["error"]:
-                out[Digest(d)] = node["error"]
+            error = nodes[d]["error"]  # type: ignore[index]
+            if error:
+                out[Digest(d)] = error
         return out
 
     def missing_manifests(self, among: Iterable[str]) -> set[Digest]:
-        return {Digest(d) for d in among if d in self.g and self.g.nodes[d]["present"] is False}
+        nodes = self._nodes
+        return {Digest(d) for d in among if d in nodes and nodes[d]["present"] is False}  # type: ignore[index]
 
     def foreign(self, among: Iterable[str]) -> set[Digest]:
         """Blobs among ``among`` that a descriptor lists with ``urls`` and that only manifests list as a
@@ -239,7 +281,8 @@ class RefGraph:
         absent from ``blobs/``, they are fetched from those URLs, so their absence is not damage."""
         out: set[Digest] = set()
         for d in among:
-            if d not in self.g or not self.g.nodes[d]["foreign"] or self.g.nodes[d]["root"] or self.is_manifest(d):
+            node = self._nodes.get(d)  # type: ignore[call-overload]
+            if node is None or not node["foreign"] or node["root"] or self.is_manifest(d):
                 continue
             kinds = {k for _, kk in self.parents(d) for k in kk} - {mf.SUBJECT}
             if kinds and kinds <= {mf.LAYER, mf.BLOB}:
@@ -247,58 +290,68 @@ class RefGraph:
         return out
 
     def is_manifest(self, digest: str) -> bool:
-        node = self.g.nodes[digest]
+        node = self._nodes[digest]  # type: ignore[index]
         return node["kind"] in (mf.KIND_INDEX, mf.KIND_MANIFEST, mf.KIND_ARTIFACT, mf.KIND_SCHEMA1,
                                 mf.KIND_UNKNOWN_JSON) or bool(node["media_types"] & MANIFEST_TYPES)
 
     def topo_parents_first(self, digests: Iterable[str]) -> list[Digest]:
         """``digests`` ordered so that every parent comes before its children (manifests top-down)."""
         wanted = set(digests)
-        sub = self.g.subgraph(wanted)
-        nx = _nx()
-        try:
-            order = list(nx.topological_sort(sub))
-        except nx.NetworkXUnfeasible:  # a cycle (only possible with hash collisions): any order
+        edges = {d: [c for c in self._children.get(d, {}) if c in wanted and c != d]  # type: ignore[call-overload]
+                 for d in sorted(wanted)}
+        indegree = dict.fromkeys(edges, 0)
+        for children in edges.values():
+            for c in children:
+                indegree[c] += 1
+        order = [d for d, n in indegree.items() if n == 0]
+        for d in order:  # Kahn's algorithm; ``order`` grows as parents are placed
+            for c in edges[d]:
+                indegree[c] -= 1
+                if indegree[c] == 0:
+                    order.append(c)
+        if len(order) < len(wanted):  # a cycle (only possible with hash collisions): any order
             order = sorted(wanted)
         return [Digest(d) for d in order]
+
+    def _edges(self) -> list[tuple[Digest, Digest, Kinds]]:
+        return [(u, v, kinds) for u, out in self._children.items() for v, kinds in out.items()]
 
     # --- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         nodes = []
-        for d, a in sorted(self.g.nodes(data=True)):
+        for d, a in sorted(self._nodes.items()):
             nodes.append({
                 "digest": d, "kind": a["kind"] or "unknown", "mediaTypes": sorted(a["media_types"]),
                 "sizes": sorted(a["sizes"]), "tags": sorted(a["tags"]), "root": a["root"],
                 "present": a["present"], "error": a["error"],
             })
-        edges = [{"from": u, "to": v, "kinds": sorted(data["kinds"])}
-                 for u, v, data in sorted(self.g.edges(data=True))]
+        edges = [{"from": u, "to": v, "kinds": sorted(kinds)} for u, v, kinds in sorted(self._edges())]
         return {"nodes": nodes, "edges": edges}
 
     def to_dot(self) -> str:
         lines = ["digraph ocigc {", "  rankdir=LR;", "  node [shape=box, fontname=monospace];"]
-        for d, a in sorted(self.g.nodes(data=True)):
+        for d, a in sorted(self._nodes.items()):
             label = f"{Digest(d).short}\\n{a['kind'] or 'unknown'}"
             if a["tags"]:
                 label += "\\n" + ", ".join(sorted(a["tags"])).replace('"', "'")
             style = ', style="bold"' if a["root"] else ""
             lines.append(f'  "{d}" [label="{label}"{style}];')
-        for u, v, data in sorted(self.g.edges(data=True)):
-            dashed = ', style="dashed"' if mf.SUBJECT in data["kinds"] else ""
-            lines.append(f'  "{u}" -> "{v}" [label="{",".join(sorted(data["kinds"]))}"{dashed}];')
+        for u, v, kinds in sorted(self._edges()):
+            dashed = ', style="dashed"' if mf.SUBJECT in kinds else ""
+            lines.append(f'  "{u}" -> "{v}" [label="{",".join(sorted(kinds))}"{dashed}];')
         lines.append("}")
         return "\n".join(lines) + "\n"
 
     def to_graphml(self) -> str:
         nx = _nx()
         flat = nx.DiGraph()
-        for d, a in self.g.nodes(data=True):
+        for d, a in self._nodes.items():
             flat.add_node(d, kind=a["kind"] or "unknown", media_types=",".join(sorted(a["media_types"])),
                           sizes=",".join(str(s) for s in sorted(a["sizes"])), tags=",".join(sorted(a["tags"])),
                           root=bool(a["root"]), present="" if a["present"] is None else str(a["present"]).lower(),
                           error=a["error"] or "")
-        for u, v, data in self.g.edges(data=True):
-            flat.add_edge(u, v, kinds=",".join(sorted(data["kinds"])))
+        for u, v, kinds in self._edges():
+            flat.add_edge(u, v, kinds=",".join(sorted(kinds)))
         return "\n".join(nx.generate_graphml(flat)) + "\n"
 
 
