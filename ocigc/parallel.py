@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from itertools import count
 from typing import TypeVar
@@ -12,17 +13,22 @@ R = TypeVar("R")
 
 #: Default number of storage operations in flight. On an s3fs mount each costs milliseconds.
 DEFAULT_JOBS = 16
+#: Items run in the calling thread while they average less than this; slower items (each waits on
+#: a mounted bucket or a cold disk) bring in the other threads. On a local disk with the files in
+#: the page cache a stat, read or unlink takes microseconds: more threads would only add their
+#: start (about 50-100 µs each) and contention for the interpreter lock.
+SLOW_ITEM = 0.0003
 
 
 def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
          on_done: Callable[[], None] | None = None) -> list[R]:
     """``[fn(x) for x in items]`` with up to ``jobs`` calls in flight; order kept, errors raised.
 
-    ``jobs`` threads each take the next item until none is left: no future per item, so the
-    overhead per item stays a few microseconds (an executor's submit costs tens, which on a local
-    disk is more than the stat or unlink it wraps). Every item is processed even when one fails;
-    then the error of the first failing item is raised. An interrupt (Ctrl-C in the calling
-    thread) stops handing out items; the calls in flight finish, then it propagates.
+    The calling thread takes items first; when they turn out slow (``SLOW_ITEM`` on average), up to
+    ``jobs - 1`` threads join it, each taking the next item until none is left: no future per item,
+    so the overhead per item stays a few microseconds. Every item is processed even when one fails;
+    then the error of the first failing item is raised. An interrupt (Ctrl-C in the calling thread)
+    stops handing out items; the calls in flight finish, then it propagates.
     """
     seq = list(items)
     if jobs <= 1 or len(seq) <= 1:
@@ -40,26 +46,41 @@ def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
 
     stop = threading.Event()  # an interrupt: take no further items
 
+    def run(i: int) -> bool:
+        """Item ``i``; False when it was interrupted (everyone stops)."""
+        try:
+            results[i] = fn(seq[i])
+        except Exception as e:  # raised by the caller's thread below
+            errors[i] = e
+            return True
+        except BaseException as e:  # an interrupt: stop everyone, re-raised below
+            errors[i] = e
+            stop.set()
+            return False
+        if on_done:
+            on_done()
+        return True
+
     def worker() -> None:
         while not stop.is_set() and (i := next_index()) < n:
-            try:
-                results[i] = fn(seq[i])
-            except Exception as e:  # raised by the caller's thread below
-                errors[i] = e
-                continue
-            except BaseException as e:  # an interrupt: stop everyone, re-raised below
-                errors[i] = e
-                stop.set()
+            if not run(i):
                 return
-            if on_done:
-                on_done()
 
-    threads = [threading.Thread(target=worker, name=f"ocigc-pmap-{k}", daemon=True)
-               for k in range(min(jobs, n) - 1)]
-    for t in threads:
-        t.start()
+    threads: list[threading.Thread] = []
     try:
-        worker()  # the calling thread works too
+        started = time.monotonic()
+        done = 0
+        while not stop.is_set() and (i := next_index()) < n:
+            if not run(i):
+                break
+            done += 1
+            if time.monotonic() - started > SLOW_ITEM * done and done < n - 1:
+                threads = [threading.Thread(target=worker, name=f"ocigc-pmap-{k}", daemon=True)
+                           for k in range(min(jobs, n - done) - 1)]
+                for t in threads:
+                    t.start()
+                worker()  # the calling thread works on too
+                break
     except BaseException:  # Ctrl-C: the others finish the item they hold, then stop
         stop.set()
         raise

@@ -226,3 +226,20 @@ def test_pmap_stops_handing_out_items_on_an_interrupt() -> None:
     with pytest.raises(KeyboardInterrupt):
         pmap(interrupted, range(100_000), 4)
     assert len(seen) < 100_000
+
+
+def test_pmap_brings_in_threads_for_slow_items() -> None:
+    """The calling thread starts alone (a local disk's stat or unlink takes microseconds: no thread
+    to start); items that wait (a mounted bucket's round trip) are spread over up to ``jobs`` threads."""
+    import threading
+    import time
+
+    from ocigc.parallel import SLOW_ITEM, pmap
+
+    def slow(x: int) -> int:
+        time.sleep(SLOW_ITEM * 20)
+        return threading.get_ident()
+
+    used = pmap(slow, range(64), 8)
+    assert len(set(used)) > 1 and len(set(used)) <= 8
+    assert used[0] == threading.get_ident()  # the first item always runs in the calling thread
