@@ -13,19 +13,23 @@ R = TypeVar("R")
 
 #: Default number of storage operations in flight. On an s3fs mount each costs milliseconds.
 DEFAULT_JOBS = 16
-#: Items run in the calling thread while they average less than this; slower items (each waits on
-#: a mounted bucket or a cold disk) bring in the other threads. On a local disk with the files in
-#: the page cache a stat, read or unlink takes microseconds: more threads would only add their
-#: start (about 50-100 µs each) and contention for the interpreter lock.
+#: Items run in the calling thread while they wait (wall time not spent on the thread's CPU) less
+#: than this on average; items that wait longer (a mounted bucket's round trip, a cold disk) bring in
+#: the other threads. On a local disk with the files in the page cache a stat, read or unlink takes
+#: microseconds, and parsing a manifest is CPU work the interpreter lock serializes anyway: more
+#: threads would only add their start (about 50-100 µs each) and contention for the lock.
 SLOW_ITEM = 0.0003
+#: Items after which the waiting is measured only every ``CHECK_EVERY`` items (two clock reads each).
+CHECK_FIRST = 32
+CHECK_EVERY = 16
 
 
 def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
          on_done: Callable[[], None] | None = None) -> list[R]:
     """``[fn(x) for x in items]`` with up to ``jobs`` calls in flight; order kept, errors raised.
 
-    The calling thread takes items first; when they turn out slow (``SLOW_ITEM`` on average), up to
-    ``jobs - 1`` threads join it, each taking the next item until none is left: no future per item,
+    The calling thread takes items first; when they turn out to wait on I/O (``SLOW_ITEM`` on
+    average), up to ``jobs - 1`` threads join it, each taking the next item until none is left: no future per item,
     so the overhead per item stays a few microseconds. Every item is processed even when one fails;
     then the error of the first failing item is raised. An interrupt (Ctrl-C in the calling thread)
     stops handing out items; the calls in flight finish, then it propagates.
@@ -68,13 +72,14 @@ def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
 
     threads: list[threading.Thread] = []
     try:
-        started = time.monotonic()
+        wall, cpu = time.monotonic(), time.thread_time()
         done = 0
         while not stop.is_set() and (i := next_index()) < n:
             if not run(i):
                 break
             done += 1
-            if time.monotonic() - started > SLOW_ITEM * done and done < n - 1:
+            if done < n - 1 and (done <= CHECK_FIRST or done % CHECK_EVERY == 0) and (
+                    (time.monotonic() - wall) - (time.thread_time() - cpu) > SLOW_ITEM * done):
                 threads = [threading.Thread(target=worker, name=f"ocigc-pmap-{k}", daemon=True)
                            for k in range(min(jobs, n - done) - 1)]
                 for t in threads:
