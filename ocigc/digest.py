@@ -11,6 +11,8 @@ from ocigc.errors import InvalidDigest
 #: Supported algorithms and the length of their lowercase hex encoding.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HEX = re.compile(r"^[a-f0-9]+$")
+#: Per algorithm: whether a name is exactly its lowercase hex encoding (a blob's file name).
+_BLOB_NAME = {alg: re.compile(f"[a-f0-9]{{{n}}}").fullmatch for alg, n in ALGORITHMS.items()}
 CHUNK = 1024 * 1024
 
 
@@ -58,10 +60,10 @@ class Digest(str):
     @classmethod
     def from_blob_name(cls, algorithm: str, name: str) -> Digest | None:
         """The digest named by ``blobs/<algorithm>/<name>``, or None when it is not one."""
-        try:
-            return cls(f"{algorithm}:{name}")
-        except InvalidDigest:
+        match = _BLOB_NAME.get(algorithm)
+        if match is None or match(name) is None:
             return None
+        return str.__new__(cls, f"{algorithm}:{name}")  # exactly what ``__new__`` accepts, checked above
 
 
 def is_digest(value: object) -> bool:

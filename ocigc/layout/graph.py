@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -58,8 +59,10 @@ def _kinds(kinds: Kinds) -> Kinds:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
+#: The kinds of an edge of one kind, by that kind.
+_ONE_KIND: dict[str, Kinds] = {k: _kinds(frozenset((k,))) for k in mf.EDGE_KINDS}
 #: The kinds of an edge that is only a referrer's ``subject`` (keeps nothing alive).
-_SUBJECT_ONLY: Kinds = _kinds(frozenset((mf.SUBJECT,)))
+_SUBJECT_ONLY: Kinds = _ONE_KIND[mf.SUBJECT]
 
 #: Nesting of indexes and manifests deeper than this is refused (hostile or broken input).
 MAX_DEPTH = 32
@@ -79,7 +82,11 @@ def wants_read(desc: Descriptor, listed: bool = False) -> bool:
         return True
     if mt in KNOWN_LEAF_JSON or desc.size < 0:  # size -1: a schema 1 blobSum, always a layer
         return False
-    return looks_like_json_type(mt) or not mt
+    return _json_type(mt) or not mt
+
+
+#: ``looks_like_json_type`` of the few media types a layout uses, each worked out once.
+_json_type = lru_cache(maxsize=1024)(looks_like_json_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,11 @@ class RefGraph:
         self._parents: dict[Digest, dict[Digest, Kinds]] | None = None
         #: Digests that were read (or tried).
         self.read: set[Digest] = set()
+        #: Read blobs found missing (``present`` False) or with an ``error``: the only nodes
+        #: ``errors`` and ``missing_manifests`` can report.
+        self._bad: set[Digest] = set()
+        #: The last ``reachable`` asked: its roots and its answer (the graph does not change once built).
+        self._reach: tuple[frozenset[str], frozenset[Digest]] | None = None
         #: Blobs read and found present, by digest. Content-addressed blobs never change, so a
         #: later build of the same layout (the re-mark before deleting) reuses them unread.
         self.results: dict[Digest, _ReadResult] = {}
@@ -132,7 +144,7 @@ class RefGraph:
                            on_done=counter.add)
             level = {}
             for (_, _, depth), res in zip(todo, results, strict=True):
-                for child, cdepth in graph._record(res, depth, layout.where(res.digest.blob_path())):
+                for child, cdepth in graph._record(res, depth, layout):
                     if child.digest not in graph.read and child.digest not in level:
                         level[child.digest] = (child, cdepth)
         counter.close()
@@ -153,13 +165,15 @@ class RefGraph:
         node["sizes"].add(desc.size)
         return node
 
-    def _record(self, res: _ReadResult, depth: int, where: str = "") -> list[tuple[Descriptor, int]]:
+    def _record(self, res: _ReadResult, depth: int, layout: Layout | None = None) -> list[tuple[Descriptor, int]]:
         node = self._nodes[res.digest]
         node["present"] = res.present
         if res.present and not res.error:
             self.results[res.digest] = res
         if res.error:
             node["error"] = res.error
+        if res.error or not res.present:
+            self._bad.add(res.digest)
         if res.parsed is None:
             return []
         p = res.parsed
@@ -177,7 +191,9 @@ class RefGraph:
             self._edge(res.digest, child.digest, kind)
             if wants_read(child, listed=kind == mf.CHILD):
                 if depth + 1 > MAX_DEPTH:
-                    node["error"] = f"{where or res.digest}: nesting deeper than {MAX_DEPTH} levels (refused)"
+                    where = layout.where(res.digest.blob_path()) if layout is not None else res.digest
+                    node["error"] = f"{where}: nesting deeper than {MAX_DEPTH} levels (refused)"
+                    self._bad.add(res.digest)
                     continue
                 follow.append((child, depth + 1))
         if p.subject is not None:
@@ -191,7 +207,7 @@ class RefGraph:
             out = self._children[parent] = {}
         kinds = out.get(child)
         if kinds is None:
-            out[child] = _kinds(frozenset((kind,)))
+            out[child] = _ONE_KIND.get(kind) or _kinds(frozenset((kind,)))
         elif kind not in kinds:
             out[child] = _kinds(kinds | {kind})
         self._parents = None
@@ -234,7 +250,16 @@ class RefGraph:
         return [(child, kinds) for child, kinds in out.items() if include_subject or kinds != _SUBJECT_ONLY]
 
     def reachable(self, roots: Iterable[str]) -> set[Digest]:
-        """The roots and everything they keep alive (subject edges excluded)."""
+        """The roots and everything they keep alive (subject edges excluded). A new set each call; the
+        walk is done once for the same roots (a sweep asks for them when planning and applying)."""
+        key = frozenset(roots)
+        if self._reach is not None and self._reach[0] == key:
+            return set(self._reach[1])
+        seen = self._walk(key)
+        self._reach = (key, frozenset(seen))
+        return seen
+
+    def _walk(self, roots: Iterable[str]) -> set[Digest]:
         nodes, edges, subject = self._nodes, self._children, _SUBJECT_ONLY
         seen: set[Digest] = set()
         stack = [Digest(r) for r in roots if r in nodes]
@@ -262,18 +287,18 @@ class RefGraph:
 
     def errors(self, among: Iterable[str] | None = None) -> dict[Digest, str]:
         """Blobs that had to be parsed and could not be, or were missing when read."""
-        nodes = self._nodes
-        pool: Iterable[str] = nodes if among is None else [d for d in among if d in nodes]
+        nodes, bad = self._nodes, self._bad
+        pool = bad if among is None else _among(bad, among)
         out: dict[Digest, str] = {}
         for d in pool:
-            error = nodes[d]["error"]  # type: ignore[index]
+            error = nodes[d]["error"]
             if error:
                 out[Digest(d)] = error
         return out
 
     def missing_manifests(self, among: Iterable[str]) -> set[Digest]:
         nodes = self._nodes
-        return {Digest(d) for d in among if d in nodes and nodes[d]["present"] is False}  # type: ignore[index]
+        return {Digest(d) for d in _among(self._bad, among) if nodes[d]["present"] is False}
 
     def foreign(self, among: Iterable[str]) -> set[Digest]:
         """Blobs among ``among`` that a descriptor lists with ``urls`` and that only manifests list as a
@@ -353,6 +378,15 @@ class RefGraph:
         for u, v, kinds in self._edges():
             flat.add_edge(u, v, kinds=",".join(sorted(kinds)))
         return "\n".join(nx.generate_graphml(flat)) + "\n"
+
+
+def _among(few: set[Digest], among: Iterable[str]) -> list[Digest]:
+    """The digests of ``few`` that are in ``among``, in ``among``'s order."""
+    if not few:
+        return []
+    if isinstance(among, (set, frozenset, dict)):
+        return [d for d in among if d in few] if len(among) < len(few) else [d for d in few if d in among]
+    return [Digest(d) for d in among if d in few]
 
 
 def _read_one(layout: Layout, desc: Descriptor, depth: int) -> _ReadResult:

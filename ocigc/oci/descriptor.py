@@ -106,13 +106,13 @@ class Descriptor:
         platform = obj.get("platform")
         urls = obj.get("urls")
         return cls(
-            media_type=media_type or "",
-            digest=dgst,
-            size=size,
-            annotations={str(k): v for k, v in annotations.items()},
-            artifact_type=artifact_type if isinstance(artifact_type, str) else None,
-            platform=platform if isinstance(platform, dict) else None,
-            urls=tuple(u for u in urls if isinstance(u, str) and u) if isinstance(urls, list) else (),
+            media_type or "",
+            dgst,
+            size,
+            {str(k): v for k, v in annotations.items()} if annotations else {},
+            artifact_type if isinstance(artifact_type, str) else None,
+            platform if isinstance(platform, dict) else None,
+            tuple(u for u in urls if isinstance(u, str) and u) if isinstance(urls, list) else (),
         )
 
     def to_json(self) -> dict[str, Any]:

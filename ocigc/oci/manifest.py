@@ -9,7 +9,6 @@ must fail closed (never delete the children of something it could not read).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +81,7 @@ def parse(raw: bytes, declared: str | None, where: str) -> Parsed:
         if declared_kind is not None:
             raise ManifestError(f"{where}: not a JSON object")
         try:
-            refs = tuple((REF, Descriptor.from_json(obj, path or "descriptor")) for path, obj in _scan(doc, "", 0))
+            refs = tuple((REF, Descriptor.from_json(obj, path or "descriptor")) for path, obj in _scan(doc, "", 0, {}))
         except (ValueError, InvalidDigest) as e:
             raise ManifestError(f"{where}: {e}") from None
         return Parsed(KIND_UNKNOWN_JSON, declared or "", refs)
@@ -101,9 +100,13 @@ def parse(raw: bytes, declared: str | None, where: str) -> Parsed:
         mismatch = f"declared {declared}, blob says {own}"
     elif len(kinds) > 1:
         mismatch = f"declared {declared or 'no media type'}, blob's fields say {field_kind}"
+    # The descriptors a typed reading parsed, by the identity of their JSON object: the scan for
+    # descriptor-shaped objects finds them again and takes them as parsed (the same object, parsed
+    # the same way), so each descriptor of a manifest is validated once.
+    memo: dict[int, Descriptor] = {}
     try:
-        readings = [_PARSERS[k](doc, media_type, where) for k in kinds]
-        scanned = _parse_unknown(doc, media_type, where)
+        readings = [_PARSERS[k](doc, media_type, where, memo) for k in kinds]
+        scanned = _parse_unknown(doc, media_type, where, memo)
     except (ValueError, InvalidDigest) as e:
         raise ManifestError(f"{where}: {e}") from None
     if not readings:
@@ -157,7 +160,15 @@ def _kind_by_fields(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def _descriptors(doc: dict[str, Any], key: str, required: bool) -> list[Descriptor]:
+def _descriptor(obj: Any, where: str, memo: dict[int, Descriptor]) -> Descriptor:
+    """``Descriptor.from_json``, remembered by the identity of ``obj`` (see ``parse``)."""
+    desc = memo.get(id(obj))
+    if desc is None:
+        desc = memo[id(obj)] = Descriptor.from_json(obj, where)
+    return desc
+
+
+def _descriptors(doc: dict[str, Any], key: str, required: bool, memo: dict[int, Descriptor]) -> list[Descriptor]:
     value = doc.get(key)
     if value is None:
         if required:
@@ -165,11 +176,11 @@ def _descriptors(doc: dict[str, Any], key: str, required: bool) -> list[Descript
         return []
     if not isinstance(value, list):
         raise ValueError(f"'{key}' must be a list")
-    return [Descriptor.from_json(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return [_descriptor(v, f"{key}[{i}]", memo) for i, v in enumerate(value)]
 
 
-def _subject(doc: dict[str, Any]) -> Descriptor | None:
-    return Descriptor.from_json(doc["subject"], "subject") if doc.get("subject") is not None else None
+def _subject(doc: dict[str, Any], memo: dict[int, Descriptor]) -> Descriptor | None:
+    return _descriptor(doc["subject"], "subject", memo) if doc.get("subject") is not None else None
 
 
 def _annotations(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -182,25 +193,25 @@ def _artifact_type(doc: dict[str, Any]) -> str | None:
     return at if isinstance(at, str) else None
 
 
-def _parse_index(doc: dict[str, Any], mt: str, where: str) -> Parsed:
-    children = tuple((CHILD, d) for d in _descriptors(doc, "manifests", required=False))
-    return Parsed(KIND_INDEX, mt, children, _subject(doc), _artifact_type(doc), _annotations(doc))
+def _parse_index(doc: dict[str, Any], mt: str, where: str, memo: dict[int, Descriptor]) -> Parsed:
+    children = tuple((CHILD, d) for d in _descriptors(doc, "manifests", required=False, memo=memo))
+    return Parsed(KIND_INDEX, mt, children, _subject(doc, memo), _artifact_type(doc), _annotations(doc))
 
 
-def _parse_manifest(doc: dict[str, Any], mt: str, where: str) -> Parsed:
+def _parse_manifest(doc: dict[str, Any], mt: str, where: str, memo: dict[int, Descriptor]) -> Parsed:
     # A manifest without config breaks the spec but exists in the wild (podman artifacts): keep its layers.
-    configs = [(CONFIG, Descriptor.from_json(doc["config"], "config"))] if doc.get("config") is not None else []
-    layers = _descriptors(doc, "layers", required=False)
+    configs = [(CONFIG, _descriptor(doc["config"], "config", memo))] if doc.get("config") is not None else []
+    layers = _descriptors(doc, "layers", required=False, memo=memo)
     children = (*configs, *((LAYER, d) for d in layers))
-    return Parsed(KIND_MANIFEST, mt, children, _subject(doc), _artifact_type(doc), _annotations(doc))
+    return Parsed(KIND_MANIFEST, mt, children, _subject(doc, memo), _artifact_type(doc), _annotations(doc))
 
 
-def _parse_artifact(doc: dict[str, Any], mt: str, where: str) -> Parsed:
-    children = tuple((BLOB, d) for d in _descriptors(doc, "blobs", required=False))
-    return Parsed(KIND_ARTIFACT, mt, children, _subject(doc), _artifact_type(doc), _annotations(doc))
+def _parse_artifact(doc: dict[str, Any], mt: str, where: str, memo: dict[int, Descriptor]) -> Parsed:
+    children = tuple((BLOB, d) for d in _descriptors(doc, "blobs", required=False, memo=memo))
+    return Parsed(KIND_ARTIFACT, mt, children, _subject(doc, memo), _artifact_type(doc), _annotations(doc))
 
 
-def _parse_schema1(doc: dict[str, Any], mt: str, where: str) -> Parsed:
+def _parse_schema1(doc: dict[str, Any], mt: str, where: str, memo: dict[int, Descriptor]) -> Parsed:
     layers = doc.get("fsLayers")
     if not isinstance(layers, list):
         raise ValueError("schema 1 manifest without 'fsLayers'")
@@ -213,11 +224,11 @@ def _parse_schema1(doc: dict[str, Any], mt: str, where: str) -> Parsed:
     return Parsed(KIND_SCHEMA1, mt or DOCKER_SCHEMA1, tuple((LAYER, d) for d in seen.values()))
 
 
-def _parse_unknown(doc: dict[str, Any], mt: str, where: str) -> Parsed:
+def _parse_unknown(doc: dict[str, Any], mt: str, where: str, memo: dict[int, Descriptor]) -> Parsed:
     found: list[tuple[str, Descriptor]] = []
     subject = None
-    for path, obj in _scan(doc, "", 0):
-        desc = Descriptor.from_json(obj, path or "descriptor")
+    for path, obj in _scan(doc, "", 0, memo):
+        desc = _descriptor(obj, path or "descriptor", memo)
         if path == "subject":
             subject = desc
         else:
@@ -225,19 +236,35 @@ def _parse_unknown(doc: dict[str, Any], mt: str, where: str) -> Parsed:
     return Parsed(KIND_UNKNOWN_JSON, mt, tuple(found), subject, _artifact_type(doc), _annotations(doc))
 
 
-def _scan(obj: Any, path: str, depth: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every descriptor-shaped object inside ``obj`` (not descending into one once found)."""
+def _scan(obj: Any, path: str, depth: int, memo: dict[int, Descriptor]) -> list[tuple[str, dict[str, Any]]]:
+    """Every descriptor-shaped object inside ``obj`` (not descending into one once found), with its
+    path, in document order. An object in ``memo`` was parsed as a descriptor: it is descriptor-shaped
+    (a valid digest and a size). A value nested deeper than ``MAX_JSON_DEPTH`` is refused."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    found: list[tuple[str, dict[str, Any]]] = []
+    _scan_into(found, obj, path, depth, memo)
+    return found
+
+
+def _scan_into(found: list[tuple[str, dict[str, Any]]], obj: Any, path: str, depth: int,
+               memo: dict[int, Descriptor]) -> None:
+    """``_scan`` of a container at ``depth`` (within the limit): its values one level deeper."""
     if isinstance(obj, dict):
-        if looks_like_descriptor(obj):
-            yield path, obj
+        if id(obj) in memo or looks_like_descriptor(obj):
+            found.append((path, obj))
             return
+        if obj and depth + 1 > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         for k, v in obj.items():
-            yield from _scan(v, f"{path}.{k}" if path else str(k), depth + 1)
+            if isinstance(v, (dict, list)):
+                _scan_into(found, v, f"{path}.{k}" if path else str(k), depth + 1, memo)
     elif isinstance(obj, list):
+        if obj and depth + 1 > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         for i, v in enumerate(obj):
-            yield from _scan(v, f"{path}[{i}]", depth + 1)
+            if isinstance(v, (dict, list)):
+                _scan_into(found, v, f"{path}[{i}]", depth + 1, memo)
 
 
 _PARSERS = {

@@ -32,6 +32,9 @@ class LocalStorage:
 
     def __init__(self, base: str | os.PathLike[str], counter: OpCounter | None = None) -> None:
         self.base = Path(base)
+        base_str = str(self.base)
+        #: What ``_p`` puts before a relative path (as a string: ``_s``).
+        self._prefix = "" if base_str == "." else base_str if base_str.endswith("/") else base_str + "/"
         self.counter = counter if counter is not None else GLOBAL_COUNTER
         #: Set to False after a rename failed with ENOTSUP/EPERM (mountpoint-s3): write in place.
         self.can_rename = True
@@ -48,8 +51,15 @@ class LocalStorage:
         rel = normalize_rel(rel)
         return self.base / rel if rel else self.base
 
-    def join(self, rel: str) -> str:
+    def _s(self, rel: str) -> str:
+        """``str(self._p(rel))`` without pathlib for a plain ``rel`` (no empty, ``.`` or ``..`` part): the
+        path of every blob, listing and stat goes through here."""
+        if rel and rel[0] not in "/." and rel[-1] != "/" and "//" not in rel and "/." not in rel:
+            return self._prefix + rel
         return str(self._p(rel))
+
+    def join(self, rel: str) -> str:
+        return self._s(rel)
 
     def child(self, rel: str) -> LocalStorage:
         sub = LocalStorage(self._p(rel), self.counter)
@@ -78,13 +88,13 @@ class LocalStorage:
 
     def list_dir(self, rel: str = "") -> list[DirEntry]:
         self.counter.add("list")
-        with os.scandir(self._p(rel)) as it:
+        with os.scandir(self._s(rel)) as it:
             return [DirEntry(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it]
 
     def stat(self, rel: str) -> FileStat | None:
         self.counter.add("stat")
         try:
-            st = os.stat(self._p(rel))
+            st = os.stat(self._s(rel))
         except FileNotFoundError:
             return None
         except NotADirectoryError:
@@ -93,8 +103,11 @@ class LocalStorage:
 
     def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
         self.counter.add("read")
-        with self._open(rel, nofollow) as f:
-            return f.read() if limit is None else f.read(limit + 1)
+        fd, size = self._open_fd(rel, nofollow)
+        try:
+            return _read_fd(fd, size, limit)
+        finally:
+            os.close(fd)
 
     def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO:
         self.counter.add("open")
@@ -106,17 +119,27 @@ class LocalStorage:
         ``O_NONBLOCK`` keeps the open of a FIFO from waiting for a writer; ``fstat`` then refuses a
         FIFO, a device (a symlink to ``/dev/zero``), a socket (``NotRegularFile``) and a directory
         (``IsADirectoryError``) before a byte is read."""
-        path = self._p(rel)
+        fd, _ = self._open_fd(rel, nofollow)
+        try:
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_fd(self, rel: str, nofollow: bool) -> tuple[int, int]:
+        """``_open``'s checks on a bare descriptor: the descriptor and the file's size."""
+        path = self._s(rel)
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
         fd = os.open(path, flags)
         try:
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
+            mode = st.st_mode
             if stat_mod.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
             if not stat_mod.S_ISREG(mode):
                 raise NotRegularFile(errno.EINVAL, f"not a regular file ({file_kind(mode)}; refused)", str(path))
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-            return os.fdopen(fd, "rb")
+            return fd, st.st_size
         except BaseException:
             os.close(fd)
             raise
@@ -247,7 +270,7 @@ class LocalStorage:
     def remove(self, rel: str) -> bool:
         self.counter.add("remove")
         try:
-            os.unlink(self._p(rel))
+            os.unlink(self._s(rel))
         except FileNotFoundError:
             return False
         return True
@@ -271,3 +294,23 @@ class LocalStorage:
         except FileExistsError as e:  # a file where the directory should be
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory (a file is in the way)",
                                      e.filename or str(self._p(rel))) from None
+
+
+def _read_fd(fd: int, size: int, limit: int | None) -> bytes:
+    """The whole file (with ``limit``, at most ``limit + 1`` bytes of it), read with ``os.read``: a
+    small file (a manifest) in one read of its size and one that finds its end."""
+    cap = None if limit is None else limit + 1
+    chunks: list[bytes] = []
+    total = 0
+    request = size + 1
+    while True:
+        n = request if cap is None else min(request, cap - total)
+        if n <= 0:
+            break
+        chunk = os.read(fd, n)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        request = 1024 * 1024
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
