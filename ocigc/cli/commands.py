@@ -10,6 +10,7 @@ root options.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
@@ -66,10 +67,8 @@ ROOT_OPTIONS: list[tuple[str, str]] = [
 def help_width() -> int:
     """The width click gives help text: the terminal's (``COLUMNS`` first), at most 80, minus 2, at least 50."""
     columns = 0
-    try:
+    with contextlib.suppress(ValueError):
         columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        pass
     if columns <= 0:
         try:
             columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0

@@ -112,7 +112,7 @@ def _check(report: CheckReport, layout: Layout, verify_digests: bool, jobs: int,
     _check_subjects(report, layout, graph, present)
     _check_types(report, layout, state, reachable)
     symlinks = set(listing.symlinks)
-    linked = {d for d in present if d.blob_path() in symlinks}  # never stat-ed or hashed through
+    linked = {d for d in present if d.blob_path() in symlinks} if symlinks else set()  # never stat-ed or hashed through
     _check_sizes(report, layout, state, (reachable & present) - linked, jobs, progress, listing.stats)
     _check_listing(report, layout, listing, reachable, verify_digests)
     if verify_digests:
@@ -124,11 +124,10 @@ def _check(report: CheckReport, layout: Layout, verify_digests: bool, jobs: int,
 
 
 def _check_subjects(report: CheckReport, layout: Layout, graph: Any, present: set[Digest]) -> None:
-    for d in sorted(graph.nodes()):
+    for d in sorted(set(graph.nodes()) - present):  # a subject in blobs/ is no finding
         for ref in graph.referrers(d):
-            if d not in present:
-                report.add(INFO, "external-subject", f"{layout.where(ref.blob_path())}: subject {d.short} is not "
-                           "in this layout", ref)
+            report.add(INFO, "external-subject", f"{layout.where(ref.blob_path())}: subject {d.short} is not "
+                       "in this layout", ref)
 
 
 def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reachable: set[Digest]) -> None:
@@ -146,9 +145,11 @@ def _check_types(report: CheckReport, layout: Layout, state: LayoutState, reacha
         elif not mt:
             report.add(WARNING, "missing-media-type", f"{layout.where('index.json')}: entry "
                        f"{entry.digest.short} has no mediaType", entry.digest)
+    valid: dict[str, bool] = {}  # per media type: a layout uses a few, on every blob
     for d in sorted(reachable):
         node = graph.node(d)
-        bad = sorted(t for t in node["media_types"] if t and not is_valid_media_type(t))
+        bad = sorted(t for t in node["media_types"]
+                     if t and not (valid[t] if t in valid else valid.setdefault(t, is_valid_media_type(t))))
         if bad:
             report.add(WARNING, "bad-media-type", f"{layout.where(d.blob_path())}: described with media type "
                        f"{printable(bad[0])!r}, not a valid media type (the blob is kept as a child)", d)
