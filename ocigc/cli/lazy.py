@@ -12,6 +12,7 @@ the ones typer gives (tests/test_startup.py); other types (enums, paths, files) 
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import typer
@@ -70,6 +71,10 @@ class PlainValue:
         if self.annotation is bool:
             if isinstance(value, bool):
                 return value
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, (str, int)):
+                raise typer.BadParameter("Input should be a valid boolean", ctx=ctx, param=param)
             word = str(value).strip().lower()
             if word in _TRUE or word in _FALSE:
                 return word in _TRUE
@@ -77,8 +82,9 @@ class PlainValue:
                                      param=param)
         number = _integer(value)
         if number is None:
-            raise typer.BadParameter("Input should be a valid integer, unable to parse string as an integer",
-                                     ctx=ctx, param=param)
+            why = "got a number with a fractional part" if isinstance(value, float) else \
+                "unable to parse string as an integer"
+            raise typer.BadParameter(f"Input should be a valid integer, {why}", ctx=ctx, param=param)
         if self.minimum is not None and number < self.minimum:
             raise typer.BadParameter(f"Input should be greater than or equal to {self.minimum}", ctx=ctx,
                                      param=param)
@@ -93,20 +99,17 @@ _FALSE = {"", "0", "off", "f", "false", "n", "no"}
 
 
 def _integer(value: Any) -> int | None:
+    """An integer as pydantic's lax mode reads one: an int, a float without a fraction, or ASCII digits
+    (sign, underscores between digits, and a fraction of zeros allowed) between spaces."""
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
-    text = str(value).strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() else None
+    match = _INTEGER(str(value).strip())
+    return int(match.group(1)) if match is not None else None
+
+
+_INTEGER = re.compile(r"([+-]?[0-9](?:_?[0-9])*)(?:\.0+)?").fullmatch
 
 
 def plain_value(param: Any) -> PlainValue | None:
