@@ -14,8 +14,9 @@ import pytest
 
 from ocigc.errors import EXIT_LOCK_BUSY
 from ocigc.gc.plan import SweepOptions
-from ocigc.gc.report import JsonLogFormatter, RunReport, write_atomic
+from ocigc.gc.report import RunReport, write_atomic
 from ocigc.gc.run import RunOptions, sweep_layout
+from ocigc.gc.runlog import JsonLogFormatter
 from ocigc.layout.layout import Layout
 from ocigc.storage.local import LocalStorage
 from tests.harness.objectstores import STORES

@@ -5,25 +5,22 @@ durations, lock waits, errors) and ``write`` puts it in a file atomically: a tem
 the target, flushed and fsync'ed, then renamed over it, so a reader (a monitoring check, the next
 cron run) sees the previous report or the new one, never half of one.
 
-``JsonLogFormatter`` turns log records into one JSON object per line (``--log-format json``).
+``ocigc.gc.runlog`` turns log records into one JSON object per line (``--log-format json``).
 Nothing here knows about terminals: the CLI decides what to log and where.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ocigc import __version__
 from ocigc.gc.run import Locker, LockLike, Mode, Outcome
@@ -42,6 +39,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    import tempfile  # only a run with --json-report writes one
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -172,7 +171,7 @@ class RunReport:
         }
         return {
             "version": REPORT_VERSION, "tool": "ocigc", "ocigc_version": __version__, "command": self.command,
-            "root": self.root, "argv": self.argv, "host": socket.gethostname(), "pid": os.getpid(),
+            "root": self.root, "argv": self.argv, "host": _hostname(), "pid": os.getpid(),
             "started": iso(self.started), "finished": iso(finished),
             "duration_seconds": round(time.monotonic() - self._t0, 3), "dry_run": self.dry_run,
             "policy": self.policy, "exit_code": exit_code, "status": status(exit_code),
@@ -215,39 +214,8 @@ def status(exit_code: int) -> str:
             75: "lock-busy", 130: "interrupted"}.get(exit_code, "error")
 
 
-# --- logging -------------------------------------------------------------------------------------
-_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None)).keys()) | {"message", "asctime"}
+def _hostname() -> str:
+    """``socket.gethostname()`` (socket is imported when a record is written, not by every run)."""
+    import socket
 
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and every ``extra=`` field."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"time": iso(record.created), "level": record.levelname.lower(),
-                               "logger": record.name, "message": record.getMessage()}
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                doc[key] = value
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
-
-
-class TextLogFormatter(logging.Formatter):
-    """``level: message`` (the text form of the same events)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = record.levelname.lower()
-        return f"{level}: {record.getMessage()}" if level != "info" else record.getMessage()
-
-
-def run_logger(fmt: str, stream: IO[str] | None = None, level: int = logging.INFO) -> logging.Logger:
-    """A logger for one run writing to ``stream`` (stderr) in ``fmt`` ("text" or "json")."""
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.handlers.clear()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if fmt == "json" else TextLogFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    return logger
+    return socket.gethostname()

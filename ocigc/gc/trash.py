@@ -25,7 +25,6 @@ import contextlib
 import errno
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -86,7 +85,7 @@ class TrashRun:
             storage = self.layout.storage
             storage.makedirs(self.dir)
             meta = {"run": self.run, "kind": self.kind, "command": self.command, "created_unix": time.time(),
-                    "host": socket.gethostname(), "pid": os.getpid()}
+                    "host": _hostname(), "pid": os.getpid()}
             storage.write_bytes(f"{self.dir}/{RUN_FILE}", json.dumps(meta, indent=1).encode())
             self._started = True
 
@@ -548,3 +547,10 @@ __all__ = [
     "entries_to_record", "has_trash", "list_runs", "purge", "read_run", "restore", "resurrect", "root_names",
     "trashed_digests",
 ]
+
+
+def _hostname() -> str:
+    """``socket.gethostname()`` (socket is imported when a record is written, not by every run)."""
+    import socket
+
+    return socket.gethostname()

@@ -3,7 +3,6 @@ lock waits recorded, events logged in the chosen format, the report written at t
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,13 +10,15 @@ from typing import TYPE_CHECKING
 
 from ocigc.errors import InvalidOption
 from ocigc.gc.plan import DeleteOptions, SweepOptions
-from ocigc.gc.report import RunReport, TimedLocker, run_logger
+from ocigc.gc.report import RunReport, TimedLocker
 from ocigc.gc.run import Locker, Outcome, RunOptions, delete_refs, sweep_layout
 from ocigc.layout.layout import Layout
 from ocigc.oci.refs import Reference
 from ocigc.progress import Progress
 
-if TYPE_CHECKING:  # the retention machinery is imported only by a sweep with --policy
+if TYPE_CHECKING:  # the retention machinery only with --policy, logging only with --log-format json
+    import logging
+
     from ocigc.retention.decide import Policy
 
 LOG_FORMATS = ("text", "json")
@@ -46,6 +47,10 @@ class Unattended:
             raise InvalidOption("log_format", f"must be text or json, got {self.log_format!r}")
         self.report = RunReport(self.command, self.root, dry_run=self.dry_run)
         if self.log_format == "json":
+            import logging
+
+            from ocigc.gc.runlog import run_logger
+
             self.log = run_logger("json", level=logging.ERROR if self.quiet else logging.INFO)
 
     @property
@@ -94,6 +99,8 @@ class Unattended:
     def _log_layouts(self) -> None:
         if self.log is None or self.report is None:
             return
+        import logging
+
         for e in self.report.entries:
             o = e.outcome
             if o.error is not None:

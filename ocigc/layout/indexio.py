@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -113,7 +112,7 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
                 races.append(str(e))
                 write_record(layout, "race", {"attempt": attempt, "problem": f"unreadable: {e}",
                                               "index": layout.where(INDEX_FILE), "run": run})
-                time.sleep(random.uniform(0.2, 0.6) * attempt)
+                time.sleep(_jitter(0.2, 0.6) * attempt)
                 continue
             first = first or current
             new = mutate(current)
@@ -129,7 +128,7 @@ def update_index(layout: Layout, mutate: Mutation, *, retries: int = 5, settle: 
         write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
                                       "read_fingerprint": current.fingerprint,
                                       "expected_fingerprint": new.fingerprint, "backup": backup, "run": run})
-        time.sleep(random.uniform(0.05, 0.3) * attempt)
+        time.sleep(_jitter(0.05, 0.3) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the race with another writer {retries} times "
                    f"({races[-1] if races else 'unknown'}); backups in {layout.where(BACKUP_DIR)}")
 
@@ -158,7 +157,7 @@ def _update_cas(layout: Layout, store: ConditionalStorage, mutate: Mutation, ret
         write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
                                       "read_fingerprint": current.fingerprint,
                                       "expected_fingerprint": new.fingerprint, "backup": backup, "run": run})
-        time.sleep(random.uniform(0.0, 0.05) * attempt)
+        time.sleep(_jitter(0.0, 0.05) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the compare-and-swap race with other writers {retries} times; "
                    f"backups in {layout.where(BACKUP_DIR)}")
 
@@ -212,3 +211,10 @@ def _what(got: bytes | str) -> str:
     if not got.strip():
         return "now empty"
     return f"now {len(got)} bytes, sha256:{hashlib.sha256(got).hexdigest()[:12]}"
+
+
+def _jitter(low: float, high: float) -> float:
+    """``random.uniform`` (imported by a retry, not by every run)."""
+    import random
+
+    return random.uniform(low, high)

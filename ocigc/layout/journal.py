@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ def _stamp() -> str:
 
 def run_id() -> str:
     """A unique, sortable id for one run of a command."""
-    return f"{_stamp()}-{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{_stamp()}-{_hostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def write_record(layout: Layout, kind: str, record: dict[str, Any], run: str | None = None) -> str:
@@ -36,7 +35,7 @@ def write_record(layout: Layout, kind: str, record: dict[str, Any], run: str | N
     # a run can write several records of one kind (a retried race, two lock breaks): the suffix
     # keeps each file written once, the object-store rule
     rel = f"{JOURNAL_DIR}/{run}-{uuid.uuid4().hex[:6]}-{kind}.json" if run else f"{JOURNAL_DIR}/{run_id()}-{kind}.json"
-    body = {"kind": kind, "time": datetime.now(UTC).isoformat(), "host": socket.gethostname(), "pid": os.getpid(),
+    body = {"kind": kind, "time": datetime.now(UTC).isoformat(), "host": _hostname(), "pid": os.getpid(),
             **record}
     layout.storage.makedirs(JOURNAL_DIR)
     # One line: ``indent`` would take json's pure-Python encoder, about 10 µs per removed blob of a
@@ -81,3 +80,10 @@ def backup_index(layout: Layout, raw: bytes, fingerprint: str) -> str:
 
 def now() -> float:
     return time.time()
+
+
+def _hostname() -> str:
+    """``socket.gethostname()`` (socket is imported when a record is written, not by every run)."""
+    import socket
+
+    return socket.gethostname()
