@@ -4,6 +4,13 @@ SeaweedFS, with and without latency): ``bench/bench_s3.py``, which reuses ``SPEC
 
     python -m bench sweep            # full run (about 10-20 minutes on 2 cores)
     python -m bench sweep -- --quick # smaller sizes
+    python -m bench sweep -- --only versus   # ocigc sweep vs umoci gc at 2,000 and 100,000 blobs (~8 min)
+
+``--only versus`` is the comparison of issue 20's targets (2,000 blobs: at most 1.5x umoci gc;
+100,000 blobs: no slower, peak memory under 300 MB): each round copies the layout for each tool,
+``sync``s (so that no tool pays for writing back another's copy), and runs the two tools in
+alternating order; the table gives the median and fastest of the rounds. Bytecode is cached as an
+installed package has it (``bench/bench_startup.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +34,8 @@ from bench.gen import Generated, Spec, age_tree, generate, spec_for_blobs
 JOBS = 16
 #: The issue's headline case: about 2,000 blobs and 200 manifests.
 SPEC_2000 = Spec(repos=1, tags=125, layers=4, unique=12, pool=100, strays=50, seed=42)
+#: About 100,000 blobs (100,1xx) and 16,000 manifests, a quarter of them unreachable.
+SPEC_100K = spec_for_blobs(112_000, seed=100)
 
 
 def io_floor(layout: Path, manifests: list[str], garbage: list[str], jobs: int = JOBS) -> None:
@@ -154,6 +165,50 @@ def run_scaling(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_versus(workdir: Path, rounds_small: int = 5, rounds_large: int = 2) -> list[dict[str, Any]]:
+    """ocigc sweep against umoci gc on the same layout, each on its own synced copy, alternating."""
+    env = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(workdir / "pycache")}
+    timed([OCIGC, "--version"], env=env)  # fill the bytecode cache
+    rows = []
+    for label, spec, rounds in (("2,000", SPEC_2000, rounds_small), ("100,000", SPEC_100K, rounds_large)):
+        src = workdir / f"versus-{label.replace(',', '')}"
+        gen = generate(src, spec)
+        age_tree(src)
+        repo = next(iter(gen.blobs))
+        runs: dict[str, list[Any]] = {"ocigc": [], "umoci": []}
+        left_ok = True
+        for k in range(rounds):
+            for tool in (("ocigc", "umoci") if k % 2 == 0 else ("umoci", "ocigc")):
+                copy = workdir / f"copy-{tool}"
+                shutil.rmtree(copy, ignore_errors=True)
+                subprocess.run(["cp", "-a", str(src), str(copy)], check=True)
+                subprocess.run(["sync"], check=True)
+                argv = ([OCIGC, "sweep", str(copy / repo), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"]
+                        if tool == "ocigc" else ["umoci", "gc", "--layout", str(copy / repo)])
+                r = timed(argv, env=env)
+                if r.rc != 0:
+                    raise SystemExit(f"{tool} failed at {label} blobs: rc={r.rc}\n{r.stderr[-2000:]}")
+                left_ok = left_ok and present(copy / repo) == gen.reachable[repo]
+                runs[tool].append((r.wall, r.max_rss_mb, load_1min()))
+                shutil.rmtree(copy)
+        shutil.rmtree(src)
+        o = sorted(w for w, _, _ in runs["ocigc"])
+        u = sorted(w for w, _, _ in runs["umoci"])
+        loads = [ld for tool in runs.values() for _, _, ld in tool]
+        rows.append({
+            "blobs": len(gen.blobs[repo]), "manifests": len(gen.manifests[repo]),
+            "garbage": len(gen.blobs[repo] - gen.reachable[repo]), "rounds": rounds,
+            "ocigc_median_s": round(statistics.median(o), 3), "ocigc_min_s": round(o[0], 3),
+            "umoci_median_s": round(statistics.median(u), 3), "umoci_min_s": round(u[0], 3),
+            "ocigc_vs_umoci": ratio(statistics.median(o), statistics.median(u)),
+            "ocigc_vs_umoci_min": ratio(o[0], u[0]),
+            "ocigc_peak_mb": round(max(m for _, m, _ in runs["ocigc"]), 1),
+            "umoci_peak_mb": round(max(m for _, m, _ in runs["umoci"]), 1),
+            "left_exactly_reachable": left_ok, "load_1min": f"{min(loads):.2f}-{max(loads):.2f}",
+        })
+    return rows
+
+
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
@@ -163,8 +218,16 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
-    ap.add_argument("--only", choices=["compare", "scaling"], default=None, help="run one part only")
+    ap.add_argument("--only", choices=["compare", "scaling", "versus"], default=None, help="run one part only")
     args = ap.parse_args()
+    if args.only == "versus":
+        with tempfile.TemporaryDirectory(prefix="ocigc-bench-") as tmp:
+            versus = run_versus(Path(tmp))
+        print(table(versus, ["blobs", "manifests", "garbage", "rounds", "ocigc_median_s", "ocigc_min_s",
+                             "umoci_median_s", "umoci_min_s", "ocigc_vs_umoci", "ocigc_vs_umoci_min",
+                             "ocigc_peak_mb", "umoci_peak_mb", "left_exactly_reachable", "load_1min"]))
+        print(f"results: {save('sweep-versus', {'versus': versus})}")
+        return
     sizes = [1000, 10000] if args.quick else [1000, 10000, 100000]
     compare: list[dict[str, Any]] = []
     scaling: list[dict[str, Any]] = []
