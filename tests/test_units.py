@@ -243,3 +243,27 @@ def test_pmap_brings_in_threads_for_slow_items() -> None:
     used = pmap(slow, range(64), 8)
     assert len(set(used)) > 1 and len(set(used)) <= 8
     assert used[0] == threading.get_ident()  # the first item always runs in the calling thread
+
+
+def test_workers_keep_their_threads_from_batch_to_batch() -> None:
+    """A run's batches (removals 64 at a time, graph levels) share the threads the first slow batch
+    started, instead of starting them again for every batch; order and errors as with ``pmap``."""
+    import threading
+    import time
+
+    from ocigc.parallel import SLOW_ITEM, Workers
+
+    def slow(x: int) -> int:
+        time.sleep(SLOW_ITEM * 20)
+        return threading.get_ident()
+
+    with Workers(4) as workers:
+        first = workers.map(slow, range(32))
+        started = {t.ident for t in threading.enumerate() if t.name.startswith("ocigc-pmap-")}
+        second = workers.map(slow, range(32))
+        assert workers.map(lambda x: x * 2, range(100)) == [x * 2 for x in range(100)]
+        with pytest.raises(ValueError, match="item 3"):
+            workers.map(lambda x: (_ for _ in ()).throw(ValueError(f"item {x}")) if x in (3, 9) else x, range(20))
+    assert 1 < len(set(first)) <= 4
+    assert set(second) - {threading.get_ident()} <= started  # no new threads for the second batch
+    assert not [t for t in threading.enumerate() if t.ident in started]  # all joined when the block ends

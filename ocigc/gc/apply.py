@@ -35,8 +35,8 @@ from ocigc.layout.journal import run_id, write_record
 from ocigc.layout.layout import Layout
 from ocigc.layout.state import LayoutState
 from ocigc.oci.index import Index
-from ocigc.parallel import DEFAULT_JOBS, pmap
-from ocigc.progress import NullProgress, Progress
+from ocigc.parallel import DEFAULT_JOBS, Workers, pmap
+from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.storage.base import RemovesMany
 
 #: Removes one file of the layout; returns False when it was already gone. The trash swaps it.
@@ -195,6 +195,14 @@ def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Diges
         many = layout.storage.remove_many if isinstance(layout.storage, RemovesMany) else None
     # Plan order (manifests parents first), in parallel batches; guard() before each batch.
     batch = MANY_BATCH if many is not None else BATCH
+    with Workers(jobs) as workers:  # threads (when removals wait) kept from batch to batch
+        _remove_batches(layout, todo, batch, many, result, workers, guard, dispose, counter)
+    counter.close()
+
+
+def _remove_batches(layout: Layout, todo: list[BlobRemoval], batch: int,
+                    many: Callable[[list[str]], list[tuple[str, str]]] | None, result: ApplyResult,
+                    workers: Workers, guard: Callable[[], None], dispose: Disposer, counter: Counter) -> None:
     for start in range(0, len(todo), batch):
         guard()
         chunk = todo[start:start + batch]
@@ -215,12 +223,11 @@ def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Diges
                 return f"{layout.where(item.path)}: {e.strerror or e}"
             return None
 
-        for item, err in zip(chunk, pmap(one, chunk, jobs, on_done=counter.add), strict=True):
+        for item, err in zip(chunk, workers.map(one, chunk, on_done=counter.add), strict=True):
             if err:
                 result.failed.append(err)
             else:
                 result.removed.append(item)
-    counter.close()
 
 
 def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Callable[[], None]) -> None:

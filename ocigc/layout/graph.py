@@ -35,7 +35,7 @@ from ocigc.layout.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.oci import manifest as mf
 from ocigc.oci.descriptor import KNOWN_LEAF_JSON, MANIFEST_TYPES, Descriptor, looks_like_json_type
 from ocigc.oci.index import Index
-from ocigc.parallel import DEFAULT_JOBS, pmap
+from ocigc.parallel import DEFAULT_JOBS, Workers
 from ocigc.progress import Counter, NullCounter
 
 
@@ -136,17 +136,18 @@ class RefGraph:
                 node["tags"].add(entry.ref_name)
             if wants_read(entry, listed=True):
                 level.setdefault(entry.digest, (entry, 0))
-        while level:
-            todo = [(d, desc, depth) for d, (desc, depth) in level.items() if d not in graph.read]
-            graph.read.update(d for d, _, _ in todo)
-            counter.set_total(len(graph.read))
-            results = pmap(lambda t: cache.get(t[0]) or _read_one(layout, t[1], t[2]), todo, jobs,
-                           on_done=counter.add)
-            level = {}
-            for (_, _, depth), res in zip(todo, results, strict=True):
-                for child, cdepth in graph._record(res, depth, layout):
-                    if child.digest not in graph.read and child.digest not in level:
-                        level[child.digest] = (child, cdepth)
+        with Workers(jobs) as workers:  # threads (when reads wait) kept from level to level
+            while level:
+                todo = [(d, desc, depth) for d, (desc, depth) in level.items() if d not in graph.read]
+                graph.read.update(d for d, _, _ in todo)
+                counter.set_total(len(graph.read))
+                results = workers.map(lambda t: cache.get(t[0]) or _read_one(layout, t[1], t[2]), todo,
+                                      on_done=counter.add)
+                level = {}
+                for (_, _, depth), res in zip(todo, results, strict=True):
+                    for child, cdepth in graph._record(res, depth, layout):
+                        if child.digest not in graph.read and child.digest not in level:
+                            level[child.digest] = (child, cdepth)
         counter.close()
         return graph
 
