@@ -32,17 +32,27 @@ class LazyGroup(typer.core.TyperGroup):
         command = self.commands.get(cmd_name)
         if command is None and cmd_name in COMMANDS:
             importlib.import_module(COMMANDS[cmd_name][0])  # registers its commands on the app
-            from ocigc.cli.app import app
-
-            # The commands registered so far (those of the modules imported), built as typer builds them.
-            for name, built in typer.main.get_group(app).commands.items():
-                self.commands.setdefault(name, built)
-            command = self.commands.get(cmd_name)
+            command = self.commands[cmd_name] = _build(cmd_name)
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """The root help from the command table (``ocigc.cli.commands``): no command module imported."""
         formatter.write(root_help(formatter.width or 78))
+
+
+def _build(name: str) -> Any:
+    """The command (or command group) ``name`` registered on the app, built as typer builds it: by a
+    Typer holding it alone, so that its module's other commands (and those of modules it imports)
+    are not built (each costs a signature and its type hints)."""
+    from ocigc.cli.app import app
+
+    one = typer.Typer(rich_markup_mode=app.rich_markup_mode, pretty_exceptions_short=app.pretty_exceptions_short,
+                      add_completion=False)
+    one.registered_commands = [c for c in app.registered_commands if c.name == name]
+    one.registered_groups = [g for g in app.registered_groups if g.name == name]
+    if len(one.registered_commands) + len(one.registered_groups) != 1:
+        return typer.main.get_group(app).commands.get(name)  # not registered by that name: as typer would
+    return typer.main.get_group(one).commands.get(name)
 
 
 class PlainValue:
