@@ -6,7 +6,7 @@ PATH names (``locks``, ``trash``).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Annotated, Literal
 
@@ -14,6 +14,8 @@ import typer
 
 from ocigc.cli._common import Settings
 from ocigc.cli.read import layouts_under
+from ocigc.doctor.report import unsafe_mounts
+from ocigc.errors import UnsafeMount
 from ocigc.layout.layout import Layout
 from ocigc.lock.acquire import acquire
 from ocigc.lock.files import LockInfo
@@ -23,6 +25,19 @@ from ocigc.storage.open_storage import open_storage
 LockWaitOpt = Annotated[str, typer.Option(
     "--lock-wait", metavar="DURATION",
     help="How long to wait for a conflicting lock before giving up with exit 75 (0, 30s, 10m).")]
+AllowUnsafeMountOpt = Annotated[bool, typer.Option(
+    "--allow-unsafe-mount", help="Run even on a mount that 'ocigc doctor' rates unsafe (exit 5 otherwise).")]
+
+
+def check_mounts(paths: Iterable[str], *, refuse: bool) -> None:
+    """doctor's cheap mount checks before anything takes a lock (docs/object-storage.md): on a mount
+    whose caches make the lock unsafe, ``delete`` and ``sweep`` refuse (``refuse``: exit 5) and the
+    other writers say so in a ``warning:`` line, even with --quiet."""
+    for report in unsafe_mounts(paths):
+        message = f"{report.summary()} ('ocigc doctor {report.path}' explains)"
+        if refuse:
+            raise UnsafeMount(f"{message}; --allow-unsafe-mount runs anyway")
+        typer.echo(f"warning: {message}", err=True)
 
 
 def waiting_reporter(s: Settings, layout: Layout) -> Callable[[list[LockInfo]], None]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json, handle_errors, settings, table
-from ocigc.cli.app import app
+from ocigc.cli.app import OcigcTyper, app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError, storage_error
 from ocigc.gc.plan import Plan
@@ -20,7 +20,7 @@ from ocigc.retention.explain import explain
 from ocigc.retention.load import load_policy
 from ocigc.retention.model import repository_name
 
-policy_app = typer.Typer(help="Retention policies (TOML files for sweep --policy): check and explain.",
+policy_app = OcigcTyper(help="Retention policies (TOML files for sweep --policy): check and explain.",
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
@@ -47,7 +47,7 @@ def policy_check_cmd(
 ) -> None:
     """Validate a retention policy and explain it in words. Exit 0 when valid, 2 when not."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("policy check", json_out):
         policy = load_policy(file)
         matches: list[tuple[str, str | None]] = []
         if root is not None:
@@ -59,7 +59,7 @@ def policy_check_cmd(
             doc: dict[str, Any] = {"valid": True, **policy.to_json()}
             if root is not None:
                 doc["repositories"] = [{"repository": r, "rule": n} for r, n in matches]
-            echo_json(doc)
+            echo_json("policy check", doc)
             return
         if not s.quiet:
             typer.echo("\n".join(explain(policy)))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,8 +189,10 @@ def diagnose(
     timeout: float = DEFAULT_STEP_TIMEOUT,
     daemon_args: Sequence[str] | str | None = None,
     system: System | None = None,
+    behind: bool = True,
 ) -> DoctorReport:
-    """Look at the mount holding ``path``, its adapter and options, and run the self-test."""
+    """Look at the mount holding ``path``, its adapter and options, and run the self-test.
+    ``behind``: also name the bucket behind a FUSE mount."""
     system = system or System()
     if path.startswith("s3://"):
         raise UsageError(f"{path}: doctor checks a mounted bucket (a directory); the native s3:// backend "
@@ -215,7 +217,7 @@ def diagnose(
     options = Options()
     version: str | None = None
     version_source: str | None = None
-    behind: BucketBehind | str | None = None
+    bucket: BucketBehind | str | None = None
     if mount is not None:
         adapter = identify_adapter(mount)
         is_fuse = adapter in ADAPTER_BINARIES or adapter == FUSE_OTHER
@@ -235,8 +237,9 @@ def diagnose(
                     if var in env and not options.has(flag):
                         options.items.insert(0, (flag, env[var]))
                         options.other_sources[flag] = f"{var} in the environment of rclone (pid {daemon.pid})"
-        behind = bucket_behind_mount(system, mount, entries, adapter, daemon, real) if is_fuse else \
-            not_fuse_reason(real, mount)
+        if behind:
+            bucket = bucket_behind_mount(system, mount, entries, adapter, daemon, real) if is_fuse else \
+                not_fuse_reason(real, mount)
         if adapter in ADAPTER_BINARIES:
             version, version_source = _version_of(system, adapter, daemon)
         ctx = Context(adapter, mount, options, parse_version(version), settle_s, daemon is not None)
@@ -249,7 +252,42 @@ def diagnose(
         test = run_self_test(real, timeout)
         findings.extend(self_test_findings(test))
     return DoctorReport(path, real, mount, adapter, version, version_source, daemon, options, settle_s,
-                        findings, test, behind)
+                        findings, test, bucket)
+
+
+#: Findings the check before a lock leaves to the write itself: a read-only mount fails loudly on its own
+#: (one ``Read-only file system`` line naming the path), unlike a cache that hides another host's files.
+LOUD_ON_THEIR_OWN = frozenset({"mount.read_only"})
+
+
+def unsafe_mounts(paths: Iterable[str], system: System | None = None) -> list[DoctorReport]:
+    """doctor's cheap checks (mountinfo and the adapter's options; no self-test, no bucket lookup),
+    once per mount holding one of ``paths`` (the nearest existing directory of a path to be created;
+    ``s3://`` locations have no mount): the reports of the mounts that are unsafe for ocigc's locks and
+    deletions. Writers run this before they take a lock (``docs/object-storage.md``)."""
+    system = system or System()
+    try:
+        entries = parse_mountinfo(system.mountinfo())
+    except OSError:
+        return []
+    seen: set[str] = set()
+    out: list[DoctorReport] = []
+    for path in paths:
+        if path.startswith("s3://"):
+            continue
+        real = os.path.realpath(path or ".")
+        while not os.path.isdir(real) and real != os.path.dirname(real):
+            real = os.path.dirname(real)
+        mount = find_mount(entries, real)
+        if mount is None or mount.mount_point in seen:
+            continue
+        seen.add(mount.mount_point)
+        report = diagnose(real, self_test=False, system=system, behind=False)
+        report.path = path
+        report.findings = [f for f in report.findings if f.check not in LOUD_ON_THEIR_OWN]
+        if not report.fit:
+            out.append(report)
+    return out
 
 
 def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:

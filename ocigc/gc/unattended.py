@@ -43,7 +43,8 @@ class Unattended:
             raise InvalidOption("log_format", f"must be text or json, got {self.log_format!r}")
         self.report = RunReport(self.command, self.root, dry_run=self.dry_run)
         if self.log_format == "json":
-            self.log = run_logger("json", level=logging.ERROR if self.quiet else logging.INFO)
+            # with --quiet, errors and warnings (a policy that refused to act): docs/cron.md
+            self.log = run_logger("json", level=logging.WARNING if self.quiet else logging.INFO)
 
     @property
     def json_logs(self) -> bool:
@@ -85,7 +86,7 @@ class Unattended:
     def log_outcome(self, o: Outcome) -> None:
         if self.log is None or o.error is None:
             return
-        self.log.error(str(o.error), extra={"event": "layout-failed", "layout": o.layout.name,
+        self.log.error(str(o.error), extra={"event": "layout-failed", "layout": o.layout.label,
                                             "location": o.layout.location, "exit_code": o.error.exit_code})
 
     def _log_layouts(self) -> None:
@@ -101,7 +102,7 @@ class Unattended:
             self.log.log(logging.WARNING if refused else logging.INFO,
                          f"{self.command} {o.layout.display}: {what}"
                          + ("; the policy refused to act (ambiguous times)" if refused else ""),
-                         extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
+                         extra={"event": "layout", "layout": o.layout.label, "location": o.layout.location,
                                 "dry_run": o.dry_run, **x})
 
     def finish(self, code: int) -> None:

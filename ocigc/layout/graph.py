@@ -267,7 +267,7 @@ class RefGraph:
         nodes = []
         for d, a in sorted(self.g.nodes(data=True)):
             nodes.append({
-                "digest": d, "kind": a["kind"] or "unknown", "mediaTypes": sorted(a["media_types"]),
+                "digest": d, "kind": a["kind"] or "unknown", "media_types": sorted(a["media_types"]),
                 "sizes": sorted(a["sizes"]), "tags": sorted(a["tags"]), "root": a["root"],
                 "present": a["present"], "error": a["error"],
             })

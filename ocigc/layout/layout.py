@@ -94,9 +94,15 @@ class Layout:
         return self.storage.url
 
     @property
+    def label(self) -> str:
+        """The layout's name in every output, text and JSON (docs/cli.md, "Layout names"): its path
+        under the PATH argument (``team/app``), or PATH as given for the layout PATH itself."""
+        return self.name or self.location
+
+    @property
     def display(self) -> str:
-        """The layout's name (else its location) for output: control characters escaped."""
-        return _printable(self.name or self.location)
+        """``label`` for text output: control characters escaped."""
+        return _printable(self.label)
 
     def where(self, rel: str) -> str:
         """``rel`` for messages: control characters escaped, so that a message stays one line."""

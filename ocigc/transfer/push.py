@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ocigc.digest import Digest, is_digest
+from ocigc.digest import Digest
 from ocigc.errors import (
     IntegrityError,
     InvalidDigest,
@@ -63,6 +63,7 @@ from ocigc.errors import (
     ReferenceNotFound,
     UsageError,
     UsageHint,
+    printable,
 )
 from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
@@ -77,7 +78,7 @@ from ocigc.oci.descriptor import (
     Descriptor,
 )
 from ocigc.oci.index import Index, _without_ref_name, add_untagged, set_tag
-from ocigc.oci.refs import Reference, parse_reference
+from ocigc.oci.refs import TAG_RULE, Reference, ambiguous_tag, check_tag, no_such_tag, reference_in
 from ocigc.parallel import pmap
 from ocigc.progress import NullCounter, NullProgress, Progress
 from ocigc.storage.base import stager
@@ -152,19 +153,13 @@ def _prepare_files(req: PushRequest, annotation_file: Mapping[str, Mapping[str, 
 
 def _resolve_subject(layout: Layout, index: Index, text: str) -> dict[str, Any]:
     """``--subject``: a tag or digest of the same layout (``TAG``, ``sha256:...``, ``@sha256:...``,
-    ``PATH:TAG``, ``PATH@DIGEST``), as a plain descriptor (mediaType, digest, size)."""
-    ref: Reference
-    bare = text[1:] if text.startswith("@") else text
-    if is_digest(bare):
-        ref = Reference(layout.location, None, Digest(bare))
-    elif "/" not in text and ":" not in text and "@" not in text:
-        ref = Reference(layout.location, text)
-    else:
-        ref = parse_reference(text)
-        if ref.tag is None and ref.digest is None:
-            raise InvalidOption("subject", f"{text!r}: needs a tag or a digest")
-        if os.path.realpath(ref.path) != os.path.realpath(layout.location):
-            raise InvalidOption("subject", f"{text!r}: the subject must be in the layout pushed to ({layout.location})")
+    ``::NAME``, ``PATH:TAG``, ``PATH@DIGEST``, ``PATH::NAME``), as a plain descriptor (mediaType, digest,
+    size)."""
+    ref = reference_in(text, layout.location)
+    if ref is None:
+        raise InvalidOption("subject", f"{text!r}: the subject must be in the layout pushed to ({layout.location})")
+    if ref.tag is None and ref.digest is None:
+        raise InvalidOption("subject", f"{text!r}: needs a tag or a digest")
     desc = resolve_manifest(layout, index, ref)
     # A referrer of a manifest whose closure is incomplete would hang off a broken image: refuse.
     require_closure(layout, _as_descriptor(layout, desc), "attach a referrer to")
@@ -187,7 +182,7 @@ def resolve_manifest(layout: Layout, index: Index, ref: Reference) -> dict[str, 
     if ref.tag is not None:
         found = [i for i, e in enumerate(index.entries) if e.ref_name == ref.tag]
         if not found:
-            raise ReferenceNotFound(f"{ref.path}: no tag {ref.tag!r} in index.json")
+            raise no_such_tag(ref, (e.ref_name for e in index.entries if e.ref_name is not None))
         digests = {index.entries[i].digest for i in found}
         if len(digests) > 1:
             raise ManifestError(f"{ref.path}: tag {ref.tag!r} names {len(digests)} different manifests in "
@@ -244,8 +239,7 @@ def _prepare(req: PushRequest) -> _Prepared:
     if req.concurrency < 1:
         raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
-        if not tag or any(c.isspace() for c in tag):
-            raise UsageError(f"{req.layout_path}: invalid tag {tag!r}")
+        check_tag(tag, printable(req.layout_path))
     afile = req.annotation_file or {}
     if req.annotation_file is not None and req.annotations:
         raise InvalidOption("annotation", "cannot be given with {annotation_file}", also=("annotation_file",))
@@ -285,8 +279,15 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     config_item, warnings = prep.config_item, prep.warnings
 
     storage = open_storage(req.layout_path)
-    if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:
-        raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
+    if storage.stat(OCI_LAYOUT_FILE) is None:
+        if req.subject:
+            raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
+        oras_tag = ambiguous_tag(req.layout_path)
+        if oras_tag is not None and storage.stat("") is None:
+            # oras reads PATH:Bad/Tag as a tag; creating a directory "PATH:Bad" would hide the mistake
+            raise UsageError(f"{printable(req.layout_path)}: no such layout, and {oras_tag!r} after its ':' is not "
+                             f"a valid tag ({TAG_RULE}); to create a layout whose path holds ':', make its "
+                             "directory first")
     one_pass = staged_blobs_here(storage)
     blobs: list[BlobSource] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-push-") as tmp:
@@ -466,8 +467,7 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
     if not new_tags:
         raise UsageError("give at least one new tag")
     for t in new_tags:
-        if not t or any(c.isspace() for c in t) or "/" in t:
-            raise UsageError(f"invalid tag {t!r}")
+        check_tag(t)
     storage = open_storage(layout_path)
     layout = Layout.open(storage)
     with (locker or shared_locker(lock_wait, "tag"))(layout) as handle:
