@@ -30,7 +30,7 @@ from ocigc.errors import (
     describe_oserror,
     printable,
 )
-from ocigc.progress import NullProgress, Progress, TqdmProgress
+from ocigc.progress import NullProgress, Progress, TqdmProgress, binary_bytes
 
 
 @dataclass
@@ -196,12 +196,7 @@ def info(ctx: typer.Context, message: str) -> None:
 
 
 def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return binary_bytes(n)
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
