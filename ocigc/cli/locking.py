@@ -5,6 +5,7 @@ PATH names (``locks``, ``trash``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -29,12 +30,21 @@ AllowUnsafeMountOpt = Annotated[bool, typer.Option(
     "--allow-unsafe-mount", help="Run even on a mount that 'ocigc doctor' rates unsafe (exit 5 otherwise).")]
 
 
+#: Set to 1 to accept a mount that doctor rates unsafe without a word (docs/object-storage.md).
+ALLOW_UNSAFE_MOUNT_ENV = "OCIGC_ALLOW_UNSAFE_MOUNT"
+
+
 def check_mounts(paths: Iterable[str], *, refuse: bool) -> None:
     """doctor's cheap mount checks before anything takes a lock (docs/object-storage.md): on a mount
     whose caches make the lock unsafe, ``delete`` and ``sweep`` refuse (``refuse``: exit 5) and the
-    other writers say so in a ``warning:`` line, even with --quiet."""
+    other writers say so in a ``warning:`` line, even with --quiet. ``OCIGC_ALLOW_UNSAFE_MOUNT=1``:
+    the configuration is known and accepted (no check)."""
+    if os.environ.get(ALLOW_UNSAFE_MOUNT_ENV, "").lower() in ("1", "yes", "true"):
+        return
     for report in unsafe_mounts(paths):
-        message = f"{report.summary()} ('ocigc doctor {report.path}' explains)"
+        why = "; ".join(f"{f.message}" + (f" (fix: {f.recommended})" if f.recommended else "") for f in report.unsafe)
+        message = (f"{report.path}: unsafe mount for ocigc ({report.adapter_label}): {why}; 'ocigc doctor "
+                   f"{report.path}' explains")
         if refuse:
             raise UnsafeMount(f"{message}; --allow-unsafe-mount runs anyway")
         typer.echo(f"warning: {message}", err=True)

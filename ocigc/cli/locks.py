@@ -50,7 +50,8 @@ def locks_list_cmd(
                     f"in {format_duration(data['expires_in_s'])}" if data["expires_in_s"] >= 0
                     else f"{format_duration(-data['expires_in_s'])} ago")
                 rows.append([layout.display, info.scope, info.mode_name, info.host, str(info.pid or "?"),
-                             (info.command or info.problem or "")[:None if s.wide else 24], age, expires,
+                             info.command[:None if s.wide else 24] if info.command else (info.problem or ""),
+                             age, expires,
                              f"yes ({verdict.reason})" if verdict.stale else "no", info.owner[:None if s.wide else 12]])
         if json_out:
             echo_json("locks list", {"path": path, "locks": out})
