@@ -89,6 +89,7 @@ class _TqdmCounter:
         with self._lock:
             if self._bytes:
                 self._postfix(force=True)
+                self._bar.refresh()
             self._bar.close()
 
 

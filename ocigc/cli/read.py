@@ -134,7 +134,7 @@ def tags_cmd(
             for e in entries:
                 typer.echo(printable(e.ref_name) if e.ref_name is not None else f"@{e.digest}")
             return
-        rows = [[printable(e.ref_name) if e.ref_name is not None else "<untagged>", s.short(e.digest),
+        rows = [[s.short(printable(e.ref_name)) if e.ref_name is not None else "<untagged>", s.short(e.digest),
                  (e.media_type or "-") if s.wide else SHORT_TYPES.get(e.media_type or "", e.media_type or "-"),
                  str(e.size)] for e in entries]
         typer.echo(table(rows, ["TAG", "DIGEST", "TYPE", "SIZE"]))

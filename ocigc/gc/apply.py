@@ -238,18 +238,22 @@ def _remove_blobs(layout: Layout, items: list[BlobRemoval], reachable: set[Diges
             counter.add(len(chunk))
             continue
 
-        def one(item: BlobRemoval) -> str | None:
+        done: dict[int, BlobRemoval] = {}
+
+        def one(pair: tuple[int, BlobRemoval], done: dict[int, BlobRemoval] = done) -> str | None:
+            i, item = pair
             try:
                 dispose(layout, item.path)
             except OSError as e:
                 return f"{layout.where(item.path)}: {e.strerror or e}"
+            done[i] = item
             return None
 
-        for item, err in zip(chunk, pmap(one, chunk, jobs, on_done=counter.add), strict=True):
-            if err:
-                result.failed.append(err)
-            else:
-                result.removed.append(item)
+        try:
+            errors = pmap(one, list(enumerate(chunk)), jobs, on_done=counter.add)
+        finally:  # interrupted half-way through a batch: what went is still recorded (the journal)
+            result.removed.extend(done[i] for i in sorted(done))
+        result.failed.extend(err for err in errors if err)
     counter.close()
 
 

@@ -78,7 +78,7 @@ from ocigc.oci.descriptor import (
     Descriptor,
 )
 from ocigc.oci.index import Index, _without_ref_name, add_untagged, set_tag
-from ocigc.oci.refs import TAG_RULE, Reference, ambiguous_tag, check_tag, no_such_tag, reference_in
+from ocigc.oci.refs import TAG_RE, TAG_RULE, Reference, ambiguous_tag, check_tag, no_such_tag, reference_in
 from ocigc.parallel import pmap
 from ocigc.progress import NullCounter, NullProgress, Progress
 from ocigc.storage.base import stager
@@ -282,12 +282,7 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     if storage.stat(OCI_LAYOUT_FILE) is None:
         if req.subject:
             raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
-        oras_tag = ambiguous_tag(req.layout_path)
-        if oras_tag is not None and storage.stat("") is None:
-            # oras reads PATH:Bad/Tag as a tag; creating a directory "PATH:Bad" would hide the mistake
-            raise UsageError(f"{printable(req.layout_path)}: no such layout, and {oras_tag!r} after its ':' is not "
-                             f"a valid tag ({TAG_RULE}); to create a layout whose path holds ':', make its "
-                             "directory first")
+        _refuse_colon_path(req.layout_path)
     one_pass = staged_blobs_here(storage)
     blobs: list[BlobSource] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-push-") as tmp:
@@ -346,6 +341,24 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     ref = f"{req.layout_path}:{','.join(req.tags)}" if req.tags else f"{req.layout_path}@{manifest_digest}"
     return PushResult(layout.location, ref, list(req.tags), entry, manifest_bytes,
                       [config_blob, *layers, manifest_blob], warnings, result.changed)
+
+
+def _refuse_colon_path(path: str) -> None:
+    """``push L:Bad/Tag``: the grammar reads a path ``L:Bad/Tag`` (the last ':' is before the last '/'),
+    oras a tag ``Bad/Tag``. Unless a directory ``L:Bad`` exists already (a path that really holds ':'),
+    push refuses rather than create it: the tag is invalid, and the mistake would go unseen."""
+    oras_tags = ambiguous_tag(path)
+    if oras_tags is None:
+        return
+    colon = len(path) - len(oras_tags) - 1
+    end = path.find("/", colon)
+    holder = path if end == -1 else path[:end]
+    if open_storage(holder).stat("") is not None:
+        return
+    bad = next((t for t in oras_tags.split(",") if not TAG_RE.match(t)), oras_tags)
+    raise UsageError(f"{printable(path)}: no such layout, and oras reads what follows its ':' as tags: {bad!r} "
+                     f"is not a valid tag ({TAG_RULE}); to make a layout whose path holds ':', create "
+                     f"{printable(holder)} first")
 
 
 def _unique(blobs: list[BlobSource]) -> list[BlobSource]:
