@@ -78,7 +78,9 @@ def make_confirm(s: Settings, yes: bool, json_out: bool) -> Confirmer | None:
 
 def render_plan(plan: Plan, s: Settings, dry_run: bool = False) -> list[str]:
     head = f"{plan.command} {printable(plan.name or plan.location)}"
-    lines = [head, *render_decisions(plan)]
+    lines = [head]
+    for decision in render_decisions(plan):
+        lines.extend(s.fit(decision, hang=8))
     items: list[str] = []
     for t in plan.trash_restore:
         who = ", ".join(t.roots[:3]) or "an index.json entry"
@@ -116,7 +118,11 @@ def render_plan(plan: Plan, s: Settings, dry_run: bool = False) -> list[str]:
         summary += f"; trash: {len(plan.trash_restore)} to restore, {len(plan.trash_purge)} runs to purge"
     if plan.empty:
         summary = "  = nothing to remove"
-    lines.extend(s.fit(summary + ("  [dry run: nothing changed]" if dry_run and not plan.empty else "")))
+    marker = "  [dry run: nothing changed]" if dry_run and not plan.empty else ""
+    if s.wide or len(summary + marker) <= s.width:
+        lines.append(s.short(summary + marker))
+    else:
+        lines.extend([*s.fit(summary), "   " + marker] if marker else s.fit(summary))
     return lines
 
 

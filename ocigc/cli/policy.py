@@ -82,11 +82,9 @@ def render_decisions(plan: Plan) -> list[str]:
         lines.append(f"  refuse  rule {d['rule']!r}: {d['reason']}; all {len(refused)} tags kept")
     shown = [d for d in plan.decisions if d.get("by") != "refused"]
     width = min(40, max((len(str(d["tag"])) for d in shown), default=0))
-    for d in shown:
-        digest = str(d.get("digest", ""))
-        short = digest[: digest.find(":") + 13] + "…" if ":" in digest else digest
-        lines.append(f"  {d['action']:<7} tag {d['tag']!s:<{width}}  {short}  [{d['rule']}: {d['by']}] "
-                     f"{d['reason']}")
+    for d in shown:  # the digest in full: the CLI cuts it to 12 hex unless --wide
+        lines.append(f"  {d['action']:<7} tag {d['tag']!s:<{width}}  {d.get('digest', '')}  [{d['rule']}: "
+                     f"{d['by']}] {d['reason']}")
     return lines
 
 

@@ -12,6 +12,7 @@ from ocigc.cli._common import (
     QuietOpt,
     Settings,
     VerboseOpt,
+    WideOpt,
     echo_json,
     handle_errors,
     human_bytes,
@@ -51,7 +52,8 @@ def push_cmd(
     files: Annotated[list[str] | None, typer.Argument(
         metavar="FILE[:MEDIATYPE]...", help="Files or directories (packed as tar+gzip) to push.")] = None,
     artifact_type: Annotated[str | None, typer.Option(
-        "--artifact-type", help="artifactType of the manifest (default application/vnd.unknown.artifact.v1).")] = None,
+        "--artifact-type", metavar="TYPE",
+        help="artifactType of the manifest (default application/vnd.unknown.artifact.v1).")] = None,
     annotation: Annotated[list[str] | None, typer.Option(
         "--annotation", "-a", metavar="KEY=VALUE", help="Manifest annotation (repeatable).")] = None,
     annotation_file: Annotated[str | None, typer.Option(
@@ -71,6 +73,7 @@ def push_cmd(
     DEFAULT_PUSH_CONCURRENCY,
     lock_wait: LockWaitOpt = "5m",
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -78,7 +81,7 @@ def push_cmd(
 
     Writes what `oras push --oci-layout` writes; exit 0 ok, 1 error, 2 usage, 3 lost race,
     4 integrity failure, 75 lock busy."""
-    s = settings(ctx, quiet, verbose)
+    s = settings(ctx, quiet, verbose, wide)
     with handle_errors("push", json_out):
         reference = parse_reference(ref)
         if reference.digest is not None:
@@ -112,7 +115,7 @@ def push_cmd(
             for b in result.blobs:
                 title = b.descriptor.get("annotations", {}).get(ANNOTATION_TITLE) or b.label
                 state = "Uploaded" if b.uploaded else "Exists  "
-                typer.echo(f"{state}  {title}  {human_bytes(b.size)}  {b.descriptor['digest']}", err=True)
+                typer.echo(s.short(f"{state}  {title}  {human_bytes(b.size)}  {b.descriptor['digest']}"), err=True)
         typer.echo(f"Pushed [oci-layout] {result.reference}")
         typer.echo(f"ArtifactType: {result.descriptor.get('artifactType', '')}")
         typer.echo(f"Digest: {result.digest}")
@@ -127,6 +130,7 @@ def pull_cmd(
     concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", min=1, max=64, help="Files in flight.")] =
     DEFAULT_PULL_CONCURRENCY,
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -135,7 +139,7 @@ def pull_cmd(
     Every blob is verified while it streams; titles or tar entries that would land outside DIR,
     links pointing out of it and device files are refused before anything is written. Exit 0 ok,
     1 error or refused artifact, 2 usage, 4 integrity failure (missing or corrupt blob)."""
-    s = settings(ctx, quiet, verbose)
+    s = settings(ctx, quiet, verbose, wide)
     with handle_errors("pull", json_out):
         reference = parse_reference(ref)
         layout = open_at(reference, ref)
@@ -147,7 +151,7 @@ def pull_cmd(
         if not s.quiet:
             for f in result.files:
                 kind = "Unpacked  " if f.unpacked else "Downloaded"
-                typer.echo(f"{kind}  {f.title}  {human_bytes(f.size)}  {f.digest}", err=True)
+                typer.echo(s.short(f"{kind}  {f.title}  {human_bytes(f.size)}  {f.digest}"), err=True)
             if result.skipped:
                 typer.echo(f"Skipped {len(result.skipped)} layer(s) without {ANNOTATION_TITLE}", err=True)
             for fl in result.foreign:

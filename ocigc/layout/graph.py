@@ -252,12 +252,13 @@ class RefGraph:
                                 mf.KIND_UNKNOWN_JSON) or bool(node["media_types"] & MANIFEST_TYPES)
 
     def topo_parents_first(self, digests: Iterable[str]) -> list[Digest]:
-        """``digests`` ordered so that every parent comes before its children (manifests top-down)."""
+        """``digests`` ordered so that every parent comes before its children (manifests top-down);
+        ties by digest, so that a plan prints the same on every run."""
         wanted = set(digests)
         sub = self.g.subgraph(wanted)
         nx = _nx()
         try:
-            order = list(nx.topological_sort(sub))
+            order = list(nx.lexicographical_topological_sort(sub))
         except nx.NetworkXUnfeasible:  # a cycle (only possible with hash collisions): any order
             order = sorted(wanted)
         return [Digest(d) for d in order]

@@ -177,6 +177,8 @@ def _run_child(command: list[str], handle: LockHandle) -> int:
         proc = subprocess.Popen(command, env=env)
     except FileNotFoundError as e:
         raise CannotRun(f"{command[0]}: command not found ({e.strerror or e})", EXIT_NOT_FOUND) from None
+    except PermissionError:
+        raise CannotRun(f"{command[0]}: permission denied (not executable)", EXIT_NOT_EXECUTABLE) from None
     except OSError as e:
         raise CannotRun(f"{command[0]}: cannot run ({e.strerror or e})", EXIT_NOT_EXECUTABLE) from None
     poll = max(0.05, min(1.0, handle.params.poll))

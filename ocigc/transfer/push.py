@@ -240,6 +240,7 @@ def _prepare(req: PushRequest) -> _Prepared:
         raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
         check_tag(tag, printable(req.layout_path))
+    _refuse_colon_path(req.layout_path)
     afile = req.annotation_file or {}
     if req.annotation_file is not None and req.annotations:
         raise InvalidOption("annotation", "cannot be given with {annotation_file}", also=("annotation_file",))
@@ -279,10 +280,8 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     config_item, warnings = prep.config_item, prep.warnings
 
     storage = open_storage(req.layout_path)
-    if storage.stat(OCI_LAYOUT_FILE) is None:
-        if req.subject:
-            raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
-        _refuse_colon_path(req.layout_path)
+    if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:
+        raise ReferenceNotFound(f"{req.layout_path}: no layout there, so no subject {req.subject!r}")
     one_pass = staged_blobs_here(storage)
     blobs: list[BlobSource] = []
     with tempfile.TemporaryDirectory(prefix="ocigc-push-") as tmp:
@@ -348,7 +347,7 @@ def _refuse_colon_path(path: str) -> None:
     oras a tag ``Bad/Tag``. Unless a directory ``L:Bad`` exists already (a path that really holds ':'),
     push refuses rather than create it: the tag is invalid, and the mistake would go unseen."""
     oras_tags = ambiguous_tag(path)
-    if oras_tags is None:
+    if oras_tags is None or open_storage(path).stat(OCI_LAYOUT_FILE) is not None:
         return
     colon = len(path) - len(oras_tags) - 1
     end = path.find("/", colon)
