@@ -51,17 +51,23 @@ def find_layouts(root: Storage, jobs: int = DEFAULT_JOBS) -> list[str]:
                 if is_layout and e.name in SKIP_IN_LAYOUT:
                     continue
                 next_dirs.append(f"{rel}/{e.name}" if rel else e.name)
-        listed = pmap(lambda d: (d, _list_or_empty(root, d)), next_dirs, jobs)
-        level = listed
+        listed = pmap(lambda d: (d, _list_or_none(root, d)), next_dirs, jobs)
+        # A directory we may not list could hold layouts: it is reported as one (opening it fails
+        # with one line naming it, per layout), never skipped without a word.
+        found.extend(d for d, entries in listed if entries is None)
+        level = [(d, entries) for d, entries in listed if entries is not None]
         depth += 1
     return sorted(found)
 
 
-def _list_or_empty(root: Storage, rel: str) -> list[DirEntry]:
+def _list_or_none(root: Storage, rel: str) -> list[DirEntry] | None:
+    """The entries of ``rel``; [] when it vanished or is no directory; None when we may not list it."""
     try:
         return root.list_dir(rel)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except PermissionError:
+        return None
 
 
 def open_layouts(root: Storage, jobs: int = DEFAULT_JOBS) -> list[Layout]:
