@@ -98,8 +98,11 @@ def map_links(root: Storage, layouts: list[Layout]) -> None:
     blobs_of: list[tuple[Path, Layout]] = []
     for lay in layouts:
         local = lay.storage.local_path(BLOBS_DIR)
-        if local is not None and not local.is_symlink():
-            blobs_of.append((Path(os.path.realpath(local)), lay))
+        try:
+            if local is not None and not local.is_symlink():
+                blobs_of.append((Path(os.path.realpath(local)), lay))
+        except OSError:  # unreadable (EACCES): that layout's own run reports it, the others go on
+            continue
     for lay in layouts:
         for link in _links_in_blobs(lay):
             local = lay.storage.local_path(link)
@@ -130,8 +133,11 @@ def _links_in_blobs(layout: Layout) -> list[str]:
     local = layout.storage.local_path(BLOBS_DIR)
     if local is None:
         return []
-    if local.is_symlink():
-        return [BLOBS_DIR]
+    try:
+        if local.is_symlink():
+            return [BLOBS_DIR]
+    except OSError:  # as an unlistable blobs/<alg>/ below: that layout's own run reports it
+        return []
     out: list[str] = []
     try:
         with os.scandir(local) as algs:

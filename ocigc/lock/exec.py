@@ -94,6 +94,9 @@ def run_locked(layout: Layout, command: list[str], *, exclusive: bool = False, w
     except (NotADirectoryError, FileExistsError):
         raise LayoutError(f"{layout.where('')}: not a directory") from None
     _check_runnable(command)
+    st = storage.stat(INDEX_FILE)
+    if st is not None and st.is_dir:  # a command cannot be checked against an index.json that is no file
+        raise LayoutError(f"{layout.where(INDEX_FILE)}: is a directory")
     run = run_id()
     mode: Literal["shared", "exclusive"] = "exclusive" if exclusive else "shared"
     backup = None

@@ -4,6 +4,7 @@ mount of a bucket).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -14,6 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from ocigc.errors import naming
 from ocigc.storage.base import (
     GLOBAL_COUNTER,
     TEMP_PREFIX,
@@ -131,13 +133,25 @@ class LocalStorage:
             f.write(data)
 
     def write_new(self, rel: str, data: bytes) -> None:
+        """Create ``rel`` (it must not exist) holding ``data``. A write that fails half-way (ENOSPC,
+        EIO, EROFS at close on a mount) removes the file it created: an empty or short file left
+        behind would read as someone else's (a lock file held by nobody until it is stale)."""
         self.counter.add("write")
-        fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        path = self._p(rel)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            with naming(path):
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
 
     @contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
@@ -149,14 +163,14 @@ class LocalStorage:
         target = self._p(rel)
         if not self.can_rename:
             self.counter.add("write")
-            with open(target, "wb") as f:
+            with naming(target), open(target, "wb") as f:
                 yield f
             return
         tmp_rel = self._temp_name(rel)
         tmp = self._p(tmp_rel)
         self.counter.add("write")
         try:
-            with open(tmp, "wb") as f:
+            with naming(tmp), open(tmp, "wb") as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
@@ -187,7 +201,7 @@ class LocalStorage:
         target = self._p(rel)
         self.counter.add("write")
         try:
-            with open(target, "wb") as f:
+            with naming(target), open(target, "wb") as f:
                 yield f
         except BaseException:
             with suppress(FileNotFoundError):
@@ -207,7 +221,8 @@ class LocalStorage:
         tmp = self._p(tmp_rel)
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            with naming(tmp):
+                os.fsync(fd)
         finally:
             os.close(fd)
         self._rename_or_copy(tmp, self._p(rel), content=True)
@@ -230,7 +245,7 @@ class LocalStorage:
             self.can_rename = False
             self.counter.add("write")
             try:
-                with open(tmp, "rb") as src, open(target, "wb") as dst:
+                with naming(target), open(tmp, "rb") as src, open(target, "wb") as dst:
                     while chunk := src.read(1024 * 1024):
                         dst.write(chunk)
             except BaseException:

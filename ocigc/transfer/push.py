@@ -63,6 +63,7 @@ from ocigc.errors import (
     ReferenceNotFound,
     UsageError,
     UsageHint,
+    naming,
     printable,
 )
 from ocigc.jsonload import load_json
@@ -392,7 +393,8 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
             else:
                 out = os.path.join(tmp, f"{uuid.uuid4().hex}.tar.gz")
             try:
-                packed = pack_directory(item.abs_path, item.title, out)
+                with naming(out):
+                    packed = pack_directory(item.abs_path, item.title, out)
             except BaseException:
                 if stage_in is not None and tmp_rel is not None:
                     stager(stage_in.storage).discard_temp(tmp_rel)
