@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ocigc.errors import naming
 from ocigc.storage.base import (
@@ -27,6 +27,32 @@ from ocigc.storage.base import (
     normalize_rel,
 )
 from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type, is_object_store_fuse
+
+
+class _NamedReader:
+    """A file opened for reading whose errors name it: a read on a mount can fail without a file name
+    (s3fs stages a download in its tmpdir: ENOSPC, EIO)."""
+
+    def __init__(self, f: BinaryIO, path: Path) -> None:
+        self._f = f
+        self._path = path
+
+    def read(self, n: int = -1) -> bytes:
+        with naming(self._path):
+            return self._f.read(n)
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        with naming(self._path):
+            return self._f.readinto(b)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _NamedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
 
 
 class LocalStorage:
@@ -95,12 +121,12 @@ class LocalStorage:
 
     def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
         self.counter.add("read")
-        with self._open(rel, nofollow) as f:
+        with self._open(rel, nofollow) as f, naming(self._p(rel)):
             return f.read() if limit is None else f.read(limit + 1)
 
     def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO:
         self.counter.add("open")
-        return self._open(rel, nofollow)
+        return cast(BinaryIO, _NamedReader(self._open(rel, nofollow), self._p(rel)))
 
     def _open(self, rel: str, nofollow: bool) -> BinaryIO:
         """Open a regular file for reading, and nothing else: everything ocigc reads from a layout
