@@ -65,7 +65,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 # --- ls ---------------------------------------------------------------------------------------------
-LS_KEYS = {"name": str, "location": str, "tags": int, "entries": int, "manifests": int, "blobs": int, "bytes": int,
+LS_KEYS = {"layout": str, "location": str, "tags": int, "entries": int, "manifests": int, "blobs": int, "bytes": int,
            "unreachable_blobs": int, "unreachable_bytes": int}
 
 

@@ -646,3 +646,17 @@ def test_readme_and_cron_md_agree_on_a_silent_line(tmp_path: Path) -> None:
     r = run(argv, mode="proc")
     assert r.code == OK, r
     assert r.stdout == "" and r.stderr == "", r
+
+
+@WHERE
+def test_an_empty_ingest_directory_is_a_leftover_too(layout_dir: Path) -> None:
+    """A sweep killed after removing the files of oras' ``ingest/`` but before its rmdir leaves it empty:
+    the next sweep removes it, as it does an empty umoci temp directory (found by tests/test_crash.py)."""
+    lay = layout_dir / "L"
+    layout_with_garbage(lay)
+    (lay / "ingest").mkdir()
+    age(lay)
+    r = run(["sweep", "--grace", "0", "--json", lay])
+    assert r.code == OK, r
+    assert [f["path"] for f in r.json()["layouts"][0]["plan"]["remove_files"]] == ["ingest/"]
+    assert not (lay / "ingest").exists()

@@ -321,7 +321,10 @@ class Layout:
             if e.is_symlink:
                 continue
             if e.name == "ingest" and e.is_dir:
-                found.extend(self._walk_files("ingest")[0])
+                # An empty ingest/ (a sweep killed after removing its files, before the rmdir) is a
+                # leftover of its own, like an empty umoci temp directory.
+                files, nested = self._walk_files("ingest")
+                found.extend(files or ([] if nested else ["ingest/"]))
             elif e.name.startswith(".umoci-") and e.is_dir:
                 files, nested = self._walk_files(e.name)
                 # An empty umoci temp directory is itself the leftover ("<name>/": removed with rmdir,
