@@ -20,8 +20,11 @@ EPILOG = (
     "4 integrity failure (dangling reference); 5 unsafe mount configuration; 75 lock busy; 130 interrupted."
 )
 
+
 def _plain_argument_name(param: TyperArgument) -> str:
-    return param.metavar or param.name.upper() if param.name else "ARG"
+    if param.metavar:
+        return param.metavar
+    return param.name.upper() if param.name else "ARG"
 
 
 class Command(TyperCommand):
