@@ -45,7 +45,12 @@ def settings(ctx: typer.Context, quiet: bool = False, verbose: int = 0) -> Setti
     """The global settings, with a command's own --quiet/--verbose folded in."""
     obj = ctx.find_root().obj
     base = obj if isinstance(obj, Settings) else Settings()
-    return Settings(quiet=base.quiet or quiet, verbose=base.verbose + verbose)
+    merged = Settings(quiet=base.quiet or quiet, verbose=base.verbose + verbose)
+    if merged.verbose and not merged.quiet:  # --verbose says how each mounted bucket is reached
+        from ocigc.storage.via import on_route
+
+        on_route(lambda route: typer.echo(route.describe(), err=True))
+    return merged
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -82,6 +87,12 @@ def handle_errors() -> Iterator[None]:
 
 
 def echo_json(data: Any) -> None:
+    """JSON on stdout; a document about layouts on a mounted bucket says how each mount was reached (``"via"``)."""
+    from ocigc.storage.via import routes
+
+    taken = routes()
+    if taken and isinstance(data, dict) and "via" not in data:
+        data = {**data, "via": [r.to_json() for r in taken]}
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
