@@ -158,12 +158,25 @@ def open_local_path(location: str, counter: OpCounter | None = None) -> Storage:
     return storage if storage is not None else LocalStorage(path, counter)
 
 
-def _through_api(path: str, mount_point: str, requested: str,
-                 counter: OpCounter | None) -> tuple[Storage | None, Route]:
+def route_for(path: str, mount_point: str, behind: BucketBehind | str, requested: str | None = None) -> Route:
+    """The route ``--via`` (``requested``, default the setting) takes for ``path`` on a bucket mount,
+    with the bucket behind it as already found (``ocigc doctor``). Probes conditional writes."""
+    requested = requested or via_setting()
+    if requested == MOUNT:
+        return Route(path, requested, MOUNT, mount_point, None, f"{VIA_ENV}/--via mount")
+    try:
+        return _through_api(path, mount_point, requested, None, behind)[1]
+    except UsageError as e:
+        return Route(path, requested, MOUNT, mount_point, None, f"refused: {e}")
+
+
+def _through_api(path: str, mount_point: str, requested: str, counter: OpCounter | None,
+                 behind: BucketBehind | str | None = None) -> tuple[Storage | None, Route]:
     """The bucket's API behind ``path``, or (None, why not) when ``auto`` falls back to the mount."""
     from ocigc.storage.behind import find_bucket_behind
 
-    behind = find_bucket_behind(path)
+    if behind is None:
+        behind = find_bucket_behind(path)
     if isinstance(behind, str):
         if requested == API:
             raise UsageError(f"{path}: --via api: cannot reach the bucket behind the mount: {behind}")
@@ -194,4 +207,4 @@ def _through_api(path: str, mount_point: str, requested: str,
 
 
 __all__ = ["API", "AUTO", "MOUNT", "VIA_CHOICES", "VIA_ENV", "Route", "bucket_mount_of", "on_route",
-           "open_local_path", "routes", "set_via", "via_setting"]
+           "open_local_path", "route_for", "routes", "set_via", "via_setting"]
