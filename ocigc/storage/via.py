@@ -202,7 +202,8 @@ def _through_api(path: str, mount_point: str, requested: str, counter: OpCounter
         return storage, Route(path, requested, API, mount_point, behind, bucket.probe_reason)
     why = bucket.probe_reason
     warnings.warn(f"{path}: the bucket behind the mount ({behind.s3_url()}) does not answer conditional writes "
-                  f"as needed ({why}); going through the mount (lock-file protocol)", ConditionalWritesIgnored, stacklevel=2)
+                  f"as needed ({why}); going through the mount (lock-file protocol)", ConditionalWritesIgnored,
+                  stacklevel=2)
     return None, Route(path, requested, MOUNT, mount_point, behind, f"conditional writes unavailable: {why}")
 
 
