@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ocigc.errors import UsageError
+from ocigc.errors import OcigcError, UsageError
 from ocigc.storage.base import OpCounter, Storage
 from ocigc.storage.local import LocalStorage
 
@@ -189,7 +189,14 @@ def _through_api(path: str, mount_point: str, requested: str, counter: OpCounter
         if requested == API:
             raise UsageError(f"{path}: --via api: {why}") from None
         return None, Route(path, requested, MOUNT, mount_point, behind, why)
-    bucket = behind_bucket(behind)
+    try:
+        bucket = behind_bucket(behind)
+    except OcigcError as e:  # a client that cannot be made (a profile that is not there)
+        if requested == API:
+            raise UsageError(f"{path}: --via api: {e}") from None
+        warnings.warn(f"{path}: cannot reach the bucket behind the mount ({e}); going through the mount",
+                      ConditionalWritesIgnored, stacklevel=2)
+        return None, Route(path, requested, MOUNT, mount_point, behind, f"no client: {e}")
     metadata = S3FS_FILE_METADATA if behind.adapter == "s3fs" else None
     storage = BehindMountStorage(bucket, behind.key_prefix, counter, path, metadata)
     if requested == API:  # the user's choice: without conditional writes, the lock-file protocol on the API
