@@ -88,7 +88,12 @@ def settings(ctx: typer.Context, quiet: bool = False, verbose: int = 0, wide: bo
     obj = ctx.find_root().obj
     base = obj if isinstance(obj, Settings) else Settings()
     v = base.verbose + verbose
-    return Settings(quiet=base.quiet or quiet, verbose=v, wide=base.wide or wide or v > 0)
+    merged = Settings(quiet=base.quiet or quiet, verbose=v, wide=base.wide or wide or v > 0)
+    if merged.verbose and not merged.quiet:  # --verbose says how each mounted bucket is reached
+        from ocigc.storage.via import on_route
+
+        on_route(lambda route: typer.echo(route.describe(), err=True))
+    return merged
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -186,6 +191,11 @@ def echo_json(command: str, data: dict[str, Any], *, exit_code: int = 0, error: 
     if error is not None:
         doc["error"] = error
     doc.update(data)
+    from ocigc.storage.via import routes
+
+    taken = routes()  # a document about layouts on a mounted bucket says how each mount was reached
+    if taken and "via" not in doc:
+        doc["via"] = [r.to_json() for r in taken]
     typer.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ocigc import __version__
-from ocigc.cli._common import Settings, usage_error
+from ocigc.cli._common import Settings, handle_errors, settings, usage_error
 
 EPILOG = (
     "Exit codes: 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries; "
@@ -146,13 +146,23 @@ def root(
     endpoint_url: Annotated[str | None, typer.Option(
         "--endpoint-url", metavar="URL", envvar="OCIGC_ENDPOINT_URL",
         help="S3 endpoint for s3:// locations (S3-compatible stores; default: AWS_ENDPOINT_URL or AWS).")] = None,
+    via: Annotated[str | None, typer.Option(
+        "--via", metavar="auto|mount|api", envvar="OCIGC_VIA",
+        help="A layout on a mounted bucket: through the bucket's API when it is found and answers conditional "
+             "writes (auto, the default), always through the mount, or always through the API.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Registry upkeep for OCI image layouts on object storage."""
+    from ocigc.storage import via as via_module
     from ocigc.storage.open_storage import set_s3_endpoint
 
     ctx.obj = Settings(quiet=quiet, verbose=verbose)
     _escape_unencodable_output()
     set_s3_endpoint(endpoint_url)
     show_warnings(quiet)
+    via_module.reset()
+    with handle_errors():
+        via_module.set_via(via)
+    via_module.on_route(None)
+    settings(ctx)  # --verbose: routes as they are taken

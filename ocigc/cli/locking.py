@@ -21,7 +21,9 @@ from ocigc.layout.layout import Layout
 from ocigc.lock.acquire import acquire
 from ocigc.lock.files import LockInfo
 from ocigc.lock.handle import LockHandle
+from ocigc.storage.local import LocalStorage
 from ocigc.storage.open_storage import open_storage
+from ocigc.storage.via import open_local_path
 
 LockWaitOpt = Annotated[str, typer.Option(
     "--lock-wait", metavar="DURATION",
@@ -38,16 +40,24 @@ def check_mounts(paths: Iterable[str], *, refuse: bool) -> None:
     """doctor's cheap mount checks before anything takes a lock (docs/object-storage.md): on a mount
     whose caches make the lock unsafe, ``delete`` and ``sweep`` refuse (``refuse``: exit 5) and the
     other writers say so in a ``warning:`` line, even with --quiet. ``OCIGC_ALLOW_UNSAFE_MOUNT=1``:
-    the configuration is known and accepted (no check)."""
+    the configuration is known and accepted (no check). A layout that ``--via`` reaches through the
+    bucket's API (lease locks, compare-and-swap) does not depend on the mount's caches: not checked."""
     if os.environ.get(ALLOW_UNSAFE_MOUNT_ENV, "").lower() in ("1", "yes", "true"):
         return
-    for report in unsafe_mounts(paths):
+    for report in unsafe_mounts([p for p in paths if not _through_bucket_api(p)]):
         why = "; ".join(f"{f.message}" + (f" (fix: {f.recommended})" if f.recommended else "") for f in report.unsafe)
         message = (f"{report.path}: unsafe mount for ocigc ({report.adapter_label}): {why}; 'ocigc doctor "
                    f"{report.path}' explains")
         if refuse:
             raise UnsafeMount(f"{message}; --allow-unsafe-mount runs anyway")
         typer.echo(f"warning: {message}", err=True)
+
+
+def _through_bucket_api(path: str) -> bool:
+    """True when ``path`` is on a mounted bucket that ``--via`` reaches through the bucket's API."""
+    if path.startswith("s3://"):
+        return False
+    return not isinstance(open_local_path(path), LocalStorage)
 
 
 def waiting_reporter(s: Settings, layout: Layout) -> Callable[[list[LockInfo]], None]:
