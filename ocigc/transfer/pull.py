@@ -49,6 +49,7 @@ from ocigc.errors import (
     printable,
 )
 from ocigc.jsonload import load_json
+from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.oci.descriptor import ANNOTATION_TITLE, INDEX_TYPES, OCI_EMPTY, Descriptor
 from ocigc.oci.refs import Reference
@@ -453,7 +454,7 @@ def pull(layout: Layout, ref: Reference, out_dir: str, *, overwrite: bool = Fals
         raise InvalidOption("concurrency", "must be at least 1")
     if ref.tag is None and ref.digest is None:
         raise UsageError(f"{ref}: give a tag (PATH:TAG) or a digest (PATH@DIGEST) to pull")
-    index = layout.read_index()
+    index = read_index_retrying(layout)  # a writer that is not ocigc may be rewriting it in place
     root = resolve_manifest(layout, index, ref)
     untitled_foreign: list[Descriptor] = []
     items, skipped = collect(layout, root, untitled_foreign)

@@ -68,7 +68,7 @@ from ocigc.errors import (
 )
 from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
-from ocigc.layout.indexio import update_index
+from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.layout import MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.lock.handle import hold_for
 from ocigc.oci.descriptor import (
@@ -304,7 +304,7 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                 layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
             if ANNOTATION_CREATED not in manifest_annotations:
                 manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
-            subject = _resolve_subject(layout, layout.read_index(), req.subject) if req.subject else None
+            subject = _resolve_subject(layout, read_index_retrying(layout), req.subject) if req.subject else None
             manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
             if artifact_type and not spec_v1_0:
                 manifest["artifactType"] = artifact_type
@@ -485,7 +485,7 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
     storage = open_storage(layout_path)
     layout = Layout.open(storage)
     with (locker or shared_locker(lock_wait, "tag"))(layout) as handle:
-        entry = resolve_manifest(layout, layout.read_index(), source)
+        entry = resolve_manifest(layout, read_index_retrying(layout), source)
         base = _without_ref_name(entry)
         # Tagging makes the manifest reachable (again): its whole closure must be there first. Under
         # the shared lock no sweep or delete removes blobs, so checking once here holds for the update.
