@@ -10,7 +10,8 @@ layout (``--sizes``: ``2000`` is ``bench_sweep.SPEC_2000``, another N a generate
 blobs), every contender runs as a child process on its own copy of the layout, uploaded with boto3
 straight to the store just before and removed just after (so a listing never scans another copy):
 
-- ``ocigc sweep MOUNT/... --grace 0 --yes --jobs 16`` and ``ocigc sweep s3://BUCKET/... (same)``;
+- ``ocigc sweep MOUNT/... --grace 0 --yes --jobs 16`` through the mount (``--via mount``), the same
+  with ``--via auto`` (``s3fs-auto``: the bucket behind the mount), and ``ocigc sweep s3://BUCKET/...``;
 - ``umoci gc --layout MOUNT/...``;
 - the I/O floor through the mount (``bench_sweep.io_floor``: one listing, a read per reachable
   manifest, a stat and an unlink per garbage blob, 16 threads) and for ``s3://`` (``s3_floor``: the
@@ -39,7 +40,7 @@ from bench.gen import Generated, age_tree, generate, spec_for_blobs
 from bench.stores import S3_PAGE, BenchStore, add_store_arguments, open_store, store_matrix
 
 JOBS = 16
-CONTENDERS = ("ocigc s3fs", "ocigc s3://", "umoci s3fs", "floor s3fs", "floor s3://")
+CONTENDERS = ("ocigc s3fs", "ocigc s3fs-auto", "ocigc s3://", "umoci s3fs", "floor s3fs", "floor s3://")
 
 
 def s3_floor(url: str, manifests: list[str], garbage: list[str], jobs: int = JOBS) -> None:
@@ -102,6 +103,7 @@ def run_contender(name: str, store: BenchStore, gen: Generated, workdir: Path) -
     mounted, url = store.path / prefix / repo, store.url(f"{prefix}/{repo}")
     argv = {
         "ocigc s3fs": [OCIGC, "sweep", str(mounted), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"],
+        "ocigc s3fs-auto": [OCIGC, "sweep", str(mounted), "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"],
         "ocigc s3://": [OCIGC, "sweep", url, "--grace", "0", "--yes", "--jobs", str(JOBS), "-q"],
         "umoci s3fs": ["umoci", "gc", "--layout", str(mounted)],
         "floor s3fs": floor_script(mounted, manifests, garbage, workdir),
@@ -109,7 +111,8 @@ def run_contender(name: str, store: BenchStore, gen: Generated, workdir: Path) -
     }[name]
     try:
         store.reset_counts()
-        r = timed(argv, env={**store.env(), "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        via = "auto" if name == "ocigc s3fs-auto" else "mount"  # s3fs-auto: the bucket behind the mount
+        r = timed(argv, env={**store.env(), "PYTHONPATH": str(ROOT), "OCIGC_VIA": via}, cwd=ROOT)
         counts = store.counts(reset=True)
         load = load_1min()
         if r.rc != 0:
@@ -142,6 +145,9 @@ def fill(table: Matrix, kinds: Matrix, col: str, rows: dict[str, dict[str, Any]]
         kinds.put(name, col, ", ".join(f"{k} {v}" for k, v in row["by_kind"].items()), row["load"])
     table.put_ratio("requests s3fs / s3:// (ocigc)", col, "requests: ocigc s3fs", "requests: ocigc s3://")
     table.put_ratio("requests ocigc / floor, s3://", col, "requests: ocigc s3://", "requests: floor s3://")
+    if "ocigc s3fs-auto" in rows:  # --via auto through the same mount: the bucket behind it
+        table.put_ratio("umoci / ocigc, s3fs-auto", col, "umoci s3fs (s)", "ocigc s3fs-auto (s)")
+        table.put_ratio("requests s3fs-auto / s3:// (ocigc)", col, "requests: ocigc s3fs-auto", "requests: ocigc s3://")
     table.put("left exactly the reachable blobs", col, all(r["left_equals_reachable"] for r in rows.values()))
 
 

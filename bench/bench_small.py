@@ -1,6 +1,6 @@
 """Small operations on object stores: a one-file push and a tag delete through ocigc, against an
-oras-style plain write of the same file, through s3fs and ``s3://``, on moto and SeaweedFS at 0 and
-20 ms per request.
+oras-style plain write of the same file, through s3fs (``--via mount``, and ``--via auto``: the
+bucket behind the mount) and ``s3://``, on moto and SeaweedFS at 0 and 20 ms per request.
 
     python -m bench small                       # every store and latency, 5 rounds
     python -m bench small -- --quick            # 2 rounds
@@ -137,7 +137,8 @@ def one_round(store: BenchStore, path: str, i: int, seed: Path, files: Path,
     for who, prefix in zip(("ocigc", "plain"), prefixes, strict=True):
         store.upload_tree(seed, prefix)
         where[who] = store.url(prefix) if path == "s3://" else str(store.path / prefix)
-    env = {**env, **store.env(), "PYTHONPATH": str(ROOT)}
+    # s3fs: through the mount (--via mount); s3fs-auto: the same mount, --via auto (the bucket behind it)
+    env = {**env, **store.env(), "PYTHONPATH": str(ROOT), "OCIGC_VIA": "auto" if path == "s3fs-auto" else "mount"}
     file = str(files / FILE)
     try:
         return {
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--rounds", type=int, default=None, help="rounds per store and latency (default 5; --quick 2)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--paths", default="s3fs,s3://", help="s3fs,s3://")
+    ap.add_argument("--paths", default="s3fs,s3fs-auto,s3://",
+                    help="s3fs (--via mount), s3fs-auto (the same mount, --via auto), s3://")
     ap.add_argument("--size", type=int, default=4096, help="bytes of the pushed file")
     ap.add_argument("--settle", default=None, help="OCIGC_LOCK_SETTLE for ocigc (default: the protocol's own)")
     add_store_arguments(ap)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -160,3 +161,15 @@ def describe_oserror(e: OSError, where: str | None = None) -> str:
 def storage_error(e: OSError, where: str | None = None) -> StorageError:
     """``e`` as an ``OcigcError`` (exit 1) with the one-line message of ``describe_oserror``."""
     return StorageError(describe_oserror(e, where))
+
+
+@contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An ``OSError`` without a file name raised inside (``os.write``, ``fsync``, ``close``: ENOSPC,
+    EIO, EDQUOT) gets ``path``, so that its one line names the file (docs/cli.md, "Output")."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise type(e)(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path)) from e
+        raise

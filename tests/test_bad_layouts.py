@@ -121,7 +121,7 @@ def test_check_on_bad_fixture(name: str) -> None:
     case = CASES[name]
     lay = BAD / name
     verify = ["--verify-digests"] if name == "digest-mismatch" else []
-    r = run(["check", *verify, lay])
+    r = run(["check", "--wide", *verify, lay])
     expected = ERROR if verify else case.check
     assert r.code == expected, r
     if case.readable:
@@ -134,8 +134,9 @@ def test_check_on_bad_fixture(name: str) -> None:
         assert_one_error(r, where)
     r = run(["check", "--json", *verify, lay])
     assert r.code == expected
-    if name == "no-oci-layout":  # nothing to report on: the error alone, no JSON
-        assert r.stdout == "" and len(r.error_lines) == 1
+    if name == "no-oci-layout":  # nothing to report on: the error line, and the JSON error object
+        assert len(r.error_lines) == 1
+        assert r.json() == {"command": "check", "exit_code": ERROR, "error": r.error_lines[0][len("error: "):]}
         return
     doc = r.json()
     assert doc["exit_code"] == expected
@@ -367,7 +368,7 @@ def test_unknown_media_type_on_an_index_entry_keeps_its_content(tmp_path: Path, 
     assert r.code == OK, r
     assert present(lay) == before, "a sweep deleted content of an index.json entry with an unknown media type"
     r = run(["tags", "--json", lay])
-    assert {t["mediaType"] for t in r.json()["tags"] if t["tag"] == "v2"} == {media_type}
+    assert {t["media_type"] for t in r.json()["tags"] if t["tag"] == "v2"} == {media_type}
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

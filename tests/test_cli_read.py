@@ -65,7 +65,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 # --- ls ---------------------------------------------------------------------------------------------
-LS_KEYS = {"name": str, "location": str, "tags": int, "entries": int, "manifests": int, "blobs": int, "bytes": int,
+LS_KEYS = {"layout": str, "location": str, "tags": int, "entries": int, "manifests": int, "blobs": int, "bytes": int,
            "unreachable_blobs": int, "unreachable_bytes": int}
 
 
@@ -73,8 +73,8 @@ def test_ls_root_of_every_fixture_layout(mode: str) -> None:
     r = run(["ls", "--json", LAYOUTS], mode)
     assert r.code == OK, r
     doc = r.json()
-    assert doc["root"] == str(LAYOUTS)
-    by = {lay["name"]: lay for lay in doc["layouts"]}
+    assert doc["command"] == "ls" and doc["exit_code"] == OK and doc["path"] == str(LAYOUTS)
+    by = {lay["layout"]: lay for lay in doc["layouts"]}
     assert sorted(by) == LAYOUT_NAMES
     for name, lay in by.items():
         for key, typ in LS_KEYS.items():
@@ -104,14 +104,17 @@ def test_ls_finds_layouts_at_any_depth_but_not_inside_blobs(tmp_path: Path) -> N
     copy_layout(LAYOUTS / "sha512", tmp_path / "hello" / "blobs" / "sha256" / "x")  # never looked at
     r = run(["ls", "--json", tmp_path])
     assert r.code == OK
-    assert [lay["name"] for lay in r.json()["layouts"]] == ["hello", "hello/sub", "team/deep/app"]
+    assert [lay["layout"] for lay in r.json()["layouts"]] == ["hello", "hello/sub", "team/deep/app"]
 
 
 def test_ls_of_a_single_layout_and_of_nothing(tmp_path: Path) -> None:
     r = run(["ls", "--json", LAYOUTS / "umoci-emptied"])
     assert r.code == OK
     [lay] = r.json()["layouts"]
-    assert lay["name"] == "" and lay["tags"] == 0 and lay["unreachable_blobs"] == 5
+    # one name rule (docs/cli.md, "Layout names"): the layout PATH itself is named PATH, in text and JSON
+    assert lay["layout"] == str(LAYOUTS / "umoci-emptied") and lay["tags"] == 0 and lay["unreachable_blobs"] == 5
+    r = run(["ls", LAYOUTS / "umoci-emptied"])
+    assert r.stdout.splitlines()[1].split()[0] == str(LAYOUTS / "umoci-emptied")
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "empty", tmp_path / "absent"):
         r = run(["ls", target])
@@ -123,8 +126,8 @@ def test_ls_reports_a_broken_layout_and_goes_on(tmp_path: Path) -> None:
     copy_layout(BAD / "index-empty", tmp_path / "broken")
     r = run(["ls", "--json", tmp_path])
     assert r.code == ERROR
-    by = {lay["name"]: lay for lay in r.json()["layouts"]}
-    assert set(by["broken"]) == {"name", "location", "error"} and "index.json" in by["broken"]["error"]
+    by = {lay["layout"]: lay for lay in r.json()["layouts"]}
+    assert set(by["broken"]) == {"layout", "location", "error"} and "index.json" in by["broken"]["error"]
     assert by["good"]["blobs"] == 7
     assert len(r.error_lines) == 1 and str(tmp_path / "broken" / "index.json") in r.error_lines[0]
 
@@ -137,12 +140,12 @@ def test_tags_equal_expect(name: str) -> None:
     r = run(["tags", "--json", LAYOUTS / name])
     assert r.code == OK
     doc = r.json()
-    assert doc["layout"] == str(LAYOUTS / name)
+    assert doc["path"] == str(LAYOUTS / name)
     got = [(t["tag"], t["digest"]) for t in doc["tags"]]
     assert got == [(e["ref_name"], e["digest"]) for e in entries if e["ref_name"] is not None]
     assert Counter(t for t, _ in got) == Counter({k: len(v) for k, v in f["tags"].items()})
     for t in doc["tags"]:
-        assert {"tag", "digest", "mediaType", "size"} <= set(t)
+        assert {"tag", "digest", "media_type", "size"} <= set(t)
         assert isinstance(t["size"], int) and isinstance(t["digest"], str)
     r = run(["tags", "--all", "--json", LAYOUTS / name])
     every = r.json()["tags"]
@@ -157,7 +160,8 @@ def test_tags_human_output(mode: str) -> None:
     r = run(["tags", lay], mode)
     assert r.code == OK and r.stderr == ""
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["TAG", "DIGEST", "MEDIA", "TYPE", "SIZE"]
+    assert lines[0].split() == ["TAG", "DIGEST", "TYPE", "SIZE"]
+    assert max(len(line) for line in lines) <= 80  # short digests: the table fits 80 columns
     assert [line.split()[0] for line in lines[1:]] == [e["ref_name"] for e in f["index"]["entries"] if e["ref_name"]]
     r = run(["tags", "-a", lay])
     assert sum(1 for line in r.stdout.splitlines() if line.startswith("<untagged>")) == len(f["untagged_roots"])
@@ -165,11 +169,11 @@ def test_tags_human_output(mode: str) -> None:
     tags = run(["tags", "--all", "--json", lay]).json()["tags"]
     assert any("platform" in t for t in tags)
     arts = run(["tags", "--json", LAYOUTS / "oci-artifact-manifest"]).json()["tags"]
-    assert any(t.get("artifactType") == "application/vnd.example.bundle" for t in arts)
+    assert any(t.get("artifact_type") == "application/vnd.example.bundle" for t in arts)
 
 
 # --- inspect ----------------------------------------------------------------------------------------
-NODE_KEYS = {"digest": str, "kind": str, "mediaType": str, "size": int, "tags": list, "children": list,
+NODE_KEYS = {"digest": str, "kind": str, "media_type": str, "size": int, "tags": list, "children": list,
              "referrers": list}
 
 
@@ -178,12 +182,12 @@ def test_inspect_every_tag(name: str) -> None:
     lay = LAYOUTS / name
     f = facts(lay)
     for tag, targets in f["tags"].items():
-        if "/" in tag:
-            continue  # a full reference as ref name: PATH:TAG cannot name it (the tag follows the last '/')
-        r = run(["inspect", "--json", f"{lay}:{tag}"])
+        # a full reference as ref name (the tag follows the last '/'): PATH::NAME names it alone
+        ref = f"{lay}::{tag}" if "/" in tag or ":" in tag else f"{lay}:{tag}"
+        r = run(["inspect", "--json", ref])
         assert r.code == OK, r
         doc = r.json()
-        assert doc["reference"] == f"{lay}:{tag}" and doc["layout"] == str(lay)
+        assert doc["reference"] == ref and doc["path"] == str(lay)
         assert [t["digest"] for t in doc["trees"]] == list(dict.fromkeys(t["digest"] for t in targets))
         for tree in doc["trees"]:
             nodes = _walk(tree, referrers=False)
@@ -214,13 +218,17 @@ def test_inspect_referrer_chain_and_human_tree(mode: str) -> None:
     assert [r["digest"] for r in tree["referrers"]] == [sbom]
     assert tree["referrers"][0]["edge"] == "referrer"
     assert [r["digest"] for r in tree["referrers"][0]["referrers"]] == [sig]
-    r = run(["inspect", f"{lay}:v1"], mode)
+    r = run(["inspect", "--wide", f"{lay}:v1"], mode)
     assert r.code == OK and r.stderr == ""
     text = r.stdout
     assert text.splitlines()[0].startswith(v1["digest"]) and "[v1]" in text.splitlines()[0]
     for d in closure(lay, [v1["digest"]]) | {sbom, sig}:
         assert d in text
     assert "referrer " + sbom in text and ("└── " in text or "├── " in text)
+    # without --wide: 12-hex digests (as oras and migrate print them), the same tree in 80 columns
+    short = run(["inspect", f"{lay}:v1"], mode).stdout
+    assert len(short.splitlines()) == len(text.splitlines()) and max(map(len, short.splitlines())) <= 80
+    assert sbom not in short and sbom[:19] in short
 
 
 def test_inspect_by_digest_whole_layout_and_errors(mode: str) -> None:
@@ -251,7 +259,7 @@ def test_inspect_by_digest_whole_layout_and_errors(mode: str) -> None:
 def test_inspect_marks_missing_blobs() -> None:
     lay = BAD / "layer-missing"
     [dangling] = facts(lay)["dangling"]
-    r = run(["inspect", f"{lay}:target"])
+    r = run(["inspect", "--wide", f"{lay}:target"])
     assert r.code == OK
     line = next(line for line in r.stdout.splitlines() if dangling["digest"] in line)
     assert "MISSING" in line
@@ -267,11 +275,11 @@ def test_graph_formats_agree(name: str) -> None:
     r = run(["graph", "--json", lay])
     assert r.code == OK
     doc = r.json()
-    assert doc["layout"] == str(lay)
+    assert doc["path"] == str(lay) and doc["command"] == "graph"
     nodes = {n["digest"]: n for n in doc["nodes"]}
     for n in doc["nodes"]:
-        assert {"digest", "kind", "mediaTypes", "sizes", "tags", "root", "present", "error"} <= set(n)
-        assert isinstance(n["mediaTypes"], list) and isinstance(n["sizes"], list) and isinstance(n["root"], bool)
+        assert {"digest", "kind", "media_types", "sizes", "tags", "root", "present", "error"} <= set(n)
+        assert isinstance(n["media_types"], list) and isinstance(n["sizes"], list) and isinstance(n["root"], bool)
     subjects = {i["subject"] for i in f["referrers"].values()}
     assert set(nodes) == set(f["reachable"]) | subjects
     assert {d for d, n in nodes.items() if n["root"]} == {e["digest"] for e in f["index"]["entries"]}
@@ -405,12 +413,12 @@ def real_root() -> dict[str, dict[str, Any]]:
     exit code wins), by layout name."""
     ls = run(["ls", "--json", REAL])
     assert ls.code == OK
-    assert [lay["name"] for lay in ls.json()["layouts"]] == WITH_LAYOUT
+    assert [lay["layout"] for lay in ls.json()["layouts"]] == WITH_LAYOUT
     check = run(["check", "--json", REAL])
     assert check.code == INTEGRITY and check.json()["exit_code"] == INTEGRITY
     reports = check.json()["layouts"]
     assert [r["layout"] for r in reports] == WITH_LAYOUT
-    return {"ls": {lay["name"]: lay for lay in ls.json()["layouts"]}, "check": {r["layout"]: r for r in reports}}
+    return {"ls": {lay["layout"]: lay for lay in ls.json()["layouts"]}, "check": {r["layout"]: r for r in reports}}
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG))

@@ -67,7 +67,7 @@ def test_leftover_dir_with_layout_deep_below_keeps_the_layout_and_its_parents(la
     (layout_dir / ".umoci-q" / "stale").write_bytes(b"umoci temp")
     age(layout_dir)
     plan = run(["sweep", layout_dir, "--grace", "0s", "--dry-run", "--json"]).json()
-    outer_plan = next(o["plan"] for o in plan["layouts"] if o["layout"] == "")
+    outer_plan = next(o["plan"] for o in plan["layouts"] if o["layout"] == str(layout_dir))
     paths = [f["path"] for f in outer_plan["remove_files"]]
     assert paths == [".umoci-q/stale"], paths
     assert run(["sweep", layout_dir, "--grace", "0s", "--yes"]).code == OK
@@ -89,7 +89,7 @@ def test_empty_umoci_temp_dir_is_removed_and_one_over_a_layout_is_not(layout_dir
     inner.save()
     age(layout_dir)
     plan = run(["sweep", layout_dir, "--grace", "0s", "--dry-run", "--json"]).json()
-    outer_plan = next(o["plan"] for o in plan["layouts"] if o["layout"] == "")
+    outer_plan = next(o["plan"] for o in plan["layouts"] if o["layout"] == str(layout_dir))
     assert [f["path"] for f in outer_plan["remove_files"]] == [".umoci-empty/sub/"]
     r = run(["sweep", layout_dir, "--grace", "0s", "--yes"])
     assert r.code == OK, r
@@ -181,7 +181,7 @@ def test_dangling_link_is_damage_for_check(tmp_path: Path) -> None:
 
 def test_read_commands_read_through_verified_links(layout_dir: Path) -> None:
     _a, b, digests, _garbage = _shared(layout_dir)
-    r = run(["inspect", f"{b}:v1"])
+    r = run(["inspect", "--wide", f"{b}:v1"])
     assert r.code == OK and digests[2] in r.stdout and "MISSING" not in r.stdout, r
     doc = run(["check", "--verify-digests", "--json", b]).json()
     codes = {p["code"] for p in doc["layouts"][0]["problems"]}

@@ -211,7 +211,7 @@ def test_dry_run_changes_nothing_and_prints_the_plan(tmp_path: Path) -> None:
     assert by_repo["umoci-tags"]["blobs"]["copy"] == 0 and by_repo["umoci-tags"]["blobs"]["present"] > 0
     assert {t["state"] for t in by_repo["umoci-tags"]["tags"]} == {PRESENT}
     assert by_repo["multiarch"]["blobs"]["present"] == 0 and by_repo["multiarch"]["manifests"]["copy"] == 4
-    assert j["dryRun"] is True
+    assert j["dry_run"] is True and j["command"] == "migrate"
 
 
 def test_tag_filters_copy_the_closure_and_referrers_of_what_is_selected(tmp_path: Path) -> None:

@@ -461,7 +461,7 @@ def test_cli_read_commands(s3: S3Env) -> None:
     tag = r.json()["tags"][0]["tag"]
     r = run(["ls", s3.url(), "--json"])
     assert r.code == OK, r
-    assert prefix in {lay["name"] for lay in r.json()["layouts"]}
+    assert prefix in {lay["layout"] for lay in r.json()["layouts"]}
     r = run(["inspect", f"{url}:{tag}", "--json"])
     assert r.code == OK, r
     r = run(["graph", url, "--format", "dot"])

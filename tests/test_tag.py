@@ -86,9 +86,13 @@ def test_tag_a_child_manifest_that_is_no_index_entry(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "code", "message"), [
     ([":nope", "x"], 1, "no tag 'nope'"),
     (["@sha256:" + "a" * 64, "x"], 1, "no such manifest"),
-    ([":v1", "bad tag"], 2, "invalid tag"),
-    ([":v1", "a/b"], 2, "invalid tag"),
-    (["", "x"], 2, "give PATH:TAG or PATH@DIGEST"),
+    ([":v1", "bad tag"], 2, "'bad tag' is not a valid tag"),
+    ([":v1", "a/b"], 2, "'a/b' is not a valid tag"),
+    ([":v1", "1.0+build"], 2, "'1.0+build' is not a valid tag"),  # migrate would refuse it later
+    ([":v1", ".hidden"], 2, "'.hidden' is not a valid tag"),
+    ([":v1", "t" * 129], 2, "is not a valid tag"),
+    ([":v1", "ok", "x:y"], 2, "names another layout"),
+    (["", "x"], 2, "give PATH:TAG, PATH::NAME or PATH@DIGEST"),
     ([":v1,v2", "x"], 2, "one source tag"),
     ([":v1", "x", "--lock-wait", "later"], 2, "--lock-wait"),
 ])

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings
+from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, WideOpt, echo_json, handle_errors, settings
 from ocigc.cli.app import app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import printable
@@ -24,6 +24,7 @@ def check_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     json_out: JsonOpt = False,
     jobs: JobsOpt = DEFAULT_JOBS,
+    wide: WideOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -32,36 +33,41 @@ def check_cmd(
     Exit 0 when clean, 1 when problems were found, 4 when a referenced blob is missing."""
     from ocigc.gc.check import check_layout
 
-    s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    s = settings(ctx, quiet, verbose, wide)
+    with handle_errors("check", json_out):
         reports = [check_layout(lay, verify_digests, jobs, s.progress(json_out))
                    for lay in layouts_under(path, jobs, read_only=True)]
         code = max((r.exit_code(strict) for r in reports), default=0)
         if json_out:
-            echo_json({"path": path, "exit_code": code, "layouts": [r.to_json() for r in reports]})
+            echo_json("check", {"path": path, "layouts": [r.to_json() for r in reports]}, exit_code=code)
         else:
             for r in reports:
-                typer.echo(_render_check(r, s.verbose))
-        for r in reports:  # a layout that could not be checked at all is an error, on stderr too
+                typer.echo("\n".join(_render_check(r, s)))
+        for r in reports:  # a layout that could not be checked at all: its one error line, on stderr only
             for p in r.problems:
                 if p.code == "layout":
                     typer.echo(f"error: {p.message}", err=True)
         raise typer.Exit(code)
 
 
-def _render_check(r: CheckReport, verbose: int) -> str:
+def _render_check(r: CheckReport, s: Settings) -> list[str]:
     from ocigc.gc.check import DANGLING, ERROR, INFO, WARNING
 
-    shown = [p for p in r.problems if p.severity in (DANGLING, ERROR, WARNING) or verbose]
+    unreadable = [p for p in r.problems if p.code == "layout"]
+    if unreadable:  # the error is the one line on stderr
+        return [f"{printable(r.name)}: not checked (error below)"]
+    shown = [p for p in r.problems if p.severity in (DANGLING, ERROR, WARNING) or s.verbose]
     counts = {sev: sum(1 for p in r.problems if p.severity == sev) for sev in (DANGLING, ERROR, WARNING, INFO)}
     status = "ok" if not counts[DANGLING] and not counts[ERROR] else "PROBLEMS"
-    head = (f"{printable(r.name or r.location)}: {status} — {r.blobs} blobs, {r.reachable} reachable, "
-            f"{r.manifests} manifests"
-            + (f", {r.verified} verified" if r.verified else ""))
+    head = (f"{printable(r.name)}: {status} — {r.blobs} blobs, {r.reachable} reachable"
+            + (f", {r.missing} missing" if r.missing else "")
+            + f", {r.manifests} manifests" + (f", {r.verified} verified" if r.verified else ""))
     foreign = sum(1 for p in r.problems if p.code == "foreign-layer")
     if foreign:
         head += f", {foreign} foreign layer(s) not stored (fetched from their urls)"
-    extra = [f"  {p.severity}: {p.message}" for p in shown]
-    if counts[INFO] and not verbose:
-        extra.append(f"  ({counts[INFO]} note(s); -v shows them)")
-    return "\n".join([head, *extra])
+    lines = s.fit(head)
+    for p in shown:
+        lines.extend(s.fit(f"  {p.severity}: {p.message}", hang=2))
+    if counts[INFO] and not s.verbose:
+        lines.append(f"  ({counts[INFO]} note(s); -v shows them)")
+    return lines

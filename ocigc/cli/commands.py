@@ -27,7 +27,7 @@ EPILOG = (
 #: Command name -> (the module that registers it, its short help: the first paragraph of its own help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("ocigc.cli.read", "List every layout under ROOT: tags, manifests, blobs, bytes and unreachable bytes."),
-    "tags": ("ocigc.cli.read", "List the tags of a layout with their digests and media types."),
+    "tags": ("ocigc.cli.read", "List the tags of a layout with their digests, types and sizes."),
     "inspect": ("ocigc.cli.read", "Show the tree under a tag or digest: index -> manifests -> config/layers, "
                                   "and referrers."),
     "graph": ("ocigc.cli.read", "Print the reference graph of a layout (JSON, Graphviz dot or GraphML)."),
@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "digests."),
     "doctor": ("ocigc.cli.doctor", "Name the adapter of the mount holding PATH, check its cache and write "
                                    "options, and run a self-test."),
-    "exec": ("ocigc.cli.exec", "Run CMD (e.g. oras push --oci-layout LAYOUT:TAG ...) holding LAYOUT's locks, "
+    "exec": ("ocigc.cli.exec", "Run CMD (oras push --oci-layout LAYOUT:TAG ...) holding LAYOUT's locks, "
                                "then check the layout."),
     "delete": ("ocigc.cli.maintain", "Delete tags or manifests, their referrers, and every blob no remaining "
                                      "root reaches."),
@@ -56,9 +56,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: The options of ``ocigc`` itself as ``--help`` shows them (``ocigc.cli.app.root`` defines them).
 ROOT_OPTIONS: list[tuple[str, str]] = [
     ("-q, --quiet", "Only errors on stderr; no progress bars."),
-    ("-v, --verbose", "More detail on stderr.  [default: 0]"),
+    ("-v, --verbose", "More detail (repeatable: -vv); also full digests, as --wide."),
     ("--endpoint-url URL", "S3 endpoint for s3:// locations (S3-compatible stores; default: AWS_ENDPOINT_URL "
                            "or AWS).  [env var: OCIGC_ENDPOINT_URL]"),
+    ("--via auto|mount|api", "A layout on a mounted bucket: through the bucket's API when it is found and answers "
+                             "conditional writes (auto, the default), always through the mount, or always through "
+                             "the API.  [env var: OCIGC_VIA]"),
     ("--version", "Print the version and exit."),
     ("-h, --help", "Show this message and exit."),
 ]

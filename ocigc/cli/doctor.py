@@ -40,7 +40,7 @@ def doctor_cmd(
     locking or deletion unsafe. See docs/object-storage.md.
     """
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("doctor", json_out):
         report = diagnose(
             path,
             settle=parse_duration(settle, "settle delay") if settle is not None else None,
@@ -49,8 +49,13 @@ def doctor_cmd(
             daemon_args=daemon_args,
         )
         if json_out:
-            echo_json(report.to_json())
-        elif not s.quiet or not report.fit:
+            data = report.to_json()
+            data.pop("exit_code")
+            echo_json("doctor", data, exit_code=report.exit_code)
+            if not report.fit:
+                typer.echo(f"error: {report.summary()}", err=True)
+            raise typer.Exit(report.exit_code)
+        if not s.quiet or not report.fit:
             for line in iter_lines(report, verbose=not s.quiet):
                 typer.echo(line)
         if not report.fit:

@@ -50,16 +50,19 @@ def migrate_cmd(
     repo: Annotated[list[str] | None, typer.Option(
         "--repo", metavar="NAME", help="Registry source: copy these repositories (under the prefix) instead of "
                                        "every repository of the catalog; repeatable.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Parallel transfers.")] = DEFAULT_JOBS,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=64,
+                                      help="Parallel transfers.")] = DEFAULT_JOBS,
     retries: Annotated[int, typer.Option(
-        "--retries", min=0, max=20, help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
+        "--retries", metavar="N", min=0, max=20,
+        help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")] = False,
     plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk to the registries over plain HTTP.")] = False,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="HTTPS without verifying the registries' certificates.")] = False,
     invalid_tags: Annotated[InvalidTagsChoice, typer.Option(
-        "--invalid-tags", help="Layout ref names that are no registry tag and no full reference NAME:TAG: "
+        "--invalid-tags", metavar="refuse|digest|sanitize",
+        help="Layout ref names that are no registry tag and no full reference NAME:TAG: "
                                "refuse the repository, push by digest only, or sanitize the name "
                                "(docs/migrate.md).")] = InvalidTagsChoice.refuse,
     docker_config: Annotated[str | None, typer.Option(
@@ -83,7 +86,7 @@ def migrate_cmd(
     Exit 0 ok; 1 error (some repositories not copied, registry unreachable); 2 usage;
     4 --verify found a mismatch; 75 lock busy; 130 interrupted."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("migrate", json_out):
         from ocigc.transfer.migrate.execute import migrate
         from ocigc.transfer.migrate.model import InvalidTags, MigrateOptions
         from ocigc.transfer.registry_model import RegistryOptions
@@ -107,14 +110,15 @@ def migrate_cmd(
 def _render(plan: MigratePlan, verbose: int, quiet: bool, dry_run: bool, json_out: bool) -> NoReturn:
     """Print the plan (dry run) or the summary, the problems on stderr; exit with the run's code."""
     if dry_run:
+        code = EXIT_ERROR if plan.failed else EXIT_OK
         if json_out:
-            echo_json(plan.to_json(executed=False))
+            echo_json("migrate", plan.to_json(executed=False), exit_code=code)
         else:
             typer.echo("\n".join(render_plan(plan, verbose, dry_run=True)))
-        raise typer.Exit(EXIT_ERROR if plan.failed else EXIT_OK)
+        raise typer.Exit(code)
     code = exit_code(plan)
     if json_out:
-        echo_json({**plan.to_json(executed=True), "exitCode": code})
+        echo_json("migrate", plan.to_json(executed=True), exit_code=code)
     else:
         lines = render_summary(plan)
         if code == EXIT_OK and quiet:
@@ -156,7 +160,8 @@ def render_plan(plan: MigratePlan, verbose: int = 0, dry_run: bool = False) -> l
     lines = [f"migrate {plan.source} -> {plan.dest}{'  (dry run: nothing changed)' if dry_run else ''}"]
     lines += [f"  note: {n}" for n in plan.notes]
     for rp in plan.repos:
-        lines.append(f"  {_repo_title(rp)}")
+        # the name --include/--exclude match: a dry run shows it (a single layout's is '')
+        lines.append(f"  {_repo_title(rp)}" + (f"  [repository {rp.src_repo!r}]" if dry_run else ""))
         if rp.errors:
             lines += [f"    ERROR: {e}" for e in rp.errors]
             lines.append("    (this repository will not be copied)")

@@ -10,14 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, Settings, VerboseOpt, echo_json, handle_errors, settings, table
-from ocigc.cli.app import app
+from ocigc.cli.app import OcigcTyper, app
 from ocigc.cli.read import JobsOpt, layouts_under
 from ocigc.errors import EXIT_INTERRUPTED, EXIT_OK, OcigcError, storage_error
 from ocigc.gc.plan import Plan
 from ocigc.gc.unattended import Unattended
 from ocigc.parallel import DEFAULT_JOBS
 
-policy_app = typer.Typer(help="Retention policies (TOML files for sweep --policy): check and explain.",
+policy_app = OcigcTyper(help="Retention policies (TOML files for sweep --policy): check and explain.",
                          no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
@@ -48,7 +48,7 @@ def policy_check_cmd(
     from ocigc.retention.model import repository_name
 
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("policy check", json_out):
         policy = load_policy(file)
         matches: list[tuple[str, str | None]] = []
         if root is not None:
@@ -60,7 +60,7 @@ def policy_check_cmd(
             doc: dict[str, Any] = {"valid": True, **policy.to_json()}
             if root is not None:
                 doc["repositories"] = [{"repository": r, "rule": n} for r, n in matches]
-            echo_json(doc)
+            echo_json("policy check", doc)
             return
         if not s.quiet:
             typer.echo("\n".join(explain(policy)))
@@ -83,11 +83,9 @@ def render_decisions(plan: Plan) -> list[str]:
         lines.append(f"  refuse  rule {d['rule']!r}: {d['reason']}; all {len(refused)} tags kept")
     shown = [d for d in plan.decisions if d.get("by") != "refused"]
     width = min(40, max((len(str(d["tag"])) for d in shown), default=0))
-    for d in shown:
-        digest = str(d.get("digest", ""))
-        short = digest[: digest.find(":") + 13] + "…" if ":" in digest else digest
-        lines.append(f"  {d['action']:<7} tag {d['tag']!s:<{width}}  {short}  [{d['rule']}: {d['by']}] "
-                     f"{d['reason']}")
+    for d in shown:  # the digest in full: the CLI cuts it to 12 hex unless --wide
+        lines.append(f"  {d['action']:<7} tag {d['tag']!s:<{width}}  {d.get('digest', '')}  [{d['rule']}: "
+                     f"{d['by']}] {d['reason']}")
     return lines
 
 

@@ -6,19 +6,29 @@ from typing import Annotated, Any
 
 import typer
 
-from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings, table
-from ocigc.cli.app import app
-from ocigc.cli.locking import LockWaitOpt, command_line, layouts_at, waiting_reporter
+from ocigc.cli._common import (
+    JsonOpt,
+    QuietOpt,
+    VerboseOpt,
+    echo_json,
+    error_message,
+    handle_errors,
+    most_serious,
+    settings,
+    table,
+)
+from ocigc.cli.app import OcigcTyper, app
+from ocigc.cli.locking import LockWaitOpt, check_mounts, command_line, layouts_at, waiting_reporter
 from ocigc.cli.read import JobsOpt
 from ocigc.duration import format_duration, parse_duration
-from ocigc.errors import EXIT_ERROR, printable
+from ocigc.errors import EXIT_ERROR, OcigcError, storage_error
 from ocigc.gc.trash import DEFAULT_RETENTION, list_runs, purge, restore
 from ocigc.layout.layout import Layout
 from ocigc.lock.acquire import acquire
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.storage.open_storage import open_storage
 
-trash_app = typer.Typer(help="See, undo or empty what delete/sweep --trash moved aside (.ocigc/trash/).",
+trash_app = OcigcTyper(help="See, undo or empty what delete/sweep --trash moved aside (.ocigc/trash/).",
                         no_args_is_help=True)
 app.add_typer(trash_app, name="trash")
 
@@ -34,16 +44,16 @@ def trash_list_cmd(
 ) -> None:
     """List trash runs: which command moved what, when, and which index.json entries it removed."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("trash list", json_out):
         rows: list[list[str]] = []
         out: list[dict[str, Any]] = []
         problems: list[str] = []
         for layout in layouts_at(path, jobs):
             for info in list_runs(layout):
                 data = info.to_json()
-                out.append({"layout": layout.name, "location": layout.location, **data})
+                out.append({"layout": layout.label, "location": layout.location, **data})
                 age = info.age()
-                rows.append([printable(layout.name) or ".", info.run, info.kind,
+                rows.append([layout.display, info.run, info.kind,
                              "?" if age is None else format_duration(age),
                              str(len(info.blobs)), ", ".join(str(e) for e in data["entries"][:3])
                              + (" ..." if len(data["entries"]) > 3 else ""), info.host])
@@ -52,7 +62,7 @@ def trash_list_cmd(
                 if info.problem:
                     problems.append(f"{layout.where(f'.ocigc/trash/{info.run}')}: {info.problem}")
         if json_out:
-            echo_json({"path": path, "runs": out})
+            echo_json("trash list", {"path": path, "runs": out})
         elif rows:
             typer.echo(table(rows, ["LAYOUT", "RUN", "KIND", "AGE", "BLOBS", "ENTRIES", "HOST"]))
         else:
@@ -76,14 +86,16 @@ def trash_restore_cmd(
 
     An entry whose tag now names another manifest, or whose blobs are not all present, is skipped and reported."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("trash restore", json_out):
         layout = Layout.open(open_storage(layout_path))
+        check_mounts([layout.location], refuse=False)
         with acquire(layout, "shared", wait=parse_duration(lock_wait, "--lock-wait"), command=command_line(),
                      on_wait=waiting_reporter(s, layout)) as handle:
             result = restore(layout, run, hold=handle.exclusive_hold, guard=handle.ensure_held,
                              settle=handle.params.settle, jobs=jobs)
+        code = EXIT_ERROR if result.entries_skipped and not result.entries_restored else 0
         if json_out:
-            echo_json({"layout": layout.location, **result.to_json()})
+            echo_json("trash restore", {"path": layout.location, **result.to_json()}, exit_code=code)
         else:
             if not s.quiet:
                 typer.echo(f"restored {len(result.blobs_restored)} blobs "
@@ -93,8 +105,7 @@ def trash_restore_cmd(
                     typer.echo(f"  entry   {e}")
             for e in result.entries_skipped:
                 typer.echo(f"  skipped {e}", err=True)
-        if result.entries_skipped and not result.entries_restored:
-            raise typer.Exit(EXIT_ERROR)
+        raise typer.Exit(code)
 
 
 @trash_app.command("purge")
@@ -113,17 +124,28 @@ def trash_purge_cmd(
 ) -> None:
     """Empty the trash under the exclusive lock; first restores any trashed blob referenced again."""
     s = settings(ctx, quiet, verbose)
-    with handle_errors():
+    with handle_errors("trash purge", json_out):
         age = parse_duration(older_than, "--older-than") if older_than is not None else None
         wait = parse_duration(lock_wait, "--lock-wait")
         out: list[dict[str, Any]] = []
-        failed = False
-        for layout in layouts_at(path, jobs):
-            with acquire(layout, "exclusive", wait=wait, command=command_line(),
-                         on_wait=waiting_reporter(s, layout)) as handle:
-                result = purge(layout, older_than=age, guard=handle.ensure_held, jobs=jobs)
-            failed = failed or bool(result.failed)
-            out.append({"layout": layout.name, "location": layout.location, **result.to_json()})
+        codes: list[int] = []
+        layouts = layouts_at(path, jobs)
+        check_mounts([path, *(lay.location for lay in layouts)], refuse=False)
+        for layout in layouts:
+            try:  # a layout that fails (read-only, lock busy, ...) is its own error; the next one goes on
+                with acquire(layout, "exclusive", wait=wait, command=command_line(),
+                             on_wait=waiting_reporter(s, layout)) as handle:
+                    result = purge(layout, older_than=age, guard=handle.ensure_held, jobs=jobs)
+            except (OcigcError, OSError) as e:
+                message, code = error_message(e if isinstance(e, OcigcError) else storage_error(e, layout.where("")))
+                codes.append(code)
+                out.append({"layout": layout.label, "location": layout.location, "error": message,
+                            "exit_code": code})
+                typer.echo(f"error: {message}", err=True)
+                continue
+            if result.failed:
+                codes.append(EXIT_ERROR)
+            out.append({"layout": layout.label, "location": layout.location, **result.to_json()})
             if not json_out:
                 for r in result.resurrected:
                     typer.echo(f"warning: {layout.display}: {r.message()}", err=True)
@@ -132,7 +154,7 @@ def trash_purge_cmd(
                 if not s.quiet:
                     typer.echo(f"{layout.display}: purged {len(result.purged_runs)} runs "
                                f"({result.purged_blobs} blobs), kept {len(result.kept_runs)}")
+        code = most_serious(codes)
         if json_out:
-            echo_json({"path": path, "layouts": out})
-        if failed:
-            raise typer.Exit(EXIT_ERROR)
+            echo_json("trash purge", {"path": path, "layouts": out}, exit_code=code)
+        raise typer.Exit(code)

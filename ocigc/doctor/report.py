@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,7 @@ from ocigc.errors import OcigcError, UsageError
 from ocigc.lock.params import DEFAULT_FUSE_SETTLE, LockParams
 from ocigc.storage.behind import BucketBehind, bucket_behind_mount, not_found_json, not_fuse_reason
 from ocigc.storage.mounts import MountEntry, find_mount, parse_mountinfo
+from ocigc.storage.via import Route, route_for
 
 
 class DoctorError(OcigcError):
@@ -87,6 +88,8 @@ class DoctorReport:
     self_test: SelfTest | None
     #: The bucket behind a FUSE mount, or the reason it cannot be told (None: no mount found).
     bucket_behind: BucketBehind | str | None = None
+    #: How ocigc reaches the path with the current ``--via`` (None: not a FUSE mount of a bucket).
+    via: Route | None = None
 
     @property
     def unsafe(self) -> list[Finding]:
@@ -148,6 +151,7 @@ class DoctorReport:
             "options": self.options.to_json(),
             "options_source": self.options.where,
             "bucket_behind": self._bucket_behind_json(),
+            "via": self.via.to_json() if self.via is not None else None,
             "settle_s": self.settle,
             "findings": [f.to_json() for f in sorted(self.findings, key=lambda f: -SEVERITY_RANK[f.severity])],
             "self_test": self.self_test.to_json() if self.self_test else None,
@@ -189,8 +193,16 @@ def diagnose(
     timeout: float = DEFAULT_STEP_TIMEOUT,
     daemon_args: Sequence[str] | str | None = None,
     system: System | None = None,
+    behind: bool = True,
+    probe_via: bool | None = None,
 ) -> DoctorReport:
-    """Look at the mount holding ``path``, its adapter and options, and run the self-test."""
+    """Look at the mount holding ``path``, its adapter and options, and run the self-test.
+
+    ``behind``: also name the bucket behind a FUSE mount. ``probe_via`` (default: with the self-test, on
+    this machine's mounts): also tell how ``--via`` reaches the path, probing the bucket behind the mount
+    for conditional writes."""
+    if probe_via is None:
+        probe_via = self_test and system is None and behind
     system = system or System()
     if path.startswith("s3://"):
         raise UsageError(f"{path}: doctor checks a mounted bucket (a directory); the native s3:// backend "
@@ -215,7 +227,8 @@ def diagnose(
     options = Options()
     version: str | None = None
     version_source: str | None = None
-    behind: BucketBehind | str | None = None
+    bucket: BucketBehind | str | None = None
+    via: Route | None = None
     if mount is not None:
         adapter = identify_adapter(mount)
         is_fuse = adapter in ADAPTER_BINARIES or adapter == FUSE_OTHER
@@ -235,8 +248,11 @@ def diagnose(
                     if var in env and not options.has(flag):
                         options.items.insert(0, (flag, env[var]))
                         options.other_sources[flag] = f"{var} in the environment of rclone (pid {daemon.pid})"
-        behind = bucket_behind_mount(system, mount, entries, adapter, daemon, real) if is_fuse else \
-            not_fuse_reason(real, mount)
+        if behind:
+            bucket = bucket_behind_mount(system, mount, entries, adapter, daemon, real) if is_fuse else \
+                not_fuse_reason(real, mount)
+            if is_fuse and probe_via:
+                via = route_for(path, mount.mount_point, bucket)
         if adapter in ADAPTER_BINARIES:
             version, version_source = _version_of(system, adapter, daemon)
         ctx = Context(adapter, mount, options, parse_version(version), settle_s, daemon is not None)
@@ -249,7 +265,42 @@ def diagnose(
         test = run_self_test(real, timeout)
         findings.extend(self_test_findings(test))
     return DoctorReport(path, real, mount, adapter, version, version_source, daemon, options, settle_s,
-                        findings, test, behind)
+                        findings, test, bucket, via)
+
+
+#: Findings the check before a lock leaves to the write itself: a read-only mount fails loudly on its own
+#: (one ``Read-only file system`` line naming the path), unlike a cache that hides another host's files.
+LOUD_ON_THEIR_OWN = frozenset({"mount.read_only"})
+
+
+def unsafe_mounts(paths: Iterable[str], system: System | None = None) -> list[DoctorReport]:
+    """doctor's cheap checks (mountinfo and the adapter's options; no self-test, no bucket lookup),
+    once per mount holding one of ``paths`` (the nearest existing directory of a path to be created;
+    ``s3://`` locations have no mount): the reports of the mounts that are unsafe for ocigc's locks and
+    deletions. Writers run this before they take a lock (``docs/object-storage.md``)."""
+    system = system or System()
+    try:
+        entries = parse_mountinfo(system.mountinfo())
+    except OSError:
+        return []
+    seen: set[str] = set()
+    out: list[DoctorReport] = []
+    for path in paths:
+        if path.startswith("s3://"):
+            continue
+        real = os.path.realpath(path or ".")
+        while not os.path.isdir(real) and real != os.path.dirname(real):
+            real = os.path.dirname(real)
+        mount = find_mount(entries, real)
+        if mount is None or mount.mount_point in seen:
+            continue
+        seen.add(mount.mount_point)
+        report = diagnose(real, self_test=False, system=system, behind=False)
+        report.path = path
+        report.findings = [f for f in report.findings if f.check not in LOUD_ON_THEIR_OWN]
+        if not report.fit:
+            out.append(report)
+    return out
 
 
 def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:
@@ -267,6 +318,8 @@ def iter_lines(report: DoctorReport, verbose: bool = True) -> Iterator[str]:
         yield f"  bucket    behind the mount: {report.bucket_behind.describe()}"
     elif report.bucket_behind is not None and report.adapter not in (LOCAL, NETWORK, OTHER):
         yield f"  bucket    behind the mount: not found: {report.bucket_behind}"
+    if report.via is not None:
+        yield f"  via       {report.via.used} (--via {report.via.requested}): {report.via.reason}"
     yield f"  settle    {format_duration(report.settle, 'exact')} (the lock settle delay caches are compared with)"
     yield ""
     for f in sorted(report.findings, key=lambda f: -SEVERITY_RANK[f.severity]):

@@ -77,6 +77,8 @@ class ApplyResult:
     removed_entries: int = 0
     removed: list[BlobRemoval] = field(default_factory=list)
     removed_files: list[str] = field(default_factory=list)
+    #: Bytes of the writers' leftovers removed (the plan counts them in ``bytes_reclaimed`` too).
+    bytes_removed_files: int = 0
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     index_before: str = ""
@@ -87,15 +89,21 @@ class ApplyResult:
     journal: str | None = None
     seconds: float = 0.0
 
+    #: Why the run stopped before its end (an interrupt, a lost lock, a storage error): the journal
+    #: record then holds what was done until there.
+    stopped: str | None = None
+
     @property
     def bytes_removed(self) -> int:
-        return sum(b.size or 0 for b in self.removed)
+        """Blobs and writers' leftovers removed: what the plan's ``bytes_reclaimed`` counted."""
+        return sum(b.size or 0 for b in self.removed) + self.bytes_removed_files
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.run, "removed_entries": self.removed_entries,
             "removed": [b.to_json() for b in self.removed], "removed_files": self.removed_files,
             "skipped": self.skipped, "failed": self.failed, "bytes_removed": self.bytes_removed,
+            "bytes_removed_files": self.bytes_removed_files, "stopped": self.stopped,
             "index_before": self.index_before, "index_after": self.index_after, "races": self.races,
             "raced": list(self.raced), "journal": self.journal, "seconds": round(self.seconds, 3),
         }
@@ -114,11 +122,33 @@ def apply_plan(layout: Layout, plan: Plan, state: LayoutState, *, jobs: int = DE
     progress = progress or NullProgress()
     result = ApplyResult(run or run_id(), index_before=state.index.fingerprint)
     guard()
+    try:
+        return _apply(layout, plan, state, result, started, jobs=jobs, guard=guard, hold=hold, dispose=dispose,
+                      progress=progress, settle=settle, listed=listed, trash_run=trash_run, extra=extra)
+    except BaseException as e:
+        if result.journal is None and (result.removed_entries or result.removed or result.removed_files
+                                       or result.failed):
+            # Stopped half-way (Ctrl-C, a lost lock, a storage error): what was done so far is recorded,
+            # as a completed run would be; a record that cannot be written does not hide the cause.
+            result.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            result.seconds = time.monotonic() - started
+            with suppress(Exception):
+                result.journal = write_record(layout, plan.command, {"plan": plan.to_json(),
+                                                                     "result": result.to_json(), **(extra or {})},
+                                              result.run)
+        raise
+
+
+def _apply(layout: Layout, plan: Plan, state: LayoutState, result: ApplyResult, started: float, *, jobs: int,
+           guard: Callable[[], None], hold: Callable[[], AbstractContextManager[object]] | None,
+           dispose: Disposer, progress: Progress, settle: float | None, listed: set[Digest] | None,
+           trash_run: str | None, extra: dict[str, Any] | None) -> ApplyResult:
     index = state.index
     if plan.remove_entries:
         update = update_index(layout, _drop_entries(plan), hold=hold, settle=settle, run=result.run)
         result.races = update.races
         result.removed_entries = len(update.before.entries) - len(update.after.entries) if update.changed else 0
+        result.index_after = update.after.fingerprint
         index = update.after
     else:
         index = read_index_retrying(layout)
@@ -216,18 +246,22 @@ def _remove_batches(layout: Layout, todo: list[BlobRemoval], batch: int,
             counter.add(len(chunk))
             continue
 
-        def one(item: BlobRemoval) -> str | None:
+        done: dict[int, BlobRemoval] = {}
+
+        def one(pair: tuple[int, BlobRemoval], done: dict[int, BlobRemoval] = done) -> str | None:
+            i, item = pair
             try:
                 dispose(layout, item.path)
             except OSError as e:
                 return f"{layout.where(item.path)}: {e.strerror or e}"
+            done[i] = item
             return None
 
-        for item, err in zip(chunk, workers.map(one, chunk, on_done=counter.add), strict=True):
-            if err:
-                result.failed.append(err)
-            else:
-                result.removed.append(item)
+        try:
+            errors = workers.map(one, list(enumerate(chunk)), on_done=counter.add)
+        finally:  # interrupted half-way through a batch: what went is still recorded (the journal)
+            result.removed.extend(done[i] for i in sorted(done))
+        result.failed.extend(err for err in errors if err)
 
 
 def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Callable[[], None]) -> None:
@@ -244,6 +278,7 @@ def _remove_leftovers(layout: Layout, plan: Plan, result: ApplyResult, guard: Ca
             else:
                 layout.storage.remove(f.path)
             result.removed_files.append(f.path)
+            result.bytes_removed_files += f.size or 0
         except OSError as e:
             result.failed.append(f"{layout.where(f.path)}: {e.strerror or e}")
         head = f.path.rsplit("/", 1)[0] if "/" in f.path else ""

@@ -42,7 +42,10 @@ class CheckReport:
     location: str
     problems: list[Problem] = field(default_factory=list)
     blobs: int = 0
+    #: Blobs present that index.json reaches (a missing one is counted in ``missing``, not here).
     reachable: int = 0
+    #: Reachable blobs that are missing (dangling references; foreign layers are not counted).
+    missing: int = 0
     manifests: int = 0
     verified: int = 0
 
@@ -58,8 +61,9 @@ class CheckReport:
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
-        return {"layout": self.name, "location": self.location, "blobs": self.blobs, "reachable": self.reachable,
-                "manifests": self.manifests, "verified": self.verified,
+        return {"layout": self.name, "location": self.location, "blobs": self.blobs,
+                "reachable": self.reachable, "missing": self.missing, "manifests": self.manifests,
+                "verified": self.verified,
                 "problems": [p.to_json() for p in self.problems]}
 
 
@@ -69,7 +73,7 @@ def check_layout(layout: Layout, verify_digests: bool = False, jobs: int = DEFAU
     unusable, or any OSError on the way) is one ``layout`` error problem naming the path: the caller
     goes on with the next layout."""
     progress = progress or NullProgress()
-    report = CheckReport(layout.name, layout.location)
+    report = CheckReport(layout.label, layout.location)
     try:
         _check(report, layout, verify_digests, jobs, progress)
     except OcigcError as e:
@@ -87,7 +91,7 @@ def _check(report: CheckReport, layout: Layout, verify_digests: bool, jobs: int,
     present = listing.digests
     reachable = state.reachable()
     report.blobs = len(present)
-    report.reachable = len(reachable)
+    report.reachable = len(reachable & present)
     report.manifests = sum(1 for d in graph.read if graph.node(d)["present"] and graph.is_manifest(d))
 
     for d, err in sorted(graph.errors(reachable).items()):
@@ -117,6 +121,7 @@ def _check(report: CheckReport, layout: Layout, verify_digests: bool, jobs: int,
     _check_listing(report, layout, listing, reachable, verify_digests)
     if verify_digests:
         _verify_digests(report, layout, present - linked, jobs, progress)
+    report.missing = len({p.digest or p.path for p in report.problems if p.severity == DANGLING})
     garbage = present - reachable
     if garbage:
         report.add(INFO, "unreferenced", f"{len(garbage)} blob(s) not reachable from index.json "

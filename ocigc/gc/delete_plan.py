@@ -23,7 +23,7 @@ from ocigc.layout.graph import RefGraph
 from ocigc.layout.layout import BlobListing, Layout
 from ocigc.layout.state import LayoutState
 from ocigc.oci.index import Index
-from ocigc.oci.refs import Reference
+from ocigc.oci.refs import Reference, no_such_tag
 from ocigc.parallel import pmap
 from ocigc.storage.base import FileStat
 
@@ -33,7 +33,7 @@ def plan_delete(layout: Layout, state: LayoutState, listing: BlobListing, refs: 
                 opts: DeleteOptions, now: float | None = None) -> Plan:
     now = time.time() if now is None else now
     index, graph = state.index, state.graph
-    plan = Plan("delete", layout.name, layout.location, index.fingerprint)
+    plan = Plan("delete", layout.label, layout.location, index.fingerprint)
     drop: dict[int, str] = {}
     targets: set[Digest] = set()
     for ref in refs:
@@ -84,7 +84,7 @@ def _select(layout: Layout, index: Index, graph: RefGraph, ref: Reference, opts:
     if ref.tag is not None:
         hits = [(i, e) for i, e in enumerate(index.entries) if e.ref_name == ref.tag]
         if not hits:
-            raise ReferenceNotFound(f"{layout.where('index.json')}: no tag {ref.tag!r}")
+            raise no_such_tag(ref, (e.ref_name for e in index.entries if e.ref_name is not None))
         for i, e in hits:
             drop[i] = f"tag {ref.tag} deleted"
             targets.add(e.digest)

@@ -316,9 +316,10 @@ def choose_leftovers(plan: Plan, layout: Layout, listing: BlobListing, grace: fl
         if st is None:
             continue
         age = now - st.mtime
-        item = FileRemoval(path, st.size, age, "leftover temp file of a writer")
+        size = 0 if st.is_dir else st.size  # an empty temp directory frees no bytes worth counting
+        item = FileRemoval(path, size, age, "leftover temp file of a writer")
         if age < grace:
-            plan.kept_files.append(FileRemoval(path, st.size, age,
+            plan.kept_files.append(FileRemoval(path, size, age,
                                                f"younger than the grace period ({format_duration(age, 'age')})"))
         else:
             plan.remove_files.append(item)

@@ -144,7 +144,7 @@ class RunReport:
     def add(self, outcome: Outcome, seconds: float, lock: LockRecord | None = None) -> None:
         self.entries.append(_Entry(outcome, seconds, lock))
         if outcome.error is not None:
-            self.errors.append({"layout": outcome.layout.name, "location": outcome.layout.location,
+            self.errors.append({"layout": outcome.layout.label, "location": outcome.layout.location,
                                 "message": str(outcome.error), "exit_code": outcome.error.exit_code})
 
     def fail(self, message: str, exit_code: int) -> None:

@@ -86,7 +86,7 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "layout": self.layout.name, "location": self.layout.location, "dry_run": self.dry_run,
+            "layout": self.layout.label, "location": self.layout.location, "dry_run": self.dry_run,
             "plan": self.plan.to_json() if self.plan else None,
             "result": self.result.to_json() if self.result else None,
             "error": str(self.error) if self.error else None,

@@ -81,7 +81,7 @@ def plan_sweep(layout: Layout, state: LayoutState, listing: BlobListing, opts: S
     ``ocigc.gc.trash.TrashOverlay`` (a trashed manifest referenced again is read from the trash)."""
     now = time.time() if now is None else now
     index, graph = state.index, state.graph
-    plan = Plan("sweep", layout.name, layout.location, index.fingerprint)
+    plan = Plan("sweep", layout.label, layout.location, index.fingerprint)
     roots = list(index.root_digests())
     refuse_unsafe(layout, graph, graph.reachable(roots))
     restored: set[Digest] = set()

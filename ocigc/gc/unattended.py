@@ -51,7 +51,8 @@ class Unattended:
 
             from ocigc.gc.runlog import run_logger
 
-            self.log = run_logger("json", level=logging.ERROR if self.quiet else logging.INFO)
+            # with --quiet, errors and warnings (a policy that refused to act): docs/cron.md
+            self.log = run_logger("json", level=logging.WARNING if self.quiet else logging.INFO)
 
     @property
     def json_logs(self) -> bool:
@@ -93,7 +94,7 @@ class Unattended:
     def log_outcome(self, o: Outcome) -> None:
         if self.log is None or o.error is None:
             return
-        self.log.error(str(o.error), extra={"event": "layout-failed", "layout": o.layout.name,
+        self.log.error(str(o.error), extra={"event": "layout-failed", "layout": o.layout.label,
                                             "location": o.layout.location, "exit_code": o.error.exit_code})
 
     def _log_layouts(self) -> None:
@@ -111,7 +112,7 @@ class Unattended:
             self.log.log(logging.WARNING if refused else logging.INFO,
                          f"{self.command} {o.layout.display}: {what}"
                          + ("; the policy refused to act (ambiguous times)" if refused else ""),
-                         extra={"event": "layout", "layout": o.layout.name, "location": o.layout.location,
+                         extra={"event": "layout", "layout": o.layout.label, "location": o.layout.location,
                                 "dry_run": o.dry_run, **x})
 
     def finish(self, code: int) -> None:

@@ -51,17 +51,23 @@ def find_layouts(root: Storage, jobs: int = DEFAULT_JOBS) -> list[str]:
                 if is_layout and e.name in SKIP_IN_LAYOUT:
                     continue
                 next_dirs.append(f"{rel}/{e.name}" if rel else e.name)
-        listed = pmap(lambda d: (d, _list_or_empty(root, d)), next_dirs, jobs)
-        level = listed
+        listed = pmap(lambda d: (d, _list_or_none(root, d)), next_dirs, jobs)
+        # A directory we may not list could hold layouts: it is reported as one (opening it fails
+        # with one line naming it, per layout), never skipped without a word.
+        found.extend(d for d, entries in listed if entries is None)
+        level = [(d, entries) for d, entries in listed if entries is not None]
         depth += 1
     return sorted(found)
 
 
-def _list_or_empty(root: Storage, rel: str) -> list[DirEntry]:
+def _list_or_none(root: Storage, rel: str) -> list[DirEntry] | None:
+    """The entries of ``rel``; [] when it vanished or is no directory; None when we may not list it."""
     try:
         return root.list_dir(rel)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except PermissionError:
+        return None
 
 
 def open_layouts(root: Storage, jobs: int = DEFAULT_JOBS) -> list[Layout]:
@@ -92,8 +98,11 @@ def map_links(root: Storage, layouts: list[Layout]) -> None:
     blobs_of: list[tuple[Path, Layout]] = []
     for lay in layouts:
         local = lay.storage.local_path(BLOBS_DIR)
-        if local is not None and not local.is_symlink():
-            blobs_of.append((Path(os.path.realpath(local)), lay))
+        try:
+            if local is not None and not local.is_symlink():
+                blobs_of.append((Path(os.path.realpath(local)), lay))
+        except OSError:  # unreadable (EACCES): that layout's own run reports it, the others go on
+            continue
     for lay in layouts:
         for link in _links_in_blobs(lay):
             local = lay.storage.local_path(link)
@@ -124,8 +133,11 @@ def _links_in_blobs(layout: Layout) -> list[str]:
     local = layout.storage.local_path(BLOBS_DIR)
     if local is None:
         return []
-    if local.is_symlink():
-        return [BLOBS_DIR]
+    try:
+        if local.is_symlink():
+            return [BLOBS_DIR]
+    except OSError:  # as an unlistable blobs/<alg>/ below: that layout's own run reports it
+        return []
     out: list[str] = []
     try:
         with os.scandir(local) as algs:

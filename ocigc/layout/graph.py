@@ -23,6 +23,7 @@ from them on first use. A graph of 100,000 blobs holds no object per edge and no
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -321,20 +322,25 @@ class RefGraph:
                                 mf.KIND_UNKNOWN_JSON) or bool(node["media_types"] & MANIFEST_TYPES)
 
     def topo_parents_first(self, digests: Iterable[str]) -> list[Digest]:
-        """``digests`` ordered so that every parent comes before its children (manifests top-down)."""
+        """``digests`` ordered so that every parent comes before its children (manifests top-down);
+        ties by digest, so that a plan prints the same on every run."""
         wanted = set(digests)
         edges = {d: [c for c in self._children.get(d, {}) if c in wanted and c != d]  # type: ignore[call-overload]
-                 for d in sorted(wanted)}
+                 for d in wanted}
         indegree = dict.fromkeys(edges, 0)
         for children in edges.values():
             for c in children:
                 indegree[c] += 1
-        order = [d for d, n in indegree.items() if n == 0]
-        for d in order:  # Kahn's algorithm; ``order`` grows as parents are placed
+        ready = [d for d, n in indegree.items() if n == 0]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:  # Kahn's algorithm, the smallest ready digest first (lexicographical)
+            d = heapq.heappop(ready)
+            order.append(d)
             for c in edges[d]:
                 indegree[c] -= 1
                 if indegree[c] == 0:
-                    order.append(c)
+                    heapq.heappush(ready, c)
         if len(order) < len(wanted):  # a cycle (only possible with hash collisions): any order
             order = sorted(wanted)
         return [Digest(d) for d in order]
@@ -347,7 +353,7 @@ class RefGraph:
         nodes = []
         for d, a in sorted(self._nodes.items()):
             nodes.append({
-                "digest": d, "kind": a["kind"] or "unknown", "mediaTypes": sorted(a["media_types"]),
+                "digest": d, "kind": a["kind"] or "unknown", "media_types": sorted(a["media_types"]),
                 "sizes": sorted(a["sizes"]), "tags": sorted(a["tags"]), "root": a["root"],
                 "present": a["present"], "error": a["error"],
             })

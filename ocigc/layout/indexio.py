@@ -25,11 +25,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
+from ocigc.duration import format_duration
 from ocigc.errors import LayoutError, LostRace
 from ocigc.layout.journal import BACKUP_DIR, backup_index, write_record
 from ocigc.layout.layout import INDEX_FILE, MAX_INDEX_BYTES, Layout, check_index_size
 from ocigc.oci.index import Index
-from ocigc.storage.base import ConditionalStorage, PreconditionFailed, conditional
+from ocigc.storage.base import ConditionalStorage, HasSettleHint, PreconditionFailed, conditional
 
 Mutation = Callable[[Index], Index | None]
 
@@ -54,9 +55,34 @@ class UnreadableIndex(LayoutError):
     """``index.json`` stayed empty or invalid on every re-read (a writer rewriting it in place, or a corrupt file)."""
 
 
+#: An ``index.json`` modified this recently (seconds) may be in the middle of another writer's rewrite.
+RECENT_WRITE = 30.0
+
+
+def _retry_reason(layout: Layout) -> tuple[str | None, str]:
+    """Whether a concurrent writer is plausible for an unreadable ``index.json``: (why it is, so the
+    read is retried | None, what was seen). Plausible on a mount another host writes through, or when
+    the file changed moments ago; a corrupt file that has sat on a local disk is reported at once."""
+    try:
+        st = layout.storage.stat(INDEX_FILE)
+    except OSError:
+        st = None
+    age = time.time() - st.mtime if st is not None else None
+    seen = f"modified {format_duration(max(age, 0.0), 'age')} ago" if age is not None else "its age unknown"
+    if age is not None and age < RECENT_WRITE:
+        return f"{seen}: another writer may be rewriting it in place", seen
+    from ocigc.lock.params import LOCAL_DISK_SETTLE, default_settle
+
+    if not isinstance(layout.storage, HasSettleHint) and default_settle(layout) > LOCAL_DISK_SETTLE:
+        return f"{seen}, on a shared mount: another host may be rewriting it in place", seen
+    return None, seen
+
+
 def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> tuple[bytes, Index]:
-    """The exact bytes of ``index.json`` and their parse; an empty or invalid file is retried, then reported."""
+    """The exact bytes of ``index.json`` and their parse; an empty or invalid file is retried where a
+    concurrent writer is plausible (``_retry_reason``), then reported; never taken as empty."""
     last: LayoutError | None = None
+    why: str | None = None
     for attempt in range(retries):
         try:
             raw = layout.read_index_bytes()  # LayoutError when missing: not retried
@@ -70,10 +96,20 @@ def _read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float
                 return raw, Index.parse(raw, layout.where(INDEX_FILE))
             except LayoutError as e:
                 last = e
+        if attempt == 0:
+            why, seen = _retry_reason(layout)
+            if why is None:
+                raise UnreadableIndex(f"{last} (not retried: {seen} and not on a shared mount, so no "
+                                      "writer is rewriting it)")
         if attempt + 1 < retries:
             time.sleep(delay * (attempt + 1))
     assert last is not None
-    raise UnreadableIndex(f"{last} (still after {retries} reads; another writer may be rewriting it in place)")
+    raise UnreadableIndex(f"{last} (still after {retries} reads; {why})")
+
+
+def read_raw_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> tuple[bytes, Index]:
+    """``read_index_retrying`` with the exact bytes read (for a backup)."""
+    return _read_raw_retrying(layout, retries, delay)
 
 
 def read_index_retrying(layout: Layout, retries: int = READ_RETRIES, delay: float = 0.2) -> Index:

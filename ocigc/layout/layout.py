@@ -94,9 +94,15 @@ class Layout:
         return self.storage.url
 
     @property
+    def label(self) -> str:
+        """The layout's name in every output, text and JSON (docs/cli.md, "Layout names"): its path
+        under the PATH argument (``team/app``), or PATH as given for the layout PATH itself."""
+        return self.name or self.location
+
+    @property
     def display(self) -> str:
-        """The layout's name (else its location) for output: control characters escaped."""
-        return _printable(self.name or self.location)
+        """``label`` for text output: control characters escaped."""
+        return _printable(self.label)
 
     def where(self, rel: str) -> str:
         """``rel`` for messages: control characters escaped, so that a message stays one line."""
@@ -315,7 +321,10 @@ class Layout:
             if e.is_symlink:
                 continue
             if e.name == "ingest" and e.is_dir:
-                found.extend(self._walk_files("ingest")[0])
+                # An empty ingest/ (a sweep killed after removing its files, before the rmdir) is a
+                # leftover of its own, like an empty umoci temp directory.
+                files, nested = self._walk_files("ingest")
+                found.extend(files or ([] if nested else ["ingest/"]))
             elif e.name.startswith(".umoci-") and e.is_dir:
                 files, nested = self._walk_files(e.name)
                 # An empty umoci temp directory is itself the leftover ("<name>/": removed with rmdir,

@@ -7,20 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocigc.digest import Digest
-from ocigc.errors import ReferenceNotFound
+from ocigc.errors import LayoutError, OcigcError, ReferenceNotFound, printable
 from ocigc.layout.graph import RefGraph
-from ocigc.layout.layout import Layout
+from ocigc.layout.layout import OCI_LAYOUT_FILE, Layout
 from ocigc.layout.state import LayoutState, stat_blobs
 from ocigc.oci.descriptor import Descriptor
 from ocigc.oci.index import Index
-from ocigc.oci.refs import Reference
+from ocigc.oci.refs import Reference, address, colon_splits, no_such_tag
 from ocigc.parallel import DEFAULT_JOBS
 from ocigc.progress import Progress
+from ocigc.storage.open_storage import open_storage
 
 
 @dataclass
 class LayoutSummary:
-    name: str
+    layout: str
     location: str
     tags: int = 0
     entries: int = 0
@@ -40,7 +41,7 @@ def summarize(layout: Layout, jobs: int = DEFAULT_JOBS, progress: Progress | Non
     listing = layout.list_blobs()
     stats = stat_blobs(layout, listing.digests, jobs, progress, listing.stats)
     reachable = state.reachable()
-    out = LayoutSummary(layout.name, layout.location)
+    out = LayoutSummary(layout.label, layout.location)
     out.tags = len(state.index.tags())
     out.entries = len(state.index.entries)
     out.manifests = sum(1 for d in state.graph.read if state.graph.node(d)["present"] is not False
@@ -66,9 +67,29 @@ def resolve(index: Index, ref: Reference) -> list[Descriptor]:
     tags = index.tags()
     if ref.tag in tags:
         return tags[ref.tag]
-    close = sorted(t for t in tags if t.endswith(f":{ref.tag}") or t.endswith(f"/{ref.tag}"))
-    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-    raise ReferenceNotFound(f"{ref.path}: no tag {ref.tag!r} in index.json{hint}")
+    raise no_such_tag(ref, tags)
+
+
+def open_at(ref: Reference, text: str | None = None) -> Layout:
+    """The layout a reference names (validated). When its path is no layout but ``text`` reads as
+    ``LAYOUT:NAME`` with a layout there and NAME a full reference (``L:localhost/app:v2``, read by
+    the grammar as layout ``L:localhost/app``), the error says how to address that entry."""
+    try:
+        return Layout.open(open_storage(ref.path))
+    except LayoutError as e:
+        if ref.literal or text is None:
+            raise
+        for path, name in colon_splits(text):
+            if path == ref.path:
+                continue
+            try:
+                there = open_storage(path).stat(OCI_LAYOUT_FILE) is not None
+            except (OSError, OcigcError):
+                there = False
+            if there:
+                raise ReferenceNotFound(f"{e}; {printable(path)} is a layout: its entry {name!r} is "
+                                        f"{printable(address(path, name))}") from None
+        raise
 
 
 @dataclass
@@ -86,7 +107,7 @@ class TreeNode:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "digest": self.digest, "kind": self.kind, "mediaType": self.media_type, "size": self.size,
+            "digest": self.digest, "kind": self.kind, "media_type": self.media_type, "size": self.size,
             "edge": self.edge, "tags": self.tags, "present": self.present, "error": self.error,
             "children": [c.to_json() for c in self.children],
             "referrers": [r.to_json() for r in self.referrers],

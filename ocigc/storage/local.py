@@ -4,6 +4,7 @@ mount of a bucket).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -12,8 +13,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
+from ocigc.errors import naming
 from ocigc.storage.base import (
     GLOBAL_COUNTER,
     TEMP_PREFIX,
@@ -25,6 +27,32 @@ from ocigc.storage.base import (
     normalize_rel,
 )
 from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type, is_object_store_fuse
+
+
+class _NamedReader:
+    """A file opened for reading whose errors name it: a read on a mount can fail without a file name
+    (s3fs stages a download in its tmpdir: ENOSPC, EIO)."""
+
+    def __init__(self, f: BinaryIO, path: Path) -> None:
+        self._f = f
+        self._path = path
+
+    def read(self, n: int = -1) -> bytes:
+        with naming(self._path):
+            return self._f.read(n)
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        with naming(self._path):
+            return self._f.readinto(b)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _NamedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
 
 
 class LocalStorage:
@@ -106,12 +134,16 @@ class LocalStorage:
         fd, size = self._open_fd(rel, nofollow)
         try:
             return _read_fd(fd, size, limit)
+        except OSError as e:  # ``naming`` inline (no context manager on the hot path)
+            if e.filename is None and e.errno is not None:
+                raise type(e)(e.errno, e.strerror or os.strerror(e.errno), self._s(rel)) from e
+            raise
         finally:
             os.close(fd)
 
     def open_read(self, rel: str, nofollow: bool = False) -> BinaryIO:
         self.counter.add("open")
-        return self._open(rel, nofollow)
+        return cast(BinaryIO, _NamedReader(self._open(rel, nofollow), self._p(rel)))
 
     def _open(self, rel: str, nofollow: bool) -> BinaryIO:
         """Open a regular file for reading, and nothing else: everything ocigc reads from a layout
@@ -154,13 +186,25 @@ class LocalStorage:
             f.write(data)
 
     def write_new(self, rel: str, data: bytes) -> None:
+        """Create ``rel`` (it must not exist) holding ``data``. A write that fails half-way (ENOSPC,
+        EIO, EROFS at close on a mount) removes the file it created: an empty or short file left
+        behind would read as someone else's (a lock file held by nobody until it is stale)."""
         self.counter.add("write")
-        fd = os.open(self._p(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        path = self._p(rel)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            with naming(path):
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
 
     @contextmanager
     def open_write(self, rel: str) -> Iterator[BinaryIO]:
@@ -172,14 +216,14 @@ class LocalStorage:
         target = self._p(rel)
         if not self.can_rename:
             self.counter.add("write")
-            with open(target, "wb") as f:
+            with naming(target), open(target, "wb") as f:
                 yield f
             return
         tmp_rel = self._temp_name(rel)
         tmp = self._p(tmp_rel)
         self.counter.add("write")
         try:
-            with open(tmp, "wb") as f:
+            with naming(tmp), open(tmp, "wb") as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
@@ -210,7 +254,7 @@ class LocalStorage:
         target = self._p(rel)
         self.counter.add("write")
         try:
-            with open(target, "wb") as f:
+            with naming(target), open(target, "wb") as f:
                 yield f
         except BaseException:
             with suppress(FileNotFoundError):
@@ -230,7 +274,8 @@ class LocalStorage:
         tmp = self._p(tmp_rel)
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            with naming(tmp):
+                os.fsync(fd)
         finally:
             os.close(fd)
         self._rename_or_copy(tmp, self._p(rel), content=True)
@@ -253,7 +298,7 @@ class LocalStorage:
             self.can_rename = False
             self.counter.add("write")
             try:
-                with open(tmp, "rb") as src, open(target, "wb") as dst:
+                with naming(target), open(tmp, "rb") as src, open(target, "wb") as dst:
                     while chunk := src.read(1024 * 1024):
                         dst.write(chunk)
             except BaseException:

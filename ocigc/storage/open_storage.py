@@ -5,7 +5,6 @@ and the endpoint setting of s3:// locations.
 from __future__ import annotations
 
 from ocigc.storage.base import OpCounter, Storage
-from ocigc.storage.local import LocalStorage
 
 #: ``--endpoint-url`` of the CLI for s3:// locations (None: boto3's own configuration, e.g.
 #: ``AWS_ENDPOINT_URL``).
@@ -19,7 +18,7 @@ def set_s3_endpoint(url: str | None) -> None:
 
 def open_storage(location: str, counter: OpCounter | None = None) -> Storage:
     """A Storage for a location string: ``s3://bucket/prefix`` (native, needs the s3 extra) or a local
-    path (a plain directory or a mounted bucket)."""
+    path (a plain directory, or a mounted bucket reached as ``--via`` says: ``ocigc.storage.via``)."""
     if location.startswith("s3://"):
         try:
             from ocigc.storage.s3 import S3Storage  # type: ignore[import-not-found,unused-ignore]
@@ -28,4 +27,6 @@ def open_storage(location: str, counter: OpCounter | None = None) -> Storage:
 
             raise UsageError(f"{location}: s3:// locations need the s3 backend (pip install 'ocigc[s3]')") from e
         return S3Storage.from_url(location, counter=counter, endpoint_url=S3_ENDPOINT_URL)  # type: ignore[no-any-return,unused-ignore]
-    return LocalStorage(location or ".", counter)
+    from ocigc.storage.via import open_local_path
+
+    return open_local_path(location, counter)

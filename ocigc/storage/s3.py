@@ -120,7 +120,7 @@ class _Writer(io.RawIOBase):
         s = self.storage
         if self._upload_id is None:
             s.counter.add("write")
-            resp = s._call("create_multipart_upload", self.rel, Bucket=s.bucket, Key=self.key)
+            resp = s._call("create_multipart_upload", self.rel, Bucket=s.bucket, Key=self.key, **s._metadata())
             self._upload_id = str(resp["UploadId"])
         n = len(self._parts) + 1
         s.counter.add("write")
@@ -183,6 +183,8 @@ class S3Storage:
     #: S3 is strongly consistent (read-after-write, listings): a short settle suffices for the
     #: lock-file protocol when conditional writes are missing.
     settle_hint = 0.2
+    #: User metadata written with every object (``BehindMountStorage``: what a mount shows as mode).
+    object_metadata: dict[str, str] | None = None
 
     def __init__(self, bucket: Bucket, prefix: str = "", counter: OpCounter | None = None) -> None:
         self._b = bucket
@@ -345,9 +347,13 @@ class S3Storage:
             raise
         return cast(BinaryIO, io.BufferedReader(BodyReader(resp["Body"]), buffer_size=1024 * 1024))
 
+    def _metadata(self) -> dict[str, Any]:
+        return {"Metadata": self.object_metadata} if self.object_metadata else {}
+
     def _put(self, rel: str, data: bytes, **extra: Any) -> str:
         self.counter.add("write")
-        resp = self._retrying("put_object", rel, Bucket=self.bucket, Key=self._key(rel), Body=data, **extra)
+        resp = self._retrying("put_object", rel, Bucket=self.bucket, Key=self._key(rel), Body=data, **extra,
+                              **self._metadata())
         return etag_of(resp.get("ETag"))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -504,4 +510,34 @@ class S3Storage:
         return self._b.conditional_writes(lambda: self._b.probe(self.prefix, self.counter))
 
 
-__all__ = ["S3Storage", "parse_s3_url"]
+class BehindMountStorage(S3Storage):
+    """The keys behind a path on a FUSE mount of a bucket, reached through the bucket's API
+    (``ocigc.storage.via``): requests as ``S3Storage``, names as the mount's paths (what the user
+    typed), and objects written with the metadata the mount shows as a file's mode."""
+
+    def __init__(self, bucket: Bucket, prefix: str, counter: OpCounter | None, display_root: str,
+                 object_metadata: dict[str, str] | None = None) -> None:
+        super().__init__(bucket, prefix, counter)
+        self.display_root = display_root
+        self.object_metadata = object_metadata
+
+    def __repr__(self) -> str:
+        return f"BehindMountStorage({self.display_root!r} -> {self.s3_url!r})"
+
+    @property
+    def url(self) -> str:
+        return self.display_root
+
+    @property
+    def s3_url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def join(self, rel: str) -> str:
+        rel = normalize_rel(rel)
+        return f"{self.display_root.rstrip('/')}/{rel}" if rel else self.display_root
+
+    def child(self, rel: str) -> BehindMountStorage:
+        return BehindMountStorage(self._b, self._key(rel), self.counter, self.join(rel), self.object_metadata)
+
+
+__all__ = ["BehindMountStorage", "S3Storage", "parse_s3_url"]

@@ -21,10 +21,13 @@ import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ocigc.errors import OcigcError
 from ocigc.storage.base import OpCounter, PreconditionFailed
+
+if TYPE_CHECKING:
+    from ocigc.storage.behind import BucketBehind
 
 try:  # the optional extra
     import boto3
@@ -286,10 +289,27 @@ def bucket_client(bucket: str, endpoint_url: str | None, client: Any = None) -> 
         return found
 
 
+_BEHIND: dict[tuple[str, ...], Bucket] = {}
+
+
+def behind_bucket(behind: BucketBehind) -> Bucket:
+    """The process's ``Bucket`` for the bucket behind a mount, reached as the mount reaches it (its
+    endpoint, region, addressing style and credentials): one client and one probe per process."""
+    options = behind.client_options()
+    key = (behind.bucket, *(f"{k}={v}" for k, v in sorted(options.items())))
+    with _BUCKETS_MU:
+        found = _BEHIND.get(key)
+        if found is None:
+            found = Bucket(behind.bucket, behind.endpoint_url, make_client(**options))
+            _BEHIND[key] = found
+        return found
+
+
 def reset_clients() -> None:
     """Forget the per-process clients and probe results (tests)."""
     with _BUCKETS_MU:
         _BUCKETS.clear()
+        _BEHIND.clear()
 
 
 class BodyReader(io.RawIOBase):

@@ -13,6 +13,7 @@ from ocigc.digest import Digest
 from ocigc.errors import (
     IntegrityError,
     LayoutError,
+    naming,
 )
 from ocigc.layout.layout import INDEX_FILE, OCI_LAYOUT_FILE, Layout
 from ocigc.progress import Counter
@@ -167,7 +168,7 @@ def stage_file(layout: Layout, path: str, where: str, counter: Counter | None = 
             src = open(path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             raise IntegrityError(f"{where}: vanished while pushing; nothing stored") from None
-        with src, open(tmp_path, "wb") as out:
+        with src, naming(tmp_path), open(tmp_path, "wb") as out:
             wb = _Writeback(out)
             try:
                 digest, size = copy_hashing(src, wb.write, algorithm,

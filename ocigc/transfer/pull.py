@@ -38,8 +38,18 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ocigc.digest import Digest
-from ocigc.errors import AlreadyExists, IntegrityError, InvalidDigest, InvalidOption, ManifestError, UsageError
+from ocigc.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidDigest,
+    InvalidOption,
+    ManifestError,
+    StorageError,
+    UsageError,
+    printable,
+)
 from ocigc.jsonload import load_json
+from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.layout import MAX_MANIFEST_BYTES, Layout
 from ocigc.oci.descriptor import ANNOTATION_TITLE, INDEX_TYPES, OCI_EMPTY, Descriptor
 from ocigc.oci.refs import Reference
@@ -106,8 +116,8 @@ class PullResult:
     foreign: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"layout": self.layout, "reference": self.reference, "digest": self.digest,
-                "mediaType": self.media_type, "output": self.out_dir,
+        return {"path": self.layout, "reference": self.reference, "digest": self.digest,
+                "media_type": self.media_type, "output": self.out_dir,
                 "files": [f.to_json() for f in self.files], "skipped": self.skipped, "foreign": self.foreign}
 
 
@@ -444,11 +454,14 @@ def pull(layout: Layout, ref: Reference, out_dir: str, *, overwrite: bool = Fals
         raise InvalidOption("concurrency", "must be at least 1")
     if ref.tag is None and ref.digest is None:
         raise UsageError(f"{ref}: give a tag (PATH:TAG) or a digest (PATH@DIGEST) to pull")
-    index = layout.read_index()
+    index = read_index_retrying(layout)  # a writer that is not ocigc may be rewriting it in place
     root = resolve_manifest(layout, index, ref)
     untitled_foreign: list[Descriptor] = []
     items, skipped = collect(layout, root, untitled_foreign)
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where the output directory (or a parent) is
+        raise StorageError(f"{printable(out_dir)}: not a directory (the output directory)") from None
     out_abs = os.path.abspath(out_dir)
     todo = plan(items, out_abs, overwrite)
     present = pmap(lambda i: layout.stat_blob(i.descriptor.digest) is not None, todo, max(concurrency, 4))

@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ocigc.digest import Digest, is_digest
+from ocigc.digest import Digest
 from ocigc.errors import (
     IntegrityError,
     InvalidDigest,
@@ -63,10 +63,12 @@ from ocigc.errors import (
     ReferenceNotFound,
     UsageError,
     UsageHint,
+    naming,
+    printable,
 )
 from ocigc.jsonload import load_json
 from ocigc.layout.closure import require_closure
-from ocigc.layout.indexio import update_index
+from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.layout.layout import MAX_MANIFEST_BYTES, OCI_LAYOUT_FILE, Layout
 from ocigc.lock.handle import hold_for
 from ocigc.oci.descriptor import (
@@ -77,7 +79,7 @@ from ocigc.oci.descriptor import (
     Descriptor,
 )
 from ocigc.oci.index import Index, _without_ref_name, add_untagged, set_tag
-from ocigc.oci.refs import Reference, parse_reference
+from ocigc.oci.refs import TAG_RE, TAG_RULE, Reference, ambiguous_tag, check_tag, no_such_tag, reference_in
 from ocigc.parallel import pmap
 from ocigc.progress import NullCounter, NullProgress, Progress
 from ocigc.storage.base import stager
@@ -152,19 +154,13 @@ def _prepare_files(req: PushRequest, annotation_file: Mapping[str, Mapping[str, 
 
 def _resolve_subject(layout: Layout, index: Index, text: str) -> dict[str, Any]:
     """``--subject``: a tag or digest of the same layout (``TAG``, ``sha256:...``, ``@sha256:...``,
-    ``PATH:TAG``, ``PATH@DIGEST``), as a plain descriptor (mediaType, digest, size)."""
-    ref: Reference
-    bare = text[1:] if text.startswith("@") else text
-    if is_digest(bare):
-        ref = Reference(layout.location, None, Digest(bare))
-    elif "/" not in text and ":" not in text and "@" not in text:
-        ref = Reference(layout.location, text)
-    else:
-        ref = parse_reference(text)
-        if ref.tag is None and ref.digest is None:
-            raise InvalidOption("subject", f"{text!r}: needs a tag or a digest")
-        if os.path.realpath(ref.path) != os.path.realpath(layout.location):
-            raise InvalidOption("subject", f"{text!r}: the subject must be in the layout pushed to ({layout.location})")
+    ``::NAME``, ``PATH:TAG``, ``PATH@DIGEST``, ``PATH::NAME``), as a plain descriptor (mediaType, digest,
+    size)."""
+    ref = reference_in(text, layout.location)
+    if ref is None:
+        raise InvalidOption("subject", f"{text!r}: the subject must be in the layout pushed to ({layout.location})")
+    if ref.tag is None and ref.digest is None:
+        raise InvalidOption("subject", f"{text!r}: needs a tag or a digest")
     desc = resolve_manifest(layout, index, ref)
     # A referrer of a manifest whose closure is incomplete would hang off a broken image: refuse.
     require_closure(layout, _as_descriptor(layout, desc), "attach a referrer to")
@@ -187,7 +183,7 @@ def resolve_manifest(layout: Layout, index: Index, ref: Reference) -> dict[str, 
     if ref.tag is not None:
         found = [i for i, e in enumerate(index.entries) if e.ref_name == ref.tag]
         if not found:
-            raise ReferenceNotFound(f"{ref.path}: no tag {ref.tag!r} in index.json")
+            raise no_such_tag(ref, (e.ref_name for e in index.entries if e.ref_name is not None))
         digests = {index.entries[i].digest for i in found}
         if len(digests) > 1:
             raise ManifestError(f"{ref.path}: tag {ref.tag!r} names {len(digests)} different manifests in "
@@ -244,8 +240,8 @@ def _prepare(req: PushRequest) -> _Prepared:
     if req.concurrency < 1:
         raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
-        if not tag or any(c.isspace() for c in tag):
-            raise UsageError(f"{req.layout_path}: invalid tag {tag!r}")
+        check_tag(tag, printable(req.layout_path))
+    _refuse_colon_path(req.layout_path)
     afile = req.annotation_file or {}
     if req.annotation_file is not None and req.annotations:
         raise InvalidOption("annotation", "cannot be given with {annotation_file}", also=("annotation_file",))
@@ -308,7 +304,7 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                 layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
             if ANNOTATION_CREATED not in manifest_annotations:
                 manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
-            subject = _resolve_subject(layout, layout.read_index(), req.subject) if req.subject else None
+            subject = _resolve_subject(layout, read_index_retrying(layout), req.subject) if req.subject else None
             manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
             if artifact_type and not spec_v1_0:
                 manifest["artifactType"] = artifact_type
@@ -347,6 +343,24 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                       [config_blob, *layers, manifest_blob], warnings, result.changed)
 
 
+def _refuse_colon_path(path: str) -> None:
+    """``push L:Bad/Tag``: the grammar reads a path ``L:Bad/Tag`` (the last ':' is before the last '/'),
+    oras a tag ``Bad/Tag``. Unless a directory ``L:Bad`` exists already (a path that really holds ':'),
+    push refuses rather than create it: the tag is invalid, and the mistake would go unseen."""
+    oras_tags = ambiguous_tag(path)
+    if oras_tags is None or open_storage(path).stat(OCI_LAYOUT_FILE) is not None:
+        return
+    colon = len(path) - len(oras_tags) - 1
+    end = path.find("/", colon)
+    holder = path if end == -1 else path[:end]
+    if open_storage(holder).stat("") is not None:
+        return
+    bad = next((t for t in oras_tags.split(",") if not TAG_RE.match(t)), oras_tags)
+    raise UsageError(f"{printable(path)}: no such layout, and oras reads what follows its ':' as tags: {bad!r} "
+                     f"is not a valid tag ({TAG_RULE}); to make a layout whose path holds ':', create "
+                     f"{printable(holder)} first")
+
+
 def _unique(blobs: list[BlobSource]) -> list[BlobSource]:
     seen: set[str] = set()
     out = []
@@ -379,7 +393,8 @@ def _hash_sources(items: list[_FileItem], afile: Mapping[str, Mapping[str, str]]
             else:
                 out = os.path.join(tmp, f"{uuid.uuid4().hex}.tar.gz")
             try:
-                packed = pack_directory(item.abs_path, item.title, out)
+                with naming(out):
+                    packed = pack_directory(item.abs_path, item.title, out)
             except BaseException:
                 if stage_in is not None and tmp_rel is not None:
                     stager(stage_in.storage).discard_temp(tmp_rel)
@@ -466,12 +481,11 @@ def tag(layout_path: str, source: Reference, new_tags: Sequence[str], *, lock_wa
     if not new_tags:
         raise UsageError("give at least one new tag")
     for t in new_tags:
-        if not t or any(c.isspace() for c in t) or "/" in t:
-            raise UsageError(f"invalid tag {t!r}")
+        check_tag(t)
     storage = open_storage(layout_path)
     layout = Layout.open(storage)
     with (locker or shared_locker(lock_wait, "tag"))(layout) as handle:
-        entry = resolve_manifest(layout, layout.read_index(), source)
+        entry = resolve_manifest(layout, read_index_retrying(layout), source)
         base = _without_ref_name(entry)
         # Tagging makes the manifest reachable (again): its whole closure must be there first. Under
         # the shared lock no sweep or delete removes blobs, so checking once here holds for the update.

@@ -78,11 +78,11 @@ class PushResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "layout": self.layout, "reference": self.reference, "tags": self.tags,
-            "mediaType": self.descriptor["mediaType"], "digest": self.descriptor["digest"],
-            "size": self.descriptor["size"], "artifactType": self.descriptor.get("artifactType"),
+            "path": self.layout, "reference": self.reference, "tags": self.tags,
+            "media_type": self.descriptor["mediaType"], "digest": self.descriptor["digest"],
+            "size": self.descriptor["size"], "artifact_type": self.descriptor.get("artifactType"),
             "blobs": [{"title": b.descriptor.get("annotations", {}).get(ANNOTATION_TITLE), "label": b.label,
-                       "mediaType": b.descriptor["mediaType"], "digest": b.descriptor["digest"],
+                       "media_type": b.descriptor["mediaType"], "digest": b.descriptor["digest"],
                        "size": b.size, "uploaded": b.uploaded} for b in self.blobs],
             "warnings": self.warnings,
         }

@@ -60,6 +60,9 @@ _state: dict[str, Any] = {"root": None}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite tests the file protocol through mounts as it always has; what ``--via auto`` and
+    # ``--via api`` do on a mount is tested where a test asks for them (tests/test_via.py).
+    os.environ.setdefault("OCIGC_VIA", "mount")
     config.addinivalue_line("markers", "s3fs: needs the s3fs mounts of the harness")
     config.addinivalue_line("markers", "rclone: needs the rclone mount of the harness")
     config.addinivalue_line("markers", "registry: needs the docker-registry of the harness")

@@ -4,6 +4,7 @@ blobs, entries, what each becomes in the destination)."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
 import re
@@ -16,9 +17,7 @@ from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
 from ocigc.digest import Digest
-from ocigc.errors import (
-    UsageError,
-)
+from ocigc.errors import EXIT_ERROR, InvalidOption, UsageError
 from ocigc.oci import manifest as mf
 from ocigc.oci.descriptor import (
     Descriptor,
@@ -167,28 +166,48 @@ def _sanitize(text: str, original: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Filters
 # --------------------------------------------------------------------------------------------------
+class FilterMatchesNothing(InvalidOption):
+    """An ``--include`` or ``--exclude`` that matched no repository and no tag: an error (exit 1), not an
+    empty run that looks like success."""
+
+    exit_code = EXIT_ERROR
+
+
 @dataclass(frozen=True)
 class Filters:
     """``--include``/``--exclude`` globs: ``REPO`` matches repositories, ``REPO:TAG`` tags of them.
 
-    Repository names are those of the source (a layout's path under the root, a registry
-    repository under the prefix); tags are source ref names (before mapping).
+    Repository names are those of the source (a layout's path under the root, ``""`` for a source
+    that is one layout; a registry repository under the prefix); tags are source ref names (before
+    mapping). ``matched`` collects the patterns that matched something (``unmatched``).
     """
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    matched: set[str] = field(default_factory=set, compare=False, hash=False)
 
     @staticmethod
     def _split(pattern: str) -> tuple[str, str | None]:
         repo, colon, tag = pattern.partition(":")
         return repo, (tag if colon else None)
 
+    def _hits(self, patterns: tuple[str, ...], repo: str, tag: str | None = None) -> list[str]:
+        """Repository patterns matching ``repo`` (``tag`` None), or tag patterns matching ``repo:tag``."""
+        hits = []
+        for p in patterns:
+            r, t = self._split(p)
+            if (t is None) != (tag is None) or not fnmatch.fnmatchcase(repo, r):
+                continue
+            if tag is None or t is None or fnmatch.fnmatchcase(tag, t):
+                hits.append(p)
+        self.matched.update(hits)
+        return hits
+
     def _repo_level(self, patterns: tuple[str, ...], repo: str) -> bool:
-        return any(t is None and fnmatch.fnmatchcase(repo, r) for r, t in map(self._split, patterns))
+        return bool(self._hits(patterns, repo))
 
     def _tag_level(self, patterns: tuple[str, ...], repo: str, tag: str) -> bool:
-        return any(t is not None and fnmatch.fnmatchcase(repo, r) and fnmatch.fnmatchcase(tag, t)
-                   for r, t in map(self._split, patterns))
+        return bool(self._hits(patterns, repo, tag))
 
     def repo_selected(self, repo: str) -> bool:
         if self._repo_level(self.exclude, repo):
@@ -202,9 +221,18 @@ class Filters:
         return self.repo_selected(repo) and (not self.include or self._repo_level(self.include, repo))
 
     def tag_selected(self, repo: str, tag: str) -> bool:
-        if not self.repo_selected(repo) or self._tag_level(self.exclude, repo, tag):
+        excluded = self._tag_level(self.exclude, repo, tag)
+        if not self.repo_selected(repo) or excluded:
             return False
-        return not self.include or self._repo_level(self.include, repo) or self._tag_level(self.include, repo, tag)
+        if not self.include:
+            return True
+        whole, some = self._repo_level(self.include, repo), self._tag_level(self.include, repo, tag)
+        return whole or some
+
+    def unmatched(self) -> list[tuple[str, str]]:
+        """(option, pattern) of every filter that matched nothing."""
+        return [(opt, p) for opt, pats in (("include", self.include), ("exclude", self.exclude)) for p in pats
+                if p not in self.matched]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,10 +309,10 @@ class EntryPlan:
     note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "digest": self.digest, "mediaType": self.media_type,
+        out: dict[str, Any] = {"name": self.name, "digest": self.digest, "media_type": self.media_type,
                                "state": self.state}
         if self.src_name is not None and self.src_name != self.name:
-            out["sourceName"] = self.src_name
+            out["source_name"] = self.src_name
         if self.referrer:
             out["referrer"] = True
         if self.note:
@@ -356,7 +384,7 @@ class RepoPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source_label, "destination": self.dest_label,
-            "repository": self.src_repo, "destinationRepository": self.dst_repo,
+            "repository": self.src_repo, "destination_repository": self.dst_repo,
             "tags": [e.to_json() for e in self.entries if e.name is not None],
             "untagged": [e.to_json() for e in self.entries if e.name is None],
             "manifests": self.manifest_totals(), "blobs": self.blob_totals(),
@@ -376,8 +404,9 @@ class MigrateOptions:
     lock_wait: float = 0.0
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
-    @property
+    @functools.cached_property
     def filters(self) -> Filters:
+        """One ``Filters`` per run: it records which patterns matched."""
         return Filters(self.include, self.exclude)
 
 
@@ -388,6 +417,8 @@ class MigratePlan:
     options: MigrateOptions
     repos: list[RepoPlan] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Every repository name of the source, selected by the filters or not (what they match against).
+    repo_names: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     started: float = field(default_factory=time.monotonic)
     verify_errors: list[str] = field(default_factory=list)
@@ -423,7 +454,7 @@ class MigratePlan:
 
     def to_json(self, executed: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "source": str(self.source), "destination": str(self.dest), "dryRun": not executed,
+            "source": str(self.source), "destination": str(self.dest), "dry_run": not executed,
             "totals": self.totals(), "notes": self.notes,
             "repositories": [r.to_json() for r in self.repos],
         }
@@ -431,7 +462,7 @@ class MigratePlan:
             out["stats"] = self.stats()
             out["seconds"] = round(self.elapsed, 3)
             out["failed"] = [{"repository": r.src_repo, "error": r.failed or "; ".join(r.errors)} for r in self.failed]
-            out["verifyErrors"] = self.verify_errors
+            out["verify_errors"] = self.verify_errors
             out["aborted"] = self.aborted
         return out
 

@@ -41,6 +41,7 @@ from ocigc.transfer.migrate.model import (
     BlobItem,
     Endpoint,
     EntryPlan,
+    FilterMatchesNothing,
     InvalidTags,
     MigrateOptions,
     MigratePlan,
@@ -84,8 +85,24 @@ def build_plan(source: Endpoint, dest: Endpoint, options: MigrateOptions,
     inner = max(2, options.jobs // outer)
     plan.repos = pmap(lambda p: _plan_repo(p, options, inner), pairs, outer, on_done=counter.add)
     counter.close()
+    _refuse_unmatched_filters(plan, options)
     _assign_mounts(plan)
     return plan
+
+
+def _refuse_unmatched_filters(plan: MigratePlan, options: MigrateOptions) -> None:
+    """A filter that matched nothing (a typo, or a name that is not what filters match) stops the run
+    before anything is copied, naming the filter and the names it was matched against."""
+    unmatched = options.filters.unmatched()
+    if not unmatched:
+        return
+    option, pattern = unmatched[0]
+    names = sorted({rp.src_repo for rp in plan.repos} | set(plan.repo_names))
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "") or "none"
+    single = " (a source that is one layout is repository '': ':TAG' filters its tags)" if names == [""] else ""
+    raise FilterMatchesNothing(option, f"{pattern!r} matches no repository and no tag of {plan.source.text}; "
+                                       f"filters match the source's repository names ({shown}){single} and, "
+                                       "as REPO:TAG, their tags")
 
 
 def _pool_options(options: MigrateOptions) -> RegistryOptions:
@@ -105,6 +122,7 @@ def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, pla
         names = _registry_repos(client, source.prefix, options.repos, plan)
         for repo in names:
             rel = repo[len(source.prefix):].strip("/") if source.prefix else repo
+            plan.repo_names.append(rel)
             if not filters.repo_selected(rel):
                 continue
             rp = RepoPlan(rel, "", f"{client.host}/{repo}", "")
@@ -119,6 +137,7 @@ def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, pla
         if not rels:
             raise LayoutError(f"{source.path}: no OCI image layout found (no oci-layout file at any depth)")
         for rel in rels:
+            plan.repo_names.append(rel)
             if not filters.repo_selected(rel):
                 continue
             storage = root.child(rel) if rel else root
