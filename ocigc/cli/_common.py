@@ -93,6 +93,9 @@ def settings(ctx: typer.Context, quiet: bool = False, verbose: int = 0, wide: bo
         from ocigc.storage.via import on_route
 
         on_route(lambda route: typer.echo(route.describe(), err=True))
+        from ocigc import status  # and the long waits (a lock settling on a mount), as on a terminal
+
+        status.on_status(lambda message: typer.echo(message, err=True))
     return merged
 
 

@@ -128,6 +128,17 @@ def show_warnings(quiet: bool) -> None:
     warnings.showwarning = show
 
 
+def show_status(quiet: bool, verbose: int) -> None:
+    """The library's status of a long wait (a lock settling on a mount) as a line on stderr, when
+    stderr is a terminal or with --verbose; never with --quiet."""
+    from ocigc import status
+
+    def show(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    status.on_status(show if not quiet and (verbose or sys.stderr.isatty()) else None)
+
+
 def _escape_unencodable_output() -> None:
     """What a layout holds is printed as it is, and may not be encodable (a lone surrogate in a tag,
     which Go's JSON decoder accepts): such characters print as ``\\udXXX`` escapes, never a traceback."""
@@ -162,6 +173,7 @@ def root(
     _escape_unencodable_output()
     set_s3_endpoint(endpoint_url)
     show_warnings(quiet)
+    show_status(quiet, verbose)
     via_module.reset()
     with handle_errors():
         via_module.set_via(via)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
+from ocigc import status
 from ocigc.duration import format_duration
 from ocigc.errors import LayoutError, LostRace
 from ocigc.layout.journal import BACKUP_DIR, backup_index, write_record
@@ -226,6 +227,7 @@ def _verify_written(layout: Layout, expected: bytes, settle: float) -> str | Non
     if got != expected:
         return f"index.json changed right after our write (another writer overwrote it: {_what(got)})"
     if settle > 0:
+        status.waiting(settle, f"{layout.display}: index.json written, checking that no other writer replaced it")
         time.sleep(settle)
         got = _read_or_problem(layout)
         if got != expected:

@@ -47,7 +47,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ocigc import __version__
+from ocigc import __version__, status
 from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import (
@@ -233,6 +233,8 @@ class LockHandle:
     def _settle_and_check(self, inst: HeldLock, scope: str, mode: str, deadline: float) -> list[LockInfo] | None:
         """Wait the settle delay and list again: None when we hold the lock, else the live conflicts."""
         settle = self.params.settle or 0.0
+        status.waiting(settle, f"{self.layout.display}: {'shared' if mode == SHARED else 'exclusive'} lock "
+                                "written, waiting for it to settle")
         time.sleep(settle)
         if inst.name not in self.dir.names():
             raise LockError(f"{self.dir.where(inst.name)}: our own lock file is not listed {settle:g}s after "
