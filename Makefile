@@ -32,7 +32,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: sysdeps venv lint
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra -n 2 --dist worksteal tests
 
 bench: sysdeps venv
 	$(BIN)/python -m bench

@@ -166,6 +166,7 @@ def run_on_tty(args: list[str | os.PathLike[str]], answer: bytes) -> tuple[int, 
     """``ocigc ARGS`` on a pseudo-terminal: wait for the question, type ``answer``; (exit code, output)."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a shell (a pytest-xdist worker ignores SIGINT)
         os.execve(OCIGC, [OCIGC, *map(os.fspath, args)], {**cli_env(), "COLUMNS": "80"})
     out = b""
     answered = False

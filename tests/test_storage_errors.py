@@ -300,6 +300,7 @@ def test_full_staging_directory_of_s3fs(tmp_path: Path, s3fs_factory: Callable[.
 
 
 @pytest.mark.s3fs
+@pytest.mark.parametrize("s3_server", ["moto"], indirect=True)  # s3fs's EIO, whichever store went away: one store
 def test_store_gone_behind_the_mount_is_one_line(s3_server: S3Server, proxy_factory: Callable[..., LatencyProxy],
                                                  s3fs_factory: Callable[..., S3fsMount],
                                                  make_bucket: Callable[..., str], tmp_path: Path) -> None:
