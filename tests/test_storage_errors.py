@@ -23,7 +23,7 @@ import pytest
 
 from tests.harness.fixtures import S3FS_DIRS, selected_stores
 from tests.harness.mounts import S3FS_RECOMMENDED_OPTIONS, S3fsMount
-from tests.harness.objectstores import STORES, LatencyProxy, S3Server
+from tests.harness.objectstores import LatencyProxy, S3Server
 from tests.kit.cli import ERROR, Result, run
 from tests.kit.layouts import OCI_LAYER, LayoutBuilder
 from tests.kit.tree import age, present
@@ -185,7 +185,10 @@ def _open_up(path: Path) -> None:
             os.chmod(p, os.stat(p).st_mode | 0o005)
 
 
-@pytest.mark.parametrize("where", ["local", *(pytest.param(f"s3fs-{s}", marks=pytest.mark.s3fs) for s in STORES)])
+# Local disk and s3fs on moto. Not SeaweedFS: s3fs answers a chown of a directory there with ENOENT (it cannot
+# rewrite the directory object's metadata through SeaweedFS's filer), so the test could not set up "nobody may
+# read this layout"; what ocigc does with EACCES does not depend on the store.
+@pytest.mark.parametrize("where", ["local", pytest.param("s3fs-moto", marks=pytest.mark.s3fs)])
 def test_permission_denied_one_line_per_layout(where: str, tmp_path: Path, as_nobody: Callable[..., Result],
                                                request: pytest.FixtureRequest) -> None:
     if where == "local":
@@ -210,9 +213,7 @@ def test_permission_denied_one_line_per_layout(where: str, tmp_path: Path, as_no
                 os.chown(Path(dirpath) / n, 65534, 65534, follow_symlinks=False)
             os.chown(dirpath, 65534, 65534)
     except FileNotFoundError as e:
-        if where == "local":
-            raise
-        pytest.skip(f"s3fs cannot change the owner of a directory on this store ({e})")
+        raise AssertionError(f"{where}: cannot change the owner of {e.filename}: the test cannot set up EACCES") from e
     (root / "a").chmod(0)  # chmod 000: nobody can read or write layout a
     try:
         r = as_nobody(["sweep", root, "--grace", "0"], base)

@@ -26,7 +26,15 @@ GC_THRESHOLD0 = 50_000
 
 
 def main() -> None:
-    args = sys.argv[1:]
+    try:
+        _run(sys.argv[1:])
+    finally:
+        stats_file = os.environ.get("OCIGC_STORAGE_STATS")
+        if stats_file:
+            _write_stats(stats_file)
+
+
+def _run(args: list[str]) -> None:
     if args == ["--version"]:
         from ocigc import __version__
 
@@ -38,14 +46,9 @@ def main() -> None:
         sys.stdout.write(root_help(help_width()))
         return
     gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
-    try:
-        from ocigc.cli.app import app
+    from ocigc.cli.app import app
 
-        app(prog_name="ocigc")
-    finally:
-        stats_file = os.environ.get("OCIGC_STORAGE_STATS")
-        if stats_file:
-            _write_stats(stats_file)
+    app(prog_name="ocigc")
 
 
 def _write_stats(path: str) -> None:
