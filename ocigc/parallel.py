@@ -27,7 +27,7 @@ CHECK_EVERY = 16
 
 
 def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
-         on_done: Callable[[], None] | None = None) -> list[R]:
+         on_done: Callable[[], None] | None = None, *, eager: bool = False) -> list[R]:
     """``[fn(x) for x in items]`` with up to ``jobs`` calls in flight; order kept, errors raised.
 
     The calling thread takes items first; when they turn out to wait on I/O (``SLOW_ITEM`` on
@@ -35,9 +35,11 @@ def pmap(fn: Callable[[T], R], items: Iterable[T], jobs: int = DEFAULT_JOBS,
     future per item, so the overhead per item stays a few microseconds. Every item is processed
     even when one fails; then the error of the first failing item is raised. An interrupt (Ctrl-C
     in the calling thread) stops handing out items; the calls in flight finish, then it propagates.
-    A caller with several batches in a row uses one ``Workers`` for all of them."""
+    A caller with several batches in a row uses one ``Workers`` for all of them. ``eager``: every
+    item is known to wait (a request to an object store): the threads start at once, so that a
+    handful of items costs one round trip, not two."""
     with Workers(jobs) as workers:
-        return workers.map(fn, items, on_done)
+        return workers.map(fn, items, on_done, eager=eager)
 
 
 class _Job(Generic[T, R]):
@@ -108,7 +110,8 @@ class Workers:
             t.join()
         self._threads = []
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T], on_done: Callable[[], None] | None = None) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], on_done: Callable[[], None] | None = None, *,
+            eager: bool = False) -> list[R]:
         """``pmap`` on these workers."""
         seq = list(items)
         if self.jobs <= 1 or len(seq) <= 1:
@@ -124,6 +127,8 @@ class Workers:
             self._generation += 1
             self._cv.notify_all()
         try:
+            if eager and not self._threads:
+                self._start(min(self.jobs, job.n) - 1)
             self._work(job)
         except BaseException:  # Ctrl-C: the others finish the item they hold, then stop
             job.stop.set()

@@ -18,7 +18,7 @@ from ocigc.lock import acquire as lock
 from ocigc.lock.handle import LockHandle
 from ocigc.lock.lease import LeaseHandle
 from ocigc.storage.s3 import S3Storage
-from ocigc.storage.s3client import ConditionalWritesWarning, reset_clients
+from ocigc.storage.s3client import ConditionalWritesWarning, finish_background, reset_clients
 from tests.harness.objectstores import LatencyProxy, S3Server
 from tests.harness.tools import run_ocigc
 from tests.kit.cli import OK, run
@@ -64,6 +64,7 @@ def test_probe_detects_a_server_that_ignores_conditional_headers(s3: S3Env, igno
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert st.child("x").conditional_writes() is False  # probed once per bucket: no second warning
+    finish_background()  # the probe objects are removed in the background
     assert not any(k.startswith(".ocigc/probe/") for k in s3.keys(prefix)), "the probe object is removed"
 
 

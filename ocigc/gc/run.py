@@ -8,6 +8,7 @@ for the run and the short exclusive hold around the ``index.json`` merge.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -33,10 +34,11 @@ from ocigc.gc.trash import (
 )
 from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.journal import prepare as prepare_journal
-from ocigc.layout.layout import Layout
+from ocigc.layout.layout import BlobListing, Layout
 from ocigc.layout.state import LayoutState
 from ocigc.oci.refs import Reference
 from ocigc.progress import NullProgress, Progress
+from ocigc.storage.base import SizesObjects
 
 Mode = Literal["shared", "exclusive"]
 
@@ -125,8 +127,7 @@ def sweep_layout(layout: Layout, opts: SweepOptions, run: RunOptions, progress: 
         runs = list_runs(layout) if has_trash(layout) else []
         trashed = trashed_digests(layout, runs)
         view = TrashOverlay(layout, trashed) if trashed else layout
-        state = LayoutState.load(view, run.jobs, progress, index=read_index_retrying(layout))
-        listing = layout.list_blobs()
+        state, listing = _load_and_list(layout, run, progress, view)
         trash = TrashView(runs, run.trash_retention) if runs else None
         out.plan = plan_sweep(layout, state, listing, opts, trash=trash)
         if run.dry_run or out.plan.empty:
@@ -206,8 +207,20 @@ def _fail_on_failed_removals(out: Outcome) -> None:
         out.error = StorageError(f"{len(failed)} removal(s) failed; first: {failed[0]}")
 
 
+def _load_and_list(layout: Layout, run: RunOptions, progress: Progress,
+                   view: Layout | None = None) -> tuple[LayoutState, BlobListing]:
+    """The graph (from a fresh read of index.json) and the listing of the blobs. On a bucket the
+    listing goes out beside the manifest reads (its own round trips, none of theirs)."""
+    if not isinstance(layout.storage, SizesObjects):
+        state = LayoutState.load(view or layout, run.jobs, progress, index=read_index_retrying(layout))
+        return state, layout.list_blobs()
+    with ThreadPoolExecutor(1, thread_name_prefix="ocigc-list") as side:
+        listing = side.submit(layout.list_blobs)
+        state = LayoutState.load(view or layout, run.jobs, progress, index=read_index_retrying(layout))
+        return state, listing.result()
+
+
 def _plan_delete(layout: Layout, refs: list[Reference], opts: DeleteOptions, run: RunOptions,
                  progress: Progress) -> tuple[Plan, LayoutState, set[Digest]]:
-    state = LayoutState.load(layout, run.jobs, progress, index=read_index_retrying(layout))
-    listing = layout.list_blobs()
+    state, listing = _load_and_list(layout, run, progress)
     return plan_delete(layout, state, listing, refs, opts), state, listing.digests | listing.symlinked

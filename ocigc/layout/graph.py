@@ -38,6 +38,7 @@ from ocigc.oci.descriptor import KNOWN_LEAF_JSON, MANIFEST_TYPES, Descriptor, lo
 from ocigc.oci.index import Index
 from ocigc.parallel import DEFAULT_JOBS, Workers
 from ocigc.progress import Counter, NullCounter
+from ocigc.storage.base import SizesObjects
 
 
 def _nx() -> ModuleType:
@@ -137,13 +138,15 @@ class RefGraph:
                 node["tags"].add(entry.ref_name)
             if wants_read(entry, listed=True):
                 level.setdefault(entry.digest, (entry, 0))
+        # on a bucket every read waits a round trip: the threads start with the first level
+        eager = isinstance(layout.storage, SizesObjects)
         with Workers(jobs) as workers:  # threads (when reads wait) kept from level to level
             while level:
                 todo = [(d, desc, depth) for d, (desc, depth) in level.items() if d not in graph.read]
                 graph.read.update(d for d, _, _ in todo)
                 counter.set_total(len(graph.read))
                 results = workers.map(lambda t: cache.get(t[0]) or _read_one(layout, t[1], t[2]), todo,
-                                      on_done=counter.add)
+                                      on_done=counter.add, eager=eager)
                 level = {}
                 for (_, _, depth), res in zip(todo, results, strict=True):
                     for child, cdepth in graph._record(res, depth, layout):

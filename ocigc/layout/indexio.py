@@ -22,7 +22,8 @@ import errno
 import hashlib
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 
 from ocigc import status
@@ -176,20 +177,31 @@ def _update_cas(layout: Layout, store: ConditionalStorage, mutate: Mutation, ret
     races: list[str] = []
     first: Index | None = None
     for attempt in range(1, retries + 1):
-        with (hold() if hold else nullcontext()):
-            raw_current, etag, current = _read_etag_retrying(layout, store)
-            first = first or current
-            new = mutate(current)
-            if new is None or new.dumps() == current.dumps():
-                return UpdateResult(first, current, False, attempt, races)
-            raw_new = new.dumps()
-            backup = backup_index(layout, raw_current, current.fingerprint)
-            try:
-                store.put_if_match(INDEX_FILE, raw_new, etag)
-                return UpdateResult(first, new, True, attempt, races, backup)
-            except (PreconditionFailed, FileNotFoundError):
-                problem = (f"index.json changed between our read and our compare-and-swap write (ETag {etag} "
-                           "no longer current)")
+        # Requests go out side by side where order does not matter: the read needs no hold (the
+        # compare-and-swap replaces only what we read), so it overlaps the taking of the hold; the
+        # backup of what we read overlaps the mutation (whose own requests, e.g. a push's re-check of
+        # its blobs, then cost no extra round trip). An unchanged index drops its backup again.
+        with ThreadPoolExecutor(1, thread_name_prefix="ocigc-index") as side:
+            reading = side.submit(_read_etag_retrying, layout, store)
+            with (hold() if hold else nullcontext()):
+                raw_current, etag, current = reading.result()
+                first = first or current
+                backing = side.submit(backup_index, layout, raw_current, current.fingerprint)
+                try:
+                    new = mutate(current)
+                finally:
+                    backup = backing.result()
+                if new is None or new.dumps() == current.dumps():
+                    with suppress(OSError):
+                        layout.storage.remove(backup)
+                    return UpdateResult(first, current, False, attempt, races)
+                raw_new = new.dumps()
+                try:
+                    store.put_if_match(INDEX_FILE, raw_new, etag)
+                    return UpdateResult(first, new, True, attempt, races, backup)
+                except (PreconditionFailed, FileNotFoundError):
+                    problem = (f"index.json changed between our read and our compare-and-swap write (ETag {etag} "
+                               "no longer current)")
         races.append(problem)
         write_record(layout, "race", {"attempt": attempt, "problem": problem, "index": layout.where(INDEX_FILE),
                                       "read_fingerprint": current.fingerprint,

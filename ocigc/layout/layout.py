@@ -70,6 +70,8 @@ class Layout:
         #: The layout's path under the root it was found in ("" for the root itself).
         self.name = name
         self._dirs_checked: set[str] = set()
+        #: ``oci-layout`` was read and valid (it never changes: one read per layout and run).
+        self._oci_layout_ok = False
         #: Digest-named symlinks in ``blobs/<alg>/`` are read through (content verified against the
         #: name) only when their target is a regular file under this directory: the root being swept
         #: (``discover.open_layouts``). None: never read through (refused, fail closed).
@@ -115,6 +117,8 @@ class Layout:
         return layout
 
     def check_oci_layout(self) -> None:
+        if self._oci_layout_ok:
+            return
         where = self.where(OCI_LAYOUT_FILE)
         try:
             raw = self.storage.read_bytes(OCI_LAYOUT_FILE, limit=OCI_LAYOUT_MAX_BYTES)
@@ -133,6 +137,7 @@ class Layout:
         version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
         if version != "1.0.0":
             raise LayoutError(f"{where}: imageLayoutVersion must be \"1.0.0\", got {version!r}")
+        self._oci_layout_ok = True
 
     # --- index.json ------------------------------------------------------------------------
     def read_index_bytes(self) -> bytes:

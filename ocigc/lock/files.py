@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,6 +206,7 @@ class LockDir:
         self._first_seen: dict[str, float] = {}
         self._bodies: dict[str, dict[str, Any]] = {}
         self._mu = threading.Lock()
+        self.listed: list[str] = []
 
     def where(self, name: str = "") -> str:
         return self.layout.where(f"{LOCK_DIR}/{name}" if name else LOCK_DIR)
@@ -216,12 +218,17 @@ class LockDir:
             return []
         return sorted(e.name for e in entries if not e.is_dir)
 
-    def scan(self, scope: str | None = None) -> list[LockInfo]:
+    def scan(self, scope: str | None = None, *, read: Callable[[LockInfo], bool] | None = None,
+             known: Mapping[str, str] | None = None) -> list[LockInfo]:
         """List and read every lock file (of ``scope``); bodies are cached by name (written once).
 
         A lease object is rewritten in place: it is read at every scan and its observed age is
-        counted per ETag (per content where the store has no ETags)."""
+        counted per ETag (per content where the store has no ETags). ``read``: which lock files'
+        bodies to read (default all; an acquirer needs only those of conflicting locks: on a bucket
+        each read is a round trip); ``known``: lease names we hold now, to their owner (not read).
+        ``listed`` keeps the names of the last listing."""
         names = self.names()
+        self.listed = names
         t = now_boot()
         out: list[LockInfo] = []
         with self._mu:
@@ -237,11 +244,13 @@ class LockDir:
             if scope is not None and info.scope != scope and info.mode != UNKNOWN_MODE:
                 continue
             if is_lease(name):
-                if not self._read_lease(info, t):
+                if known is not None and name in known:
+                    info.owner = known[name]
+                elif not self._read_lease(info, t):
                     continue  # released meanwhile
             else:
                 info.observed = t - self._first_seen.get(name, t)
-                if info.mode != UNKNOWN_MODE:
+                if info.mode != UNKNOWN_MODE and (read is None or read(info)):
                     self._read_body(info)
             out.append(info)
         return out

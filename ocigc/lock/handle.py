@@ -64,6 +64,7 @@ from ocigc.lock.files import (
     pid_starttime,
 )
 from ocigc.lock.params import LockError, LockParams
+from ocigc.storage.base import conditional
 
 #: Environment variable naming lock owners (comma-separated) whose locks a process treats as its own.
 INHERIT_ENV = "OCIGC_LOCK_INHERIT"
@@ -276,8 +277,11 @@ class LockHandle:
 
     def _live_conflicts(self, scope: str, mode: str) -> list[LockInfo]:
         """Conflicting locks of others in ``scope``; stale ones are broken (journaled) on the way."""
+        def conflicting(c: LockInfo) -> bool:
+            return c.owner != self.owner and c.owner not in self.inherited and c.conflicts_with(mode)
+
         while True:
-            locks = self.dir.scan(scope)
+            locks = self.dir.scan(scope, read=conflicting, known=self._own_leases())
             conflicts = [c for c in locks
                          if c.owner != self.owner and c.owner not in self.inherited and c.conflicts_with(mode)]
             now_wall = time.time()
@@ -293,6 +297,10 @@ class LockHandle:
                     live.append(c)
             if not broke:
                 return live
+
+    def _own_leases(self) -> dict[str, str] | None:
+        """Lease objects this handle holds or is taking (name -> our owner id): not read back."""
+        return None
 
     def _back_off(self, live: list[LockInfo], deadline: float, backoff: float) -> None:
         now = now_boot()
@@ -340,6 +348,13 @@ class LockHandle:
         data = self._body(inst, prev)
         storage = self.layout.storage
         storage.makedirs(LOCK_DIR)
+        store = conditional(storage)
+        if store is not None:
+            # a create with If-None-Match that the store answered 200 holds these bytes (the probe
+            # showed the store honours the condition): nothing a read-back could add. Its ETag lets
+            # the release be one conditional DELETE of exactly this generation.
+            inst.etag = store.put_if_absent(rel, data)
+            return
         storage.write_new(rel, data)
         try:
             back = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
@@ -352,8 +367,12 @@ class LockHandle:
                             f"({len(back)} of {len(data)} bytes); the mount did not store our lock file")
 
     def _delete(self, inst: HeldLock) -> None:
+        store = conditional(self.layout.storage) if inst.etag is not None else None
         with contextlib.suppress(OSError):
-            self.layout.storage.remove(f"{LOCK_DIR}/{inst.name}")
+            if store is not None and inst.etag is not None:
+                store.delete_if_match(f"{LOCK_DIR}/{inst.name}", inst.etag)
+            else:
+                self.layout.storage.remove(f"{LOCK_DIR}/{inst.name}")
 
     def _register(self, inst: HeldLock) -> HeldLock:
         with self._mu:
@@ -390,7 +409,7 @@ class LockHandle:
                 raise LockLost(f"{self.dir.where(old)}: our lock file vanished during refresh (broken by another "
                                "process); stopped before the next destructive step")
             self.layout.storage.remove(f"{LOCK_DIR}/{old}")
-            inst.gen, inst.name, inst.confirmed = new.gen, new.name, started
+            inst.gen, inst.name, inst.confirmed, inst.etag = new.gen, new.name, started, new.etag
 
     def _refresher(self) -> None:
         p = self.params

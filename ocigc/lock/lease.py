@@ -21,6 +21,7 @@ from ocigc.layout.journal import write_record
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import EXCLUSIVE, LOCK_DIR, SHARED, LockInfo, is_lease, lease_name, now_boot
 from ocigc.lock.handle import HeldLock, LockHandle
+from ocigc.lock.params import LockError
 from ocigc.storage.base import ConditionalStorage, PreconditionFailed
 
 
@@ -40,14 +41,23 @@ class LeaseHandle(LockHandle):
     def __init__(self, layout: Layout, store: ConditionalStorage, **kwargs: Any) -> None:
         super().__init__(layout, **kwargs)
         self.store = store
+        #: The lease being taken (created, not yet registered): ours, not read back by a scan.
+        self._taking: str | None = None
 
     def __repr__(self) -> str:
         return f"LeaseHandle({self.layout.location!r}, mode={self.mode!r}, owner={self.owner[:8]})"
 
     # --- acquisition ---------------------------------------------------------------------------
+    def _own_leases(self) -> dict[str, str] | None:
+        with self._mu:
+            held = {inst.name: self.owner for inst in self._held.values() if is_lease(inst.name)}
+        if self._taking is not None:
+            held[self._taking] = self.owner
+        return held
+
     def _acquire_instance(self, scope: str, mode: str, wait: float) -> HeldLock:
         if mode != EXCLUSIVE:
-            return super()._acquire_instance(scope, mode, wait)
+            return self._acquire_shared(scope, wait)
         p = self.params
         deadline = now_boot() + wait
         self._waiting = wait
@@ -59,6 +69,7 @@ class LeaseHandle(LockHandle):
                 blocking = [got]
             else:
                 inst = got
+                self._taking = inst.name
                 try:
                     live = self._live_conflicts(scope, EXCLUSIVE)
                     if live and all(c.mode == SHARED for c in live):
@@ -66,11 +77,45 @@ class LeaseHandle(LockHandle):
                 except BaseException:
                     self._delete(inst)
                     raise
+                finally:
+                    self._taking = None
                 if not live:
                     return self._register(inst)
                 self._delete(inst)
                 blocking = live
             self._back_off(blocking, deadline, backoff)
+            backoff = min(backoff * 2, p.backoff_cap)
+
+    def _acquire_shared(self, scope: str, wait: float) -> HeldLock:
+        """A shared lock on a store that passed the probe: create our file, list once.
+
+        No settle delay and no listing first: the store is linearizable (a request answered is
+        visible to every later request, listings included), so of a shared acquirer and an
+        exclusive one (a lease, or a lock file of a host on the mount) at least one sees the other
+        in the listing it makes after its own write, and backs off. A host on the mount sees our
+        file too: it lists after its own settle delay, which exceeds its mount's cache expiry.
+        Two requests when nothing conflicts (docs/locking.md, "Native mode")."""
+        p = self.params
+        deadline = now_boot() + wait
+        self._waiting = wait
+        backoff = random.uniform(p.backoff_min, p.backoff_max)
+        while True:
+            self.stats.attempts += 1
+            inst = self._write_new(scope, SHARED)
+            try:
+                live = self._live_conflicts(scope, SHARED)
+                if inst.name not in self.dir.listed:
+                    raise LockError(f"{self.dir.where(inst.name)}: our own lock file is not listed right after "
+                                    "the store accepted it; this store's listings lag its writes, so locking "
+                                    "cannot work through its API (see docs/locking.md)")
+            except BaseException:
+                self._delete(inst)
+                raise
+            if not live:
+                self._refresh_if_due(inst)
+                return self._register(inst)
+            self._delete(inst)
+            self._back_off(live, deadline, backoff)
             backoff = min(backoff * 2, p.backoff_cap)
 
     def _take_lease(self, scope: str) -> HeldLock | LockInfo:

@@ -165,6 +165,14 @@ class HasSettleHint(Protocol):
 
 
 @runtime_checkable
+class SizesObjects(Protocol):
+    """The size of one object in one request, and no cache in between (an object store's HEAD):
+    what a writer asks before storing a blob. None when there is none (a directory is none)."""
+
+    def object_size(self, rel: str) -> int | None: ...
+
+
+@runtime_checkable
 class RemovesMany(Protocol):
     """Batched removals (S3 ``DeleteObjects``): ``(rel, problem)`` for each that failed."""
 

@@ -311,6 +311,11 @@ class S3Storage:
                 return FileStat(int(head.get("ContentLength") or 0), head_mtime(head), False)
         return FileStat(0, 0.0, True) if self._is_dir(rel) else None
 
+    def object_size(self, rel: str) -> int | None:
+        """One HEAD: the object's size, None when there is no object ``rel`` (a prefix is none)."""
+        head = self._head(rel)
+        return int(head.get("ContentLength") or 0) if head is not None else None
+
     def read_bytes(self, rel: str, limit: int | None = None, nofollow: bool = False) -> bytes:
         return self._get(rel, limit)[0]
 

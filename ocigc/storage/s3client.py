@@ -1,8 +1,8 @@
-"""The boto3 side of the native S3 backend (``ocigc.storage.s3``): one client per (endpoint, bucket)
+"""The botocore side of the native S3 backend (``ocigc.storage.s3``): one client per (endpoint, bucket)
 shared by every ``S3Storage`` of the process, requests with botocore's errors turned into
 ``OSError`` subclasses (or ``S3Error`` for bucket-level ones), the probe of conditional requests,
-and the fields of S3's answers (bodies, times, ETags). The only module that imports boto3 and
-botocore.
+and the fields of S3's answers (bodies, times, ETags). The only module that imports botocore (and
+s3transfer, for copies over 5 GiB).
 
 Endpoint, region and credentials come the standard AWS way (environment, profiles,
 ``AWS_ENDPOINT_URL``); ``open_storage`` passes the CLI's ``--endpoint-url``.
@@ -19,6 +19,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -29,8 +30,8 @@ from ocigc.storage.base import OpCounter, PreconditionFailed
 if TYPE_CHECKING:
     from ocigc.storage.behind import BucketBehind
 
-try:  # the optional extra
-    import boto3
+try:  # the optional extra (boto3's own import, about 50 ms more, is not needed: botocore's session is)
+    import botocore.session
     from botocore import UNSIGNED
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
@@ -50,6 +51,20 @@ _CONFLICT = frozenset({"ConditionalRequestConflict", "409", "OperationAborted"})
 _DENIED = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 #: An ETag no object has: conditional requests with it must fail.
 _WRONG_ETAG = '"00000000000000000000000000000000"'
+
+
+#: Background work of this process (probe clean-up): joined by ``finish_background``.
+_BACKGROUND: list[threading.Thread] = []
+_BACKGROUND_MU = threading.Lock()
+
+
+def finish_background(timeout: float = 60.0) -> None:
+    """Wait for this process's background clean-up (the probe objects) to end."""
+    with _BACKGROUND_MU:
+        threads, _BACKGROUND[:] = list(_BACKGROUND), []
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
 
 
 class S3Error(OcigcError):
@@ -155,9 +170,13 @@ class Bucket:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def copy_large(self, source: dict[str, str], key: str, where: str) -> None:
-        """A copy larger than 5 GiB: a multipart copy (boto3's managed transfer)."""
+        """A copy larger than 5 GiB: a multipart copy (s3transfer's managed transfer, as boto3's
+        ``client.copy`` does)."""
+        from s3transfer.manager import TransferManager
+
         try:
-            self.client.copy(source, self.bucket, key)
+            with TransferManager(self.client) as manager:
+                manager.copy(source, self.bucket, key).result()
         except ClientError as e:
             raise self._translate(e, where) from None
 
@@ -187,40 +206,58 @@ class Bucket:
         return bool(self.conditional)
 
     def probe(self, root_key: str, counter: OpCounter) -> tuple[bool, bool, str]:
-        """PUT a probe object with ``If-None-Match: *`` twice (the second must fail with 412), PUT with
-        ``If-Match`` on a wrong ETag (must fail), DELETE with ``If-Match`` on a wrong ETag (must not
-        delete). The object goes to ``<root_key>/.ocigc/probe/`` (where we may write) and is removed."""
-        key = f"{root_key}/{PROBE_DIR}/{uuid.uuid4().hex}" if root_key else f"{PROBE_DIR}/{uuid.uuid4().hex}"
-        where = f"s3://{self.bucket}/{key}"
+        """Two round trips: create two probe objects with ``If-None-Match: *``; then, at once, a second
+        ``If-None-Match: *`` PUT of the first (must fail with 412), a PUT of it with ``If-Match`` on a
+        wrong ETag (must fail), and a DELETE of the second with ``If-Match`` on a wrong ETag (must not
+        delete; a second object, so that a store which ignores that condition cannot make the first
+        check pass or fail by deleting the first). The objects go to ``<root_key>/.ocigc/probe/``
+        (where we may write) and are removed in the background (``finish_background``)."""
+        base = f"{root_key}/{PROBE_DIR}" if root_key else PROBE_DIR
+        token = uuid.uuid4().hex
+        key, key_del = f"{base}/{token}", f"{base}/{token}-delete"
 
-        def put(data: bytes, **extra: str) -> None:
+        def put(k: str, data: bytes, **extra: str) -> None:
             counter.add("write")
-            self.retrying("put_object", where, Bucket=self.bucket, Key=key, Body=data, **extra)
+            self.retrying("put_object", f"s3://{self.bucket}/{k}", Bucket=self.bucket, Key=k, Body=data, **extra)
 
+        def delete_if_wrong_etag() -> None:
+            self.call("delete_object", f"s3://{self.bucket}/{key_del}", Bucket=self.bucket, Key=key_del,
+                      IfMatch=_WRONG_ETAG)
+
+        created: list[str] = []
         try:
-            try:
-                put(b"ocigc conditional-write probe\n", IfNoneMatch="*")
-            except (PreconditionFailed, OSError) as e:
-                return False, False, f"a PUT with If-None-Match failed: {e}"
-            try:
-                put(b"second\n", IfNoneMatch="*")
+            with ThreadPoolExecutor(3, thread_name_prefix="ocigc-probe") as pool:
+                firsts = {k: pool.submit(put, k, b"ocigc conditional-write probe\n", IfNoneMatch="*")
+                          for k in (key, key_del)}
+                errors = {k: f.exception() for k, f in firsts.items()}
+                created = [k for k, e in errors.items() if e is None]
+                failed = next((e for e in errors.values() if e is not None), None)
+                if isinstance(failed, S3Error):
+                    raise failed
+                if failed is not None:
+                    return False, False, f"a PUT with If-None-Match failed: {failed}"
+                second = pool.submit(put, key, b"second\n", IfNoneMatch="*")
+                third = pool.submit(put, key, b"third\n", IfMatch=_WRONG_ETAG)
+                fourth = pool.submit(delete_if_wrong_etag)
+                e2, e3, e4 = second.exception(), third.exception(), fourth.exception()
+            for e in (e2, e3, e4):
+                if e is not None and not isinstance(e, OSError):
+                    raise e
+            if e2 is None:
                 return False, False, "a second PUT with If-None-Match: * of the same key succeeded"
-            except PreconditionFailed:
-                pass
-            try:
-                put(b"third\n", IfMatch=_WRONG_ETAG)
+            if not isinstance(e2, PreconditionFailed):
+                raise e2
+            if e3 is None:
                 return False, False, "a PUT with If-Match on a wrong ETag succeeded"
-            except (PreconditionFailed, FileNotFoundError):
-                pass
-            try:
-                self.call("delete_object", where, Bucket=self.bucket, Key=key, IfMatch=_WRONG_ETAG)
-            except (PreconditionFailed, FileNotFoundError):
+            if not isinstance(e3, (PreconditionFailed, FileNotFoundError)):
+                raise e3
+            if isinstance(e4, (PreconditionFailed, FileNotFoundError)):
                 return True, True, "conditional writes and deletes honoured"
-            except OSError:
+            if e4 is not None:
                 return True, False, "conditional writes honoured; conditional delete rejected"
             counter.add("stat")
             try:
-                self.call("head_object", where, Bucket=self.bucket, Key=key)
+                self.call("head_object", f"s3://{self.bucket}/{key_del}", Bucket=self.bucket, Key=key_del)
                 cond_delete = True
             except FileNotFoundError:
                 cond_delete = False
@@ -229,12 +266,26 @@ class Bucket:
         except S3Error as e:
             return False, False, f"probe failed: {e}"
         finally:
-            with suppress(Exception):
-                self.client.delete_object(Bucket=self.bucket, Key=key)
-            probe_dir = key.rsplit("/", 1)[0]
-            for folder in (probe_dir, probe_dir.rsplit("/", 1)[0]):
+            self._clean_up_probe(created, base, counter)
+
+    def _clean_up_probe(self, keys: list[str], base: str, counter: OpCounter) -> None:
+        """Delete the probe objects, then the folders a store may keep for them (SeaweedFS), in a
+        thread of its own: the command goes on meanwhile; the process waits for it before it exits
+        (not a daemon) and ``finish_background`` joins it. Deleting a folder key never removes what
+        is under it (a store with folders refuses or ignores it), so our own later writes are safe."""
+
+        def run() -> None:
+            for k in keys:
+                with suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=k)
+            for folder in (base, base.rsplit("/", 1)[0]):
                 with suppress(Exception):
                     self._remove_if_empty_folder(f"{folder}/", counter)
+
+        t = threading.Thread(target=run, name="ocigc-probe-cleanup")
+        with _BACKGROUND_MU:
+            _BACKGROUND.append(t)
+        t.start()
 
     def _remove_if_empty_folder(self, prefix: str, counter: OpCounter) -> None:
         """Stores with a real directory tree (SeaweedFS's filer) keep a folder after its last key is
@@ -259,7 +310,7 @@ def _env_endpoint() -> str | None:
 def make_client(endpoint_url: str | None, *, region: str | None = None, addressing_style: str | None = None,
                 access_key_id: str | None = None, secret_access_key: str | None = None,
                 session_token: str | None = None, profile: str | None = None, anonymous: bool = False) -> Any:
-    """A boto3 S3 client. Unset parts come the standard AWS way (environment, profiles); the
+    """A botocore S3 client. Unset parts come the standard AWS way (environment, profiles); the
     addressing style defaults to ``OCIGC_S3_ADDRESSING_STYLE``, else path style with an endpoint.
     ``ocigc.storage.behind.BucketBehind.client_options`` gives the arguments a mount uses."""
     style = addressing_style or os.environ.get(ADDRESSING_ENV) or (
@@ -267,15 +318,13 @@ def make_client(endpoint_url: str | None, *, region: str | None = None, addressi
     config = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5},
                     s3={"addressing_style": style}, connect_timeout=10, read_timeout=120,
                     **({"signature_version": UNSIGNED} if anonymous else {}))
-    if access_key_id:
-        session = boto3.session.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
-                                        aws_session_token=session_token, region_name=region)
-    else:
-        try:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
-        except ProfileNotFound as e:
-            raise S3Error(f"profile {profile}: {e}") from None
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    try:
+        session = botocore.session.Session(profile=None if access_key_id else profile)
+        if access_key_id:
+            session.set_credentials(access_key_id, secret_access_key, session_token)
+        return session.create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+    except ProfileNotFound as e:
+        raise S3Error(f"profile {profile}: {e}") from None
 
 
 def bucket_client(bucket: str, endpoint_url: str | None, client: Any = None) -> Bucket:
@@ -306,7 +355,8 @@ def behind_bucket(behind: BucketBehind) -> Bucket:
 
 
 def reset_clients() -> None:
-    """Forget the per-process clients and probe results (tests)."""
+    """Forget the per-process clients and probe results (tests), once their clean-up is done."""
+    finish_background()
     with _BUCKETS_MU:
         _BUCKETS.clear()
         _BEHIND.clear()

@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from ocigc.digest import Digest
@@ -17,7 +18,7 @@ from ocigc.errors import (
 )
 from ocigc.layout.layout import INDEX_FILE, OCI_LAYOUT_FILE, Layout
 from ocigc.progress import Counter
-from ocigc.storage.base import StagesTemp, Storage, open_write_content, stager
+from ocigc.storage.base import SizesObjects, StagesTemp, Storage, open_write_content, stager
 from ocigc.transfer.conventions import (
     NEW_INDEX_CONTENT,
     OCI_LAYOUT_CONTENT,
@@ -30,13 +31,25 @@ from ocigc.transfer.push_request import BlobSource
 def ensure_layout(storage: Storage) -> Layout:
     """Open the layout, creating ``oci-layout``, ``index.json`` and ``blobs/sha256`` when missing
     (the files oras-go writes). An existing but invalid ``oci-layout`` is an error."""
-    if storage.stat(OCI_LAYOUT_FILE) is not None:  # the common case: one stat
+    if isinstance(storage, SizesObjects):  # a bucket: the three requests at once, one round trip
+        with ThreadPoolExecutor(3, thread_name_prefix="ocigc-layout") as pool:
+            marker = pool.submit(storage.object_size, OCI_LAYOUT_FILE)
+            index = pool.submit(storage.object_size, INDEX_FILE)
+            opened = pool.submit(Layout.open, storage)
+            if marker.result() is not None:
+                layout = opened.result()
+                if index.result() is None:
+                    with contextlib.suppress(FileExistsError):
+                        storage.write_new(INDEX_FILE, NEW_INDEX_CONTENT)
+                return layout
+            with contextlib.suppress(Exception):
+                opened.result()  # a layout not made yet: made below
+    elif storage.stat(OCI_LAYOUT_FILE) is not None:  # the common case: one stat
         layout = Layout.open(storage)
         if storage.stat(INDEX_FILE) is None:
             with contextlib.suppress(FileExistsError):
                 storage.write_new(INDEX_FILE, NEW_INDEX_CONTENT)
-        if storage.stat("blobs/sha256") is None:
-            storage.makedirs("blobs/sha256")
+        storage.makedirs("blobs/sha256")  # idempotent; nothing on an object store (a stat there is 2 requests)
         return layout
     st = storage.stat("")
     if st is None:
@@ -55,7 +68,9 @@ def ensure_layout(storage: Storage) -> Layout:
 
 def blob_size_if_present(layout: Layout, digest: Digest) -> int | None:
     """The size of a blob, found by opening it (not by stat: s3fs's stat cache can claim a blob that
-    another host deleted). None when it is absent."""
+    another host deleted); on an object store by one HEAD. None when it is absent."""
+    if isinstance(layout.storage, SizesObjects):
+        return layout.storage.object_size(digest.blob_path())
     try:
         f = layout.open_blob(digest)
     except (FileNotFoundError, NotADirectoryError):

@@ -290,7 +290,11 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
             blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency, progress)
         layout = ensure_layout(storage)
         locker = req.locker or shared_locker(req.lock_wait, "push")
-        with locker(layout) as handle, contextlib.ExitStack() as cleanup:
+        # the check after the merge runs while the lock is being released (on a bucket: one round trip
+        # for both); it reads only what index.json now references, which no ocigc process removes
+        side = ThreadPoolExecutor(1, thread_name_prefix="ocigc-verify")
+        checking = None
+        with side, locker(layout) as handle, contextlib.ExitStack() as cleanup:
             if one_pass:  # stream every file into the layout while hashing it
                 cleanup.callback(lambda: discard_staged(layout, blobs))
                 blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency,
@@ -321,14 +325,14 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                                     artifact_type=config_blob.descriptor["mediaType"] if spec_v1_0 else artifact_type)
             manifest_blob = BlobSource(entry, data=manifest_bytes, label="manifest")
             all_blobs = _unique([config_blob, *layers])
-            _upload(layout, all_blobs, req.concurrency, progress)
-            manifest_blob.uploaded = write_blob(layout, manifest_blob)
+            # the manifest with its blobs, at once: nothing names it before index.json does
+            _upload(layout, [*all_blobs, manifest_blob], req.concurrency, progress)
 
             def mutate(index: Index) -> Index:
                 # Inside the short exclusive hold: a delete or sweep (which remove blobs only under an
                 # exclusive hold) may have removed a blob we skipped as present; store it again before
                 # index.json names it, so the merge never commits a dangling reference.
-                pmap(lambda b: write_blob(layout, b), [*all_blobs, manifest_blob], req.concurrency)
+                pmap(lambda b: write_blob(layout, b), [*all_blobs, manifest_blob], req.concurrency, eager=not one_pass)
                 for tag in req.tags:
                     index = set_tag(index, entry, tag)
                 if not req.tags:
@@ -337,7 +341,10 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
 
             handle.ensure_held()
             result = update_index(layout, mutate, hold=hold_for(handle))
-            verify_present(layout, [*all_blobs, manifest_blob], req.concurrency)
+            checking = side.submit(verify_present, layout, [*all_blobs, manifest_blob], req.concurrency,
+                                   eager=not one_pass)
+    if checking is not None:
+        checking.result()
     ref = f"{req.layout_path}:{','.join(req.tags)}" if req.tags else f"{req.layout_path}@{manifest_digest}"
     return PushResult(layout.location, ref, list(req.tags), entry, manifest_bytes,
                       [config_blob, *layers, manifest_blob], warnings, result.changed)
@@ -448,11 +455,13 @@ def _upload(layout: Layout, blobs: list[BlobSource], jobs: int, progress: Progre
     counter.close()
 
 
-def verify_present(layout: Layout, blobs: Sequence[BlobSource], jobs: int = DEFAULT_PUSH_CONCURRENCY) -> None:
-    """After the merge: every blob the manifest references opens with the right size."""
+def verify_present(layout: Layout, blobs: Sequence[BlobSource], jobs: int = DEFAULT_PUSH_CONCURRENCY, *,
+                   eager: bool = False) -> None:
+    """After the merge: every blob the manifest references opens with the right size (``eager``:
+    all at once, as on a bucket)."""
     problems = []
     descs = [b.descriptor for b in blobs]
-    sizes = pmap(lambda desc: blob_size_if_present(layout, Digest(desc["digest"])), descs, jobs)
+    sizes = pmap(lambda desc: blob_size_if_present(layout, Digest(desc["digest"])), descs, jobs, eager=eager)
     for desc, got in zip(descs, sizes, strict=True):
         d = Digest(desc["digest"])
         if got is None:
