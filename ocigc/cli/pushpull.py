@@ -28,8 +28,7 @@ from ocigc.lock.handle import LockHandle
 from ocigc.oci.descriptor import ANNOTATION_TITLE
 from ocigc.oci.refs import check_tag, parse_reference, reference_in
 from ocigc.transfer.arguments import load_annotation_file, parse_annotation_flags
-from ocigc.transfer.conventions import DEFAULT_PUSH_CONCURRENCY
-from ocigc.transfer.pull import DEFAULT_PULL_CONCURRENCY, pull
+from ocigc.transfer.conventions import DEFAULT_PULL_CONCURRENCY, DEFAULT_PUSH_CONCURRENCY
 from ocigc.transfer.push import push, tag
 from ocigc.transfer.push_request import Locker, PushRequest
 
@@ -143,6 +142,8 @@ def pull_cmd(
     with handle_errors("pull", json_out):
         reference = parse_reference(ref)
         layout = open_at(reference, ref)
+        from ocigc.transfer.pull import pull  # only this command needs it
+
         result = pull(layout, reference, output, overwrite=overwrite, concurrency=concurrency,
                       progress=s.progress(json_out))
         if json_out:

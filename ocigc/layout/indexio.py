@@ -177,20 +177,15 @@ def _update_cas(layout: Layout, store: ConditionalStorage, mutate: Mutation, ret
     races: list[str] = []
     first: Index | None = None
     for attempt in range(1, retries + 1):
-        # Requests go out side by side where order does not matter: the read needs no hold (the
-        # compare-and-swap replaces only what we read), so it overlaps the taking of the hold; the
-        # backup of what we read overlaps the mutation (whose own requests, e.g. a push's re-check of
-        # its blobs, then cost no extra round trip). An unchanged index drops its backup again.
+        # The read and the backup of what was read need no hold (the compare-and-swap replaces only
+        # what we read): they go out while the hold is being taken (a lease and a listing), so that
+        # under the hold only the mutation and the write remain. An unchanged index drops its backup.
         with ThreadPoolExecutor(1, thread_name_prefix="ocigc-index") as side:
-            reading = side.submit(_read_etag_retrying, layout, store)
+            prepared = side.submit(_read_and_back_up, layout, store)
             with (hold() if hold else nullcontext()):
-                raw_current, etag, current = reading.result()
+                _raw, etag, current, backup = prepared.result()
                 first = first or current
-                backing = side.submit(backup_index, layout, raw_current, current.fingerprint)
-                try:
-                    new = mutate(current)
-                finally:
-                    backup = backing.result()
+                new = mutate(current)
                 if new is None or new.dumps() == current.dumps():
                     with suppress(OSError):
                         layout.storage.remove(backup)
@@ -209,6 +204,11 @@ def _update_cas(layout: Layout, store: ConditionalStorage, mutate: Mutation, ret
         time.sleep(_jitter(0.0, 0.05) * attempt)
     raise LostRace(f"{layout.where(INDEX_FILE)}: lost the compare-and-swap race with other writers {retries} times; "
                    f"backups in {layout.where(BACKUP_DIR)}")
+
+
+def _read_and_back_up(layout: Layout, store: ConditionalStorage) -> tuple[bytes, str, Index, str]:
+    raw, etag, index = _read_etag_retrying(layout, store)
+    return raw, etag, index, backup_index(layout, raw, index.fingerprint)
 
 
 def _read_etag_retrying(layout: Layout, store: ConditionalStorage, retries: int = READ_RETRIES,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
 import time
 from typing import Any
 
@@ -43,6 +44,8 @@ class LeaseHandle(LockHandle):
         self.store = store
         #: The lease being taken (created, not yet registered): ours, not read back by a scan.
         self._taking: str | None = None
+        #: Leases of finished holds being deleted in the background (``_drop``).
+        self._releasing: list[threading.Thread] = []
 
     def __repr__(self) -> str:
         return f"LeaseHandle({self.layout.location!r}, mode={self.mode!r}, owner={self.owner[:8]})"
@@ -58,6 +61,7 @@ class LeaseHandle(LockHandle):
     def _acquire_instance(self, scope: str, mode: str, wait: float) -> HeldLock:
         if mode != EXCLUSIVE:
             return self._acquire_shared(scope, wait)
+        self._finish_releasing()  # our own lease of the last hold must be gone before we create it again
         p = self.params
         deadline = now_boot() + wait
         self._waiting = wait
@@ -161,6 +165,32 @@ class LeaseHandle(LockHandle):
         return json.dumps(body, indent=1).encode()
 
     # --- refresh and release -------------------------------------------------------------------
+    def _drop(self, inst: HeldLock) -> None:
+        """The end of a short hold: its lease is deleted in the background (one round trip the
+        command does not wait for: what it does next needs no hold), joined before we take a lease
+        again and when the handle is released."""
+        if not is_lease(inst.name) or inst.borrowed:
+            super()._drop(inst)
+            return
+        with self._mu:
+            if self._held.get(inst.scope) is inst:
+                del self._held[inst.scope]
+        with inst.mu:
+            inst.dropped = True
+        t = threading.Thread(target=self._delete, args=(inst,), name="ocigc-lease-release")
+        self._releasing.append(t)
+        t.start()
+
+    def _finish_releasing(self) -> None:
+        while self._releasing:
+            self._releasing.pop().join()
+
+    def release(self) -> None:
+        try:
+            super().release()
+        finally:
+            self._finish_releasing()
+
     def _refresh(self, inst: HeldLock) -> None:
         if not is_lease(inst.name):
             super()._refresh(inst)

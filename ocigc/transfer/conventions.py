@@ -56,6 +56,7 @@ NEW_INDEX_CONTENT = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.
 
 
 DEFAULT_PUSH_CONCURRENCY = 5  # oras push
+DEFAULT_PULL_CONCURRENCY = 3  # oras pull
 
 
 GZIP_LEVEL = 6  # Go's compress/gzip DefaultCompression

@@ -56,7 +56,12 @@ from ocigc.oci.refs import Reference
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.transfer.arguments import title_problem
-from ocigc.transfer.conventions import ANNOTATION_CONTENT_DIGEST, ANNOTATION_UNPACK, EMPTY_JSON_DIGEST
+from ocigc.transfer.conventions import (
+    ANNOTATION_CONTENT_DIGEST,
+    ANNOTATION_UNPACK,
+    DEFAULT_PULL_CONCURRENCY,
+    EMPTY_JSON_DIGEST,
+)
 from ocigc.transfer.hashing import CHUNK, SizeExceeded
 from ocigc.transfer.push import resolve_manifest
 from ocigc.transfer.safe_dir import (
@@ -70,8 +75,6 @@ from ocigc.transfer.safe_dir import (
     _write_file_into,
     set_dir_metadata,
 )
-
-DEFAULT_PULL_CONCURRENCY = 3  # oras pull
 
 
 @dataclass
