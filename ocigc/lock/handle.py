@@ -231,16 +231,32 @@ class LockHandle:
             self._back_off(after, deadline, backoff)
             backoff = min(backoff * 2, p.backoff_cap)
 
+    def _settle_for(self, scope: str, mode: str) -> float:
+        """The wait between writing our lock file and the listing that decides (docs/locking.md,
+        "Acquiring"): the settle delay for the index hold; for the repository's lock, none when
+        shared and twice the settle delay when exclusive. Of a shared and an exclusive acquirer
+        that race, the exclusive one then decides on a listing at least 2 x settle after its write,
+        and a shared one that missed it wrote later than its write minus the cache expiry: the
+        exclusive listing shows it (settle > cache expiry). One wait where both sides waited, and
+        on the side that runs rarely (a sweep), not on every push."""
+        settle = self.params.settle or 0.0
+        if scope == SCOPE_REPO:
+            return 0.0 if mode == SHARED else 2 * settle
+        return settle
+
     def _settle_and_check(self, inst: HeldLock, scope: str, mode: str, deadline: float) -> list[LockInfo] | None:
         """Wait the settle delay and list again: None when we hold the lock, else the live conflicts."""
-        settle = self.params.settle or 0.0
-        status.waiting(settle, f"{self.layout.display}: {'shared' if mode == SHARED else 'exclusive'} lock "
-                                "written, waiting for it to settle")
-        time.sleep(settle)
-        if inst.name not in self.dir.names():
-            raise LockError(f"{self.dir.where(inst.name)}: our own lock file is not listed {settle:g}s after "
-                            "writing it; the mount caches directory listings, so locking cannot work here "
-                            "(see docs/locking.md)")
+        settle = self._settle_for(scope, mode)
+        if settle > 0:
+            status.waiting(settle, f"{self.layout.display}: {'shared' if mode == SHARED else 'exclusive'} lock "
+                                    "written, waiting for it to settle")
+            time.sleep(settle)
+            # (a shared acquirer lists at once: a mount's listing may not show its own file yet, and
+            # need not: the exclusive side, which waits, is the one that must see it)
+            if inst.name not in self.dir.names():
+                raise LockError(f"{self.dir.where(inst.name)}: our own lock file is not listed {settle:g}s after "
+                                "writing it; the mount caches directory listings, so locking cannot work here "
+                                "(see docs/locking.md)")
         live = self._live_conflicts(scope, mode)
         if not live:
             return None

@@ -17,10 +17,20 @@ import threading
 import time
 from typing import Any
 
+from ocigc import status
 from ocigc.errors import LockLost
 from ocigc.layout.journal import write_record
 from ocigc.layout.layout import Layout
-from ocigc.lock.files import EXCLUSIVE, LOCK_DIR, SHARED, LockInfo, is_lease, lease_name, now_boot
+from ocigc.lock.files import (
+    EXCLUSIVE,
+    LOCK_DIR,
+    SCOPE_REPO,
+    SHARED,
+    LockInfo,
+    is_lease,
+    lease_name,
+    now_boot,
+)
 from ocigc.lock.handle import HeldLock, LockHandle
 from ocigc.lock.params import LockError
 from ocigc.storage.base import ConditionalStorage, PreconditionFailed
@@ -75,6 +85,8 @@ class LeaseHandle(LockHandle):
                 inst = got
                 self._taking = inst.name
                 try:
+                    if scope == SCOPE_REPO:
+                        self._wait_for_mount_hosts()
                     live = self._live_conflicts(scope, EXCLUSIVE)
                     if live and all(c.mode == SHARED for c in live):
                         live = [] if self._drain(inst, scope, deadline) else self._live_conflicts(scope, EXCLUSIVE)
@@ -121,6 +133,17 @@ class LeaseHandle(LockHandle):
             self._delete(inst)
             self._back_off(live, deadline, backoff)
             backoff = min(backoff * 2, p.backoff_cap)
+
+    def _wait_for_mount_hosts(self) -> None:
+        """Before the listing that decides an exclusive lock of the repository: a host on a mount
+        takes a shared lock without a settle delay (``LockHandle._settle_for``), listing right after
+        its write with a view up to its cache expiry old; a shared file it wrote after missing our
+        lease is in our listing once we have waited longer than that expiry (the mount hosts'
+        settle delay). A sweep's cost, once; pushes and deletes do not take this lock."""
+        wait = self.params.mount_settle or 0.0
+        if wait > 0:
+            status.waiting(wait, f"{self.layout.display}: lease taken, waiting for hosts on a mount to see it")
+            time.sleep(wait)
 
     def _take_lease(self, scope: str) -> HeldLock | LockInfo:
         """Create the lease, or take over a stale one; else the live holder."""

@@ -52,6 +52,9 @@ class LockParams:
     poll: float = 1.0
     fence_margin: float | None = None
     hold_wait: float = 300.0
+    #: The settle delay of hosts that reach the layout through a mount (the API side's exclusive lock
+    #: waits this long before the listing that decides); derived: ``settle`` when set, else the FUSE default.
+    mount_settle: float | None = None
     #: Overrides the host identity (tests simulate two hosts on one machine with it). When set,
     #: the dead-process shortcut only applies between processes that carry the same value.
     host_id: str | None = None
@@ -61,6 +64,7 @@ class LockParams:
         "backoff_min": "OCIGC_LOCK_BACKOFF_MIN", "backoff_max": "OCIGC_LOCK_BACKOFF_MAX",
         "backoff_cap": "OCIGC_LOCK_BACKOFF_CAP", "max_skew": "OCIGC_LOCK_MAX_SKEW", "poll": "OCIGC_LOCK_POLL",
         "fence_margin": "OCIGC_LOCK_FENCE_MARGIN", "hold_wait": "OCIGC_LOCK_HOLD_WAIT",
+        "mount_settle": "OCIGC_LOCK_MOUNT_SETTLE",
     }
 
     @classmethod
@@ -89,7 +93,9 @@ class LockParams:
         if refresh >= self.ttl - margin:
             raise LockError(f"lock refresh interval {refresh:g}s must be shorter than TTL {self.ttl:g}s minus "
                             f"the fence margin {margin:g}s")
-        return replace(self, settle=settle, refresh=refresh, fence_margin=margin,
+        mount_settle = self.mount_settle if self.mount_settle is not None else (
+            self.settle if self.settle is not None else DEFAULT_FUSE_SETTLE)
+        return replace(self, settle=settle, refresh=refresh, fence_margin=margin, mount_settle=mount_settle,
                        backoff_max=max(self.backoff_max, self.backoff_min))
 
     @property
