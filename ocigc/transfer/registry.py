@@ -39,6 +39,7 @@ from ocigc.layout.layout import MAX_MANIFEST_BYTES
 from ocigc.oci.descriptor import (
     OCI_INDEX,
 )
+from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.registry_http import (
     _LINK_NEXT,
     ResponseStream,
@@ -474,6 +475,27 @@ class RegistryClient:
 
 
 # --- credentials ----------------------------------------------------------------------------------
+def add_to_referrers_tag(client: RegistryClient, repo: str, subject: str, descriptors: list[dict[str, Any]]) -> bool:
+    """A registry without the referrers API: add ``descriptors`` to the index tagged ``<alg>-<hex>``
+    of ``subject`` (distribution spec, "Referrers Tag Schema"), merged with what it lists already.
+    False when every descriptor was listed (nothing written)."""
+    tag = referrers_tag(subject)
+    try:
+        raw, _, _ = client.get_manifest(repo, tag)
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            raise ValueError
+    except (BlobNotFound, ValueError):
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    listed = {m.get("digest") for m in doc["manifests"] if isinstance(m, dict)}
+    added = [d for d in descriptors if d["digest"] not in listed]
+    if not added:
+        return False
+    doc["manifests"].extend(added)
+    client.put_manifest(repo, tag, json.dumps(doc, separators=(",", ":")).encode(), doc.get("mediaType") or OCI_INDEX)
+    return True
+
+
 def _host_keys(host: str) -> list[str]:
     keys: list[str] = []
     for name in oras.utils.iter_localhosts(host):
