@@ -114,7 +114,7 @@ def attach_cmd(
                 title = b.descriptor.get("annotations", {}).get("org.opencontainers.image.title") or b.label
                 state = "Uploaded" if b.uploaded else "Exists  "
                 typer.echo(s.short(f"{state}  {title}  {human_bytes(b.size)}  {b.descriptor['digest']}"), err=True)
-        typer.echo(f"Attached to {_annotated(result.name, result.kind)}@{result.subject['digest']}")
+        typer.echo(s.short(f"Attached to {_annotated(result.name, result.kind)}@{result.subject['digest']}"))
         typer.echo(f"Digest: {result.digest}")
 
 
@@ -168,7 +168,7 @@ def discover_cmd(
                     for _, r, subj in root.walk()]
             typer.echo(table(rows, ["DIGEST", "ARTIFACT TYPE", "SIZE", "SUBJECT"]))
         else:
-            typer.echo("\n".join(_discover_tree(root, s)))
+            typer.echo("\n".join(s.short(line) for line in _discover_tree(root, s)))
 
 
 def _discover_tree(root: ReferrerNode, s: Settings) -> list[str]:
@@ -295,6 +295,7 @@ def blob_fetch_cmd(
     plain_http: PlainHttpOpt = False,
     insecure: InsecureOpt = False,
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -306,7 +307,7 @@ def blob_fetch_cmd(
     from ocigc.transfer.content import fetch_blob
     from ocigc.transfer.target import parse_target
 
-    s = settings(ctx, quiet, verbose)
+    s = settings(ctx, quiet, verbose, wide)
     with handle_errors("blob fetch", json_out):
         if not output:
             raise UsageError("give --output FILE (or '-o -' for stdout)")
@@ -323,7 +324,8 @@ def blob_fetch_cmd(
         if json_out:
             echo_json("blob fetch", result.to_json())
         elif not s.quiet:
-            typer.echo(f"Downloaded {printable(result.output)}  {human_bytes(result.size)}  {result.digest}", err=True)
+            typer.echo(s.short(f"Downloaded {printable(result.output)}  {human_bytes(result.size)}  {result.digest}"),
+                       err=True)
 
 
 @blob_app.command("delete")
@@ -337,6 +339,7 @@ def blob_delete_cmd(
     lock_wait: LockWaitOpt = "0",
     allow_unsafe_mount: AllowUnsafeMountOpt = False,
     json_out: JsonOpt = False,
+    wide: WideOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -351,7 +354,7 @@ def blob_delete_cmd(
     from ocigc.oci.refs import parse_reference
     from ocigc.transfer.content import delete_blob
 
-    s = settings(ctx, quiet, verbose)
+    s = settings(ctx, quiet, verbose, wide)
     with handle_errors("blob delete", json_out):
         reference = parse_reference(ref)
         if reference.digest is None:
@@ -362,7 +365,7 @@ def blob_delete_cmd(
                                          default=False, err=True):
             typer.echo("declined: nothing changed", err=True)
             return
-        locker: Locker = make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line())  # type: ignore[assignment]
+        locker: Locker = make_locker(s, parse_duration(lock_wait, "--lock-wait"), command_line())
         result = delete_blob(reference, locker, force=force)
         if json_out:
             echo_json("blob delete", result.to_json())
@@ -370,7 +373,5 @@ def blob_delete_cmd(
         if result.dangling_in:
             typer.echo(f"warning: {len(result.dangling_in)} reachable manifest(s) now reference a missing blob, "
                        f"first {result.dangling_in[0]} ('ocigc check' reports it, exit 4)", err=True)
-        if result.deleted:
-            typer.echo(f"Deleted [oci-layout] {printable(reference.path)}@{result.digest}")
-        else:
-            typer.echo(f"Missing [oci-layout] {printable(reference.path)}@{result.digest}")
+        what = "Deleted" if result.deleted else "Missing"
+        typer.echo(s.short(f"{what} [oci-layout] {printable(reference.path)}@{result.digest}"))
