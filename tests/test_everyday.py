@@ -211,7 +211,7 @@ def test_interrupt_at_the_prompt_is_130_and_changes_nothing(tmp_path: Path, key:
     report = tmp_path / "report.json"
     before = snapshot(lay, control=False)
     args: list[str | os.PathLike[str]] = (["sweep", lay, "--grace", "0"] if command == "sweep"
-                                          else ["delete", "--yes", f"{lay}:v1"])
+                                          else ["delete", f"{lay}:v1"])
     code, out = run_on_tty([*args, "--json-report", report], key)
     assert code == INTERRUPTED, f"{name}: {out}"
     assert "interrupted" in out and "Aborted" not in out and "Traceback" not in out, out
