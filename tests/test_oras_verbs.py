@@ -277,3 +277,18 @@ def test_registry_attach_discover_fetch(registry: RegistryServer, tmp_path: Path
     status, index, _ = registry.get(f"/v2/{repo}/manifests/sha256-{digest.split(':')[1]}")
     assert len(json.loads(index)["manifests"]) == 2
     assert len(_ok(["discover", "--plain-http", "--json", f"{ref}:v1"]).json()["referrers"]) == 2
+    # manifest delete: refused without a terminal and without --yes; then the referrer leaves the
+    # fallback index, and the subject goes by tag
+    p = subprocess.run([OCIGC, "manifest", "delete", "--plain-http", f"{ref}@{sbom}"], capture_output=True,
+                       text=True, env=cli_env(), stdin=subprocess.DEVNULL, timeout=120, check=False)
+    assert p.returncode == USAGE and "--yes" in p.stderr, p.stderr
+    assert registry.get(f"/v2/{repo}/manifests/{sbom}")[0] == 200
+    r = _ok(["manifest", "delete", "-f", "--plain-http", "--json", f"{ref}@{sbom}"])
+    assert r.json()["deleted"] is True and r.json()["referrers_tag_updated"] is True
+    assert registry.get(f"/v2/{repo}/manifests/{sbom}")[0] == 404
+    status, index, _ = registry.get(f"/v2/{repo}/manifests/sha256-{digest.split(':')[1]}")
+    assert status == 200 and len(json.loads(index)["manifests"]) == 1
+    assert len(_ok(["discover", "--plain-http", "--json", f"{ref}:v1"]).json()["referrers"]) == 1
+    _ok(["manifest", "delete", "--yes", "--plain-http", f"{ref}:v1"])
+    assert registry.get(f"/v2/{repo}/manifests/v1")[0] == 404
+    assert run(["manifest", "fetch", "--plain-http", f"{ref}:v1"]).code == ERROR

@@ -259,10 +259,13 @@ def _stdout(data: bytes) -> None:
 @manifest_app.command("delete")
 def manifest_delete_cmd(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(metavar="REF...", help="LAYOUT:TAG, LAYOUT@DIGEST or LAYOUT::NAME.")],
+    refs: Annotated[list[str], typer.Argument(metavar="REF...", help="LAYOUT:TAG, LAYOUT@DIGEST or LAYOUT::NAME; "
+                                              "or one HOST[:PORT]/REPO:TAG|@DIGEST.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", "--force", "-f", help="Do not ask for confirmation (oras' "
                                       "--force; required when stdin is not a terminal).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")] = False,
+    plain_http: PlainHttpOpt = False,
+    insecure: InsecureOpt = False,
     lock_wait: LockWaitOpt = "0",
     allow_unsafe_mount: AllowUnsafeMountOpt = False,
     json_out: JsonOpt = False,
@@ -273,12 +276,50 @@ def manifest_delete_cmd(
     """Delete manifests as 'ocigc delete' does (its plan, locks and cascade), with oras' prompt rules.
 
     -f/--force, as in oras, only skips the question; without a terminal and without it nothing is
-    deleted (exit 2). Exit codes as delete."""
+    deleted (exit 2). On a registry: DELETE by digest (its tags go with it), as oras. Exit codes as
+    delete."""
     from ocigc.cli.maintain import run_delete
+    from ocigc.transfer.target import RegistryRef, parse_target
 
     s = settings(ctx, quiet, verbose, wide)
+    with handle_errors("manifest delete", json_out):
+        targets = [parse_target(r) for r in refs]
+        remote = [t for t in targets if isinstance(t, RegistryRef)]
+        if remote and len(targets) > 1:
+            raise UsageError("a registry manifest is deleted alone: give one REF")
+    if remote:
+        _delete_registry_manifest(s, remote[0], yes, dry_run, _registry_options(plain_http, insecure), json_out)
+        return
     run_delete("manifest delete", s, refs, dry_run=dry_run, yes=yes, yes_flags="--yes (or -f)", lock_wait=lock_wait,
                json_out=json_out, allow_unsafe_mount=allow_unsafe_mount)
+
+
+def _delete_registry_manifest(s: Settings, ref: object, yes: bool, dry_run: bool, options: RegistryOptions,
+                              json_out: bool) -> None:
+    from ocigc.cli.maintain import require_consent
+    from ocigc.transfer.content import delete_registry_manifest, resolve_registry_manifest
+    from ocigc.transfer.target import RegistryRef
+
+    assert isinstance(ref, RegistryRef)
+    with handle_errors("manifest delete", json_out):
+        require_consent(yes, dry_run, "--yes (or -f)")
+        found = resolve_registry_manifest(ref, options)
+        if dry_run:
+            if json_out:
+                echo_json("manifest delete", {**found.to_json(), "dry_run": True, "deleted": False})
+            else:
+                typer.echo(s.short(f"Would delete {ref.name}@{found.digest} and all tags associated with it"))
+            return
+        if not yes and not typer.confirm(f"Are you sure you want to delete the manifest {found.digest!s} and all "
+                                         "tags associated with it?", default=False, err=True):
+            typer.echo("declined: nothing changed", err=True)
+            return
+        fallback = delete_registry_manifest(found, options)
+        if json_out:
+            echo_json("manifest delete", {**found.to_json(), "dry_run": False, "deleted": True,
+                                          "referrers_tag_updated": fallback})
+            return
+        typer.echo(s.short(f"Deleted {ref}"))
 
 
 # --- blob -----------------------------------------------------------------------------------------

@@ -112,6 +112,51 @@ def _layout_manifest(ref: Reference) -> tuple[Layout, dict[str, Any]]:
     return layout, resolve_manifest(layout, read_index_retrying(layout), ref)
 
 
+# --- manifest delete on a registry ---------------------------------------------------------------
+@dataclass
+class RegistryManifest:
+    """A registry's manifest about to be deleted: what the prompt and the report name."""
+
+    ref: RegistryRef
+    digest: Digest
+    media_type: str
+    size: int
+    subject: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": f"{self.ref.name}@{self.digest}", **plain_descriptor(self.media_type, self.digest, self.size)}
+
+
+def resolve_registry_manifest(ref: RegistryRef, options: RegistryOptions | None = None) -> RegistryManifest:
+    """The manifest a registry tag or digest names (``ReferenceNotFound`` when there is none)."""
+    from ocigc.transfer.registry_model import BlobNotFound
+
+    if not ref.reference:
+        raise UsageError(f"{ref}: name a tag or a digest")
+    try:
+        raw, media_type, digest = client_for(ref, options).get_manifest(ref.repo, ref.reference)
+    except BlobNotFound as e:
+        raise ReferenceNotFound(f"{ref}: the manifest does not exist ({e})") from None
+    doc = load_json(raw, limit=None)
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    subject_digest = subject.get("digest") if isinstance(subject, dict) else None
+    return RegistryManifest(ref, digest, media_type, len(raw), subject_digest if isinstance(subject_digest, str)
+                            else None)
+
+
+def delete_registry_manifest(found: RegistryManifest, options: RegistryOptions | None = None) -> bool:
+    """DELETE the manifest (by digest: the registry drops its tags), as ``oras manifest delete``;
+    a referrer is also dropped from its subject's ``<alg>-<hex>`` index on a registry without the
+    referrers API. True when that index changed."""
+    from ocigc.transfer.registry import remove_from_referrers_tag
+
+    client = client_for(found.ref, options)
+    client.delete_manifest(found.ref.repo, str(found.digest))
+    if found.subject is None or client.referrers(found.ref.repo, found.subject) is not None:
+        return False
+    return remove_from_referrers_tag(client, found.ref.repo, found.subject, str(found.digest))
+
+
 # --- blob fetch ----------------------------------------------------------------------------------
 @dataclass
 class FetchedBlob:

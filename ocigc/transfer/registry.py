@@ -321,6 +321,20 @@ class RegistryClient:
         return {"digest": response.headers.get("Docker-Content-Digest", ""),
                 "subject": response.headers.get("OCI-Subject", "")}
 
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        """DELETE a manifest by digest (the registry drops its tags too); BlobNotFound when absent."""
+        response = self.request("DELETE", self._url(f"/v2/{repo}/manifests/{digest}"), f"{repo}#delete",
+                                what=f"DELETE manifest {repo}@{digest}")
+        response.close()
+        if response.status_code in (200, 202):
+            self._count("manifest_delete")
+            return
+        if response.status_code == 404:
+            raise BlobNotFound(f"{self.host}/{repo}: manifest {digest} not found")
+        if response.status_code == 405:
+            raise RegistryRejected(f"{self.host}/{repo}: the registry does not allow deletes (405)", 405)
+        _raise_for(response, f"{self.host}/{repo}: DELETE manifest {digest}")
+
     # --- referrers -------------------------------------------------------------------------------
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
         """The referrers API's descriptors for ``digest``; None when the registry has no referrers API."""
@@ -493,6 +507,29 @@ def add_to_referrers_tag(client: RegistryClient, repo: str, subject: str, descri
         return False
     doc["manifests"].extend(added)
     client.put_manifest(repo, tag, json.dumps(doc, separators=(",", ":")).encode(), doc.get("mediaType") or OCI_INDEX)
+    return True
+
+
+def remove_from_referrers_tag(client: RegistryClient, repo: str, subject: str, digest: str) -> bool:
+    """Drop ``digest`` from the index tagged ``<alg>-<hex>`` of ``subject`` (a referrer deleted on a
+    registry without the referrers API, as oras-go does); the index goes when it lists nothing more.
+    False when it did not list it."""
+    tag = referrers_tag(subject)
+    try:
+        raw, _, index_digest = client.get_manifest(repo, tag)
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            return False
+    except (BlobNotFound, ValueError):
+        return False
+    kept = [m for m in doc["manifests"] if not (isinstance(m, dict) and m.get("digest") == digest)]
+    if len(kept) == len(doc["manifests"]):
+        return False
+    if kept:
+        doc["manifests"] = kept
+        client.put_manifest(repo, tag, json.dumps(doc, separators=(",", ":")).encode(),
+                            doc.get("mediaType") or OCI_INDEX)
+    client.delete_manifest(repo, str(index_digest))
     return True
 
 
