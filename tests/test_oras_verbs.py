@@ -101,7 +101,17 @@ def test_attach_then_discover(layout_dir: Path, tmp_path: Path) -> None:
 
 
 def test_attach_then_discover_s3(s3: S3Env, tmp_path: Path) -> None:
-    _attach_and_discover(s3.url("app"), _files(tmp_path))
+    where = s3.url("app")
+    _attach_and_discover(where, _files(tmp_path))
+    # the other verbs on s3:// too: fetches verified, a referenced blob kept
+    raw = _ok(["manifest", "fetch", f"{where}:v1"]).stdout.encode()
+    layer = json.loads(raw)["layers"][0]["digest"]
+    _ok(["blob", "fetch", f"{where}@{layer}", "-o", tmp_path / "out"])
+    assert (tmp_path / "out").read_text() == "hello\n"
+    keys = s3.layout_keys("app")
+    r = run(["blob", "delete", "--yes", f"{where}@{layer}"])
+    assert r.code == ERROR and "referenced by" in r.stderr, r
+    assert s3.layout_keys("app") == keys
 
 
 def test_attach_refuses_what_oras_refuses(tmp_path: Path) -> None:
