@@ -197,7 +197,8 @@ def test_bad_values_are_usage_errors_with_typer_s_messages() -> None:
     assert r.code == 2 and "Input should be less than or equal to 256" in r.stderr
 
 
-@pytest.mark.parametrize("argv", [["manifest", "fetch"], ["discover"]], ids=["manifest-fetch", "discover"])
+@pytest.mark.parametrize("argv", [["manifest", "fetch", "-o", "m.json"], ["discover"]],
+                         ids=["manifest-fetch", "discover"])
 def test_the_oras_verbs_on_a_layout_load_no_registry_client(tmp_path: Path, argv: list[str]) -> None:
     """``manifest fetch`` and ``discover`` of a layout: oras-py, requests and the registry client stay
     unloaded (they are imported on the registry path only)."""
@@ -211,7 +212,7 @@ def test_the_oras_verbs_on_a_layout_load_no_registry_client(tmp_path: Path, argv
             main()
         except SystemExit as e:
             assert e.code in (0, None), e.code
-    """, *argv, f"{tmp_path / 'L'}:v1")
+    """, *[str(tmp_path / a) if a == "m.json" else a for a in argv], f"{tmp_path / 'L'}:v1")
     assert "ocigc.cli.content" in mods
     assert _loaded(mods, ["oras", "requests", "ocigc.transfer.registry", "ocigc.transfer.migrate",
                           "ocigc.cli.maintain", "ocigc.cli.pushpull"]) == []
