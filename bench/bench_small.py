@@ -145,7 +145,7 @@ def one_round(store: BenchStore, path: str, i: int, seed: Path, files: Path,
             "ocigc push": measure(store, "ocigc push", [OCIGC, "push", "-q", f"{where['ocigc']}:{TAG}",
                                                         f"{FILE}:text/plain"], env, files),
             "plain write": measure(store, "plain write", plain_argv("write", where["plain"], file, TAG), env, ROOT),
-            "ocigc delete": measure(store, "ocigc delete", [OCIGC, "delete", "-q", f"{where['ocigc']}:{TAG}",
+            "ocigc delete": measure(store, "ocigc delete", [OCIGC, "delete", "--yes", "-q", f"{where['ocigc']}:{TAG}",
                                                             "--yes"], env, files),
             "plain untag": measure(store, "plain untag", plain_argv("untag", where["plain"], TAG), env, ROOT),
         }

@@ -215,7 +215,7 @@ def test_delete_on_bad_fixture_is_refused(name: str, tmp_path: Path) -> None:
 def test_legitimate_delete_on_a_content_problem_leaves_no_dangling_reference(name: str, tmp_path: Path) -> None:
     lay, _ = work_copy(name, tmp_path)
     tag = next(iter(facts(BAD / name)["tags"]))
-    r = run(["delete", "--json", f"{lay}:{tag}"])
+    r = run(["delete", "--yes", "--json", f"{lay}:{tag}"])
     assert r.code == OK, r
     assert run(["check", lay]).code != INTEGRITY
     r = run(["sweep", "--grace", "0", lay])
@@ -228,8 +228,8 @@ def test_symlink_escape_fixture_never_touches_the_target(tmp_path: Path) -> None
     [link] = facts(BAD / "symlink-escape")["symlinks"]
     target = Path(link["target"])
     st_before = target.stat() if target.exists() else None
-    for args in (["sweep", "--grace", "0", lay], ["delete", f"{lay}:ok"], ["check", "--verify-digests", lay],
-                 ["delete", f"{lay}:target"], ["sweep", "--grace", "0", lay]):
+    for args in (["sweep", "--grace", "0", lay], ["delete", "--yes", f"{lay}:ok"], ["check", "--verify-digests", lay],
+                 ["delete", "--yes", f"{lay}:target"], ["sweep", "--grace", "0", lay]):
         run(args)
     if st_before is not None:
         st_after = target.stat()
@@ -338,7 +338,8 @@ def test_blobs_dir_symlinked(tmp_path: Path, inside: bool) -> None:
     r = run(["check", lay])
     assert r.code == ERROR, r  # not 4: the blobs are not missing, they are behind a refused link
     assert "dangling:" not in r.stdout and str(lay / "blobs" / "sha256") in r.stdout
-    for args in (["sweep", "--grace", "0", lay], ["delete", f"{lay}:v2"], ["sweep", "--grace", "0", "--untagged", lay]):
+    for args in (["sweep", "--grace", "0", lay], ["delete", "--yes", f"{lay}:v2"],
+                 ["sweep", "--grace", "0", "--untagged", lay]):
         r = run(args)
         assert r.code == ERROR, r
         assert_one_error(r, str(lay / "blobs" / "sha256"))

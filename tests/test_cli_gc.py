@@ -142,14 +142,14 @@ def test_delete_cascades_to_referrers_unless_kept(tmp_path: Path) -> None:
     f = facts(LAYOUTS / "oras-artifact")
     [v1] = f["tags"]["v1"]
     a = fixture_copy("oras-artifact", tmp_path / "a")
-    r = run(["delete", "--json", f"{a}:v1"])
+    r = run(["delete", "--yes", "--json", f"{a}:v1"])
     assert r.code == OK
     assert removed(r) == set(f["reachable"])  # the image, the SBOM, the signature on the SBOM
     assert json.loads((a / "index.json").read_text())["manifests"] == []
     reasons = {e["digest"]: e["reason"] for e in outcome(r)["plan"]["remove_entries"]}
     assert all(ref in reasons and "referrer" in reasons[ref] for ref in f["referrers"])
     b = fixture_copy("oras-artifact", tmp_path / "b")
-    r = run(["delete", "--keep-referrers", "--json", f"{b}:v1"])
+    r = run(["delete", "--yes", "--keep-referrers", "--json", f"{b}:v1"])
     assert r.code == OK
     assert index_tags(b) == [None, None]  # both referrers stay index.json entries
     assert v1["digest"] in removed(r)  # a referrer does not keep its subject alive
@@ -163,7 +163,7 @@ def test_delete_several_refs_and_layouts_in_one_call(tmp_path: Path) -> None:
     b = fixture_copy("refnames", tmp_path / "b")
     fa = facts(LAYOUTS / "skopeo-copy")
     # latest and stable name one digest: deleting both removes its exclusive blobs; dup names two entries
-    r = run(["delete", "--json", f"{a}:latest", f"{a}:stable", f"{b}:dup"])
+    r = run(["delete", "--yes", "--json", f"{a}:latest", f"{a}:stable", f"{b}:dup"])
     assert r.code == OK, r
     assert [lay["location"] for lay in r.json()["layouts"]] == [str(a), str(b)]
     assert index_tags(a) == ["v2"]
@@ -188,37 +188,37 @@ def test_delete_by_digest_and_platform_refusal(tmp_path: Path) -> None:
     amd64 = next(p["digest"] for p in platforms if p["platform"]["architecture"] == "amd64")
     before = snapshot(lay, control=False)
     # one platform of a live multi-arch index: refused, nothing changed
-    r = run(["delete", f"{lay}@{amd64}"])
+    r = run(["delete", "--yes", f"{lay}@{amd64}"])
     assert r.code == ERROR and len(r.error_lines) == 1
     assert "listed by index" in r.error_lines[0] and amd64.split(":")[1] in r.error_lines[0]
     assert snapshot(lay, control=False) == before
     # --force drops only arm64's own (untagged) entry; its blob stays while the index lists it
-    r = run(["delete", "--force", "--json", f"{lay}@{arm64}"])
+    r = run(["delete", "--yes", "--force", "--json", f"{lay}@{arm64}"])
     assert r.code == OK, r
     assert removed(r) == set() and index_tags(lay) == ["multi", "nested"]
     assert arm64 in present(lay)
     # deleting multi keeps it (nested lists it); deleting nested too removes the whole tree
-    r = run(["delete", "--json", f"{lay}:multi"])
+    r = run(["delete", "--yes", "--json", f"{lay}:multi"])
     assert r.code == OK and removed(r) == set()
     assert any("still reachable" in n for n in outcome(r)["plan"]["notes"])
-    r = run(["delete", "--json", f"{lay}@{f['tags']['nested'][0]['digest']}"])
+    r = run(["delete", "--yes", "--json", f"{lay}@{f['tags']['nested'][0]['digest']}"])
     assert r.code == OK and removed(r) == set(f["reachable"]) and present(lay) == set()
 
 
 def test_delete_errors_change_nothing(tmp_path: Path, mode: str) -> None:
     lay = fixture_copy("skopeo-copy", tmp_path / "s")
     before = snapshot(lay, control=False)
-    r = run(["delete", f"{lay}:nope"], mode)
+    r = run(["delete", "--yes", f"{lay}:nope"], mode)
     assert r.code == ERROR and len(r.error_lines) == 1 and "'nope'" in r.error_lines[0]
     assert str(lay) in r.error_lines[0] and "in index.json" in r.error_lines[0]
     # one bad reference in a call: the whole layout's plan is refused
-    r = run(["delete", f"{lay}:latest", f"{lay}:nope"])
+    r = run(["delete", "--yes", f"{lay}:latest", f"{lay}:nope"])
     assert r.code == ERROR and index_tags(lay) == ["latest", "stable", "v2"]
     absent = "sha256:" + "1" * 64
-    assert run(["delete", f"{lay}@{absent}"]).code == ERROR
+    assert run(["delete", "--yes", f"{lay}@{absent}"]).code == ERROR
     assert snapshot(lay, control=False) == before
     for args in ([str(lay)], [f"{lay}@sha256:xyz"], [f"{lay}:"], []):
-        r = run(["delete", *args])
+        r = run(["delete", "--yes", *args])
         assert r.code == USAGE, (args, r)
     assert snapshot(lay, control=False) == before
 
@@ -365,7 +365,7 @@ def test_delete_human_output(tmp_path: Path, mode: str) -> None:
     assert sum(1 for line in lines if line.strip().startswith("remove ")) == 7
     assert any(line.strip().startswith("done: removed 3 entries, 7 blobs") for line in lines)
     lay2 = fixture_copy("oras-artifact", tmp_path / "q")
-    r = run(["delete", "-q", f"{lay2}:v1"], mode)
+    r = run(["delete", "--yes", "-q", f"{lay2}:v1"], mode)
     assert r.code == OK and r.stdout == "" and r.stderr == ""
 
 

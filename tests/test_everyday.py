@@ -146,12 +146,12 @@ def test_full_reference_ref_names_are_addressable_alone(layout_dir: Path) -> Non
 def test_unaddressable_spelling_says_how_to_address_it(tmp_path: Path) -> None:
     lay = tmp_path / "L"
     _podman_layout(lay)
-    for args in (["delete", f"{lay}:localhost/app:v2"], ["inspect", f"{lay}:localhost/app:v2"],
+    for args in (["delete", "--yes", f"{lay}:localhost/app:v2"], ["inspect", f"{lay}:localhost/app:v2"],
                  ["pull", f"{lay}:localhost/app:v2"], ["tag", f"{lay}:localhost/app:v2", "x"]):
         r = run(args)
         assert r.code == ERROR, (args, r)
         one_line(r, "no such directory", f"{lay}::localhost/app:v2")
-    r = run(["delete", f"{lay}:v1"])
+    r = run(["delete", "--yes", f"{lay}:v1"])
     assert r.code == ERROR
     one_line(r, "no tag 'v1'", f"did you mean {lay}::localhost/app:v1")
     # tags lists every entry; each has a spelling that names it alone (docs/cli.md, "References")
@@ -463,7 +463,7 @@ def test_errors_are_printed_once(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     layout_with_garbage(broken)
     (broken / "index.json").write_text("{")
-    for args in (["delete", f"{lay}:nosuch"], ["ls", tmp_path], ["check", tmp_path], ["sweep", tmp_path]):
+    for args in (["delete", "--yes", f"{lay}:nosuch"], ["ls", tmp_path], ["check", tmp_path], ["sweep", tmp_path]):
         r = run(args)
         assert r.code == ERROR, (args, r)
         [line] = r.error_lines
@@ -547,7 +547,7 @@ def test_every_json_output_has_the_envelope_and_snake_case_keys(tmp_path: Path) 
     cases: list[tuple[str, list[Any]]] = [
         ("ls", ["ls", tmp_path]), ("tags", ["tags", lay]), ("inspect", ["inspect", f"{lay}:v1"]),
         ("graph", ["graph", lay]), ("check", ["check", lay]), ("sweep", ["sweep", lay, "--dry-run"]),
-        ("delete", ["delete", f"{lay}:v1", "--dry-run"]), ("push", ["push", f"{lay}:v2", "f"]),
+        ("delete", ["delete", "--yes", f"{lay}:v1", "--dry-run"]), ("push", ["push", f"{lay}:v2", "f"]),
         ("pull", ["pull", f"{lay}:v2", "-o", tmp_path / "out"]), ("tag", ["tag", f"{lay}:v2", "v3"]),
         ("exec", ["exec", lay]), ("locks list", ["locks", "list", lay]),
         ("locks break", ["locks", "break", lay]), ("trash list", ["trash", "list", lay]),

@@ -196,7 +196,7 @@ def test_delete_other_tag_keeps_what_a_lying_entry_reaches(tmp_path: Path) -> No
     other, _other_kids = lay.image("other")
     od = lay.desc(other, OCI_MANIFEST)
     lay.index([entry(liar, "v1"), entry(od, "v2")])
-    r = run(["delete", f"{lay.root}:v2"])
+    r = run(["delete", "--yes", f"{lay.root}:v2"])
     assert r.code == OK, str(r)
     run(["sweep", "--grace", "0s", lay.root])
     assert kids <= lay.blobs()

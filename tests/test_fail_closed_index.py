@@ -90,7 +90,7 @@ def test_a_lone_surrogate_in_a_tag_prints_escaped_and_survives_a_rewrite(tmp_pat
     assert "a\\ud800b" in res.stdout
     res = run(["tags", root, "--json"], mode=mode)
     assert res.code == 0, str(res)
-    res = run(["delete", f"{root}:gone"], mode=mode)
+    res = run(["delete", "--yes", f"{root}:gone"], mode=mode)
     assert res.code == 0, str(res)
     raw = (root / "index.json").read_bytes()
     assert b'"a\\ud800b"' in raw  # the same escape, byte for byte

@@ -86,7 +86,7 @@ def test_blobs_is_a_file_one_line_and_next_layout_processed(layout_dir: Path, co
     before = files(layout_dir / "a")
     args: list[str | os.PathLike[str]] = {
         "check": ["check", layout_dir], "ls": ["ls", layout_dir], "sweep": ["sweep", layout_dir, "--dry-run"],
-        "delete": ["delete", f"{layout_dir / 'a'}:v1"]}[command]
+        "delete": ["delete", "--yes", f"{layout_dir / 'a'}:v1"]}[command]
     r = run(args)
     assert r.code == ERROR, str(r)
     one_error(r, f"{layout_dir / 'a' / blobs}: Not a directory")
@@ -140,7 +140,7 @@ def test_control_path_is_a_file_nothing_removed_next_layout_swept(layout_dir: Pa
     assert zg not in present(layout_dir / "z")
     assert json.loads(report.read_text())["exit_code"] == ERROR
     # a real delete stops before it changes anything too
-    r = run(["delete", f"{layout_dir / 'a'}:v1", *trash])
+    r = run(["delete", "--yes", f"{layout_dir / 'a'}:v1", *trash])
     assert r.code == ERROR, str(r)
     one_error(r, "a/.ocigc", "Not a directory")
     assert am in present(layout_dir / "a")
@@ -164,7 +164,7 @@ def test_lock_file_of_60000_brackets(layout_dir: Path) -> None:
     assert r.code == LOCK_BUSY, str(r)  # an unreadable lock is held until it is stale (docs/locking.md)
     one_error(r, "lock busy")
     assert ag in present(layout_dir / "a")
-    r = run(["delete", f"{layout_dir / 'a'}:v1", "--dry-run"])
+    r = run(["delete", "--yes", f"{layout_dir / 'a'}:v1", "--dry-run"])
     assert r.code == OK and "Traceback" not in r.stderr, str(r)
 
 
@@ -410,7 +410,7 @@ def test_read_only_layout_does_not_stop_the_root(tmp_path: Path) -> None:
         one_error(r, str(a / ".ocigc"), "Read-only file system")
         assert zg not in present(root / "z") and zm in present(root / "z")
         assert json.loads(report.read_text())["exit_code"] == ERROR
-        r = run(["delete", f"{a}:v1"])
+        r = run(["delete", "--yes", f"{a}:v1"])
         assert r.code == ERROR, str(r)
         one_error(r, "Read-only file system")
         assert files(a) == before and ag in present(a) and am in present(a)
@@ -442,12 +442,12 @@ def test_newline_in_layout_name_is_escaped_everywhere(tmp_path: Path) -> None:
     blob_path(root / "bad\nname", am).unlink()  # a problem to report, so the path is printed too
     raw, escaped = "bad\nname", "bad\\nname"
     for args in (["check", root], ["ls", root], ["sweep", root, "--dry-run"], ["check", "--json", root],
-                 ["sweep", root / raw, "--dry-run"], ["delete", f"{root / raw}:v1", "--dry-run"]):
+                 ["sweep", root / raw, "--dry-run"], ["delete", "--yes", f"{root / raw}:v1", "--dry-run"]):
         r = run(args)
         out = r.stdout + r.stderr
         assert raw not in out, f"{args}: raw newline in the output\n{r}"
         assert escaped in out or "--json" in args, f"{args}\n{r}"
         assert "Traceback" not in out
-    r = run(["delete", f"{root / 'gone'}\n:v1"])
+    r = run(["delete", "--yes", f"{root / 'gone'}\n:v1"])
     assert r.code == ERROR
     one_error(r, "gone\\n: no such directory")

@@ -118,7 +118,7 @@ def test_sweep_equals_umoci_gc_on_plain_images(made: dict[str, Path], tmp_path: 
         umoci("rm", "--image", f"{u}:{tag}")
     assert umoci_gc(u).returncode == 0
     refs = [f"{o}:v2", f"{o}:latest"] if maker == "umoci" else [f"{o}:v2"]
-    assert run(["delete", *refs]).code == OK
+    assert run(["delete", "--yes", *refs]).code == OK
     assert present(u) == present(o) and umoci_tags(u) == umoci_tags(o) == ["base"]
 
 
@@ -249,10 +249,10 @@ def test_difference_referrers(tmp_path: Path) -> None:
     assert any(p["code"] == "external-subject" for p in doc["layouts"][0]["problems"])
     # ocigc delete: the referrer goes with its subject, unless --keep-referrers
     d1 = copy_layout(tmp_path / "src", tmp_path / "delete")
-    assert run(["delete", f"{d1}:v1"]).code == OK
+    assert run(["delete", "--yes", f"{d1}:v1"]).code == OK
     assert digests["sig"] not in present(d1) and digests["v1"] not in present(d1)
     d2 = copy_layout(tmp_path / "src", tmp_path / "keep")
-    assert run(["delete", "--keep-referrers", f"{d2}:v1"]).code == OK
+    assert run(["delete", "--yes", "--keep-referrers", f"{d2}:v1"]).code == OK
     assert digests["sig"] in present(d2) and digests["v1"] not in present(d2)
 
 

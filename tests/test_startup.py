@@ -24,7 +24,8 @@ HEAVY = ["networkx", "oras", "requests", "boto3", "botocore", "tomllib", "rich",
          "ocigc.retention", "ocigc.transfer.migrate", "ocigc.transfer.registry"]
 #: The modules of the commands (a run imports its own only).
 COMMAND_MODULES = ["ocigc.cli.read", "ocigc.cli.check", "ocigc.cli.doctor", "ocigc.cli.exec", "ocigc.cli.maintain",
-                   "ocigc.cli.pushpull", "ocigc.cli.migrate", "ocigc.cli.policy", "ocigc.cli.locks", "ocigc.cli.trash"]
+                   "ocigc.cli.pushpull", "ocigc.cli.migrate", "ocigc.cli.policy", "ocigc.cli.locks", "ocigc.cli.trash",
+                   "ocigc.cli.content"]
 
 
 def _modules(code: str, *args: str) -> set[str]:
@@ -194,3 +195,24 @@ def test_bad_values_are_usage_errors_with_typer_s_messages() -> None:
     assert r.code == 2 and "Input should be a valid integer" in r.stderr
     r = run(["ls", "-j", "300", "."])
     assert r.code == 2 and "Input should be less than or equal to 256" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["manifest", "fetch", "-o", "m.json"], ["discover"]],
+                         ids=["manifest-fetch", "discover"])
+def test_the_oras_verbs_on_a_layout_load_no_registry_client(tmp_path: Path, argv: list[str]) -> None:
+    """``manifest fetch`` and ``discover`` of a layout: oras-py, requests and the registry client stay
+    unloaded (they are imported on the registry path only)."""
+    (tmp_path / "f").write_text("x\n")
+    assert run(["push", f"{tmp_path / 'L'}:v1", "f"], cwd=tmp_path).code == 0
+    mods = _modules("""
+        import sys
+        from ocigc.cli import main
+        sys.argv = ["ocigc", *sys.argv[1:]]
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+    """, *[str(tmp_path / a) if a == "m.json" else a for a in argv], f"{tmp_path / 'L'}:v1")
+    assert "ocigc.cli.content" in mods
+    assert _loaded(mods, ["oras", "requests", "ocigc.transfer.registry", "ocigc.transfer.migrate",
+                          "ocigc.cli.maintain", "ocigc.cli.pushpull"]) == []

@@ -221,7 +221,7 @@ def test_permission_denied_one_line_per_layout(where: str, tmp_path: Path, as_no
         assert "sweep z" in r.stdout and "done: removed 0 entries, 1 blobs" in r.stdout, r
         one_error(r, str(root / "a"), "Permission denied")
         assert zg not in present(root / "z") and zm in present(root / "z")
-        for command, args in (("tags", ["tags", root / "a"]), ("delete", ["delete", f"{root / 'a'}:v1"]),
+        for command, args in (("tags", ["tags", root / "a"]), ("delete", ["delete", "--yes", f"{root / 'a'}:v1"]),
                               ("exec", ["exec", root / "a", "--", "true"])):
             r = as_nobody(args, base)
             assert r.code == ERROR, (command, r)
@@ -270,7 +270,8 @@ def test_full_file_system_one_line_and_next_layout(tmp_path: Path) -> None:
         assert zg not in present(root / "z") and zm in present(root / "z")
         assert json.loads(report.read_text())["exit_code"] == ERROR
         assert ag in present(root / "a")
-        for command, args in (("push", ["push", f"{root / 'a'}:v3", "f"]), ("delete", ["delete", f"{root / 'a'}:v1"]),
+        for command, args in (("push", ["push", f"{root / 'a'}:v3", "f"]),
+                              ("delete", ["delete", "--yes", f"{root / 'a'}:v1"]),
                               ("tag", ["tag", f"{root / 'a'}:v1", "v3"])):
             r = run(args, cwd=tmp_path)
             assert r.code == ERROR, (command, r)
@@ -330,7 +331,7 @@ def test_directory_where_index_json_should_be(layout_dir: Path) -> None:
     index = root / "a" / "index.json"
     index.unlink()
     index.mkdir()
-    for command, args in (("tags", ["tags", root / "a"]), ("delete", ["delete", f"{root / 'a'}:v1"]),
+    for command, args in (("tags", ["tags", root / "a"]), ("delete", ["delete", "--yes", f"{root / 'a'}:v1"]),
                           ("exec", ["exec", root / "a", "--", "true"]), ("tag", ["tag", f"{root / 'a'}:v1", "v2"])):
         r = run(args)
         assert r.code == ERROR, (command, r)

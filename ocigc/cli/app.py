@@ -14,7 +14,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from ocigc import __version__
 from ocigc.cli._common import Settings, handle_errors, settings, usage_error
-from ocigc.cli.commands import EPILOG, SUMMARY
+from ocigc.cli.commands import EPILOG, SUMMARY, format_alias
 from ocigc.cli.lazy import LazyGroup
 
 
@@ -65,7 +65,7 @@ class Group(LazyGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
              **extra: Any) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = format_alias(list(sys.argv[1:] if args is None else args))
         try:
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False,
                               windows_expand_args=windows_expand_args, **extra)

@@ -17,7 +17,7 @@ import textwrap
 
 #: The first line of ``ocigc --help`` (also the app's ``help``).
 SUMMARY = ("Registry upkeep for OCI image layouts on object storage: delete, sweep, check, locks, push, pull, "
-           "migrate.")
+           "attach, migrate.")
 
 EPILOG = (
     "Exit codes: 0 ok; 1 error or problems found; 2 usage; 3 lost race after retries; "
@@ -44,6 +44,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("ocigc.cli.pushpull", "Push files to a layout as an oras artifact (the layout is created when "
                                    "missing)."),
     "pull": ("ocigc.cli.pushpull", "Pull an artifact's titled files into DIR; directories are unpacked."),
+    "attach": ("ocigc.cli.content", "Attach files to a manifest as a referrer (its subject), as oras attach "
+                                    "writes it."),
+    "discover": ("ocigc.cli.content", "List the referrers of a manifest, and theirs, recursively (as oras "
+                                      "discover)."),
+    "manifest": ("ocigc.cli.content", "Fetch or delete one manifest (as oras manifest fetch|delete)."),
+    "blob": ("ocigc.cli.content", "Fetch or delete one blob (as oras blob fetch|delete)."),
     "tag": ("ocigc.cli.pushpull", "Add tags to an existing manifest (a tag already on another manifest moves)."),
     "migrate": ("ocigc.cli.migrate", "Copy every repository and tag (untagged entries, referrers, all platforms) "
                                      "between layouts and registries; manifests go byte for byte, so every "
@@ -52,6 +58,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "locks": ("ocigc.cli.locks", "See and break the lock files of layouts (.ocigc/locks/)."),
     "trash": ("ocigc.cli.trash", "See, undo or empty what delete/sweep --trash moved aside (.ocigc/trash/)."),
 }
+
+#: Commands with a ``--format`` of their own (json among its values); on every other command
+#: ``--format json`` is ``--json`` (``format_alias``), as oras spells it.
+OWN_FORMAT = {"graph", "discover"}
+#: Options of ``ocigc`` itself that take a value (skipped when looking for the command's name).
+_ROOT_VALUED = {"--endpoint-url", "--via"}
+
+
+def format_alias(argv: list[str]) -> list[str]:
+    """``argv`` with ``--format json`` (or ``--format=json``) as ``--json`` for the commands that
+    have ``--json`` and no ``--format`` of their own; nothing after ``--`` changes (``exec``'s command)."""
+    command = None
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        if argv[i] in _ROOT_VALUED:
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            command = argv[i]
+            break
+        i += 1
+    if command is None or command in OWN_FORMAT:
+        return argv
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg == "--format=json":
+            out.append("--json")
+        elif arg == "--format" and i + 1 < len(argv) and argv[i + 1] == "json":
+            out.append("--json")
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
 
 #: The options of ``ocigc`` itself as ``--help`` shows them (``ocigc.cli.app.root`` defines them).
 ROOT_OPTIONS: list[tuple[str, str]] = [

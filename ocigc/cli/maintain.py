@@ -40,6 +40,9 @@ from ocigc.storage.open_storage import open_storage
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")]
+#: delete, manifest delete, blob delete: without a terminal they refuse unless given (as oras).
+DeleteYesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when "
+                                            "stdin is not a terminal: CI, pipes, cron).")]
 TrashOpt = Annotated[bool, typer.Option("--trash", help="Move blobs to .ocigc/trash/<run>/ instead of removing "
                                         "them ('ocigc trash restore' undoes the run).")]
 ALL_LIMIT = 20
@@ -73,6 +76,16 @@ def make_confirm(s: Settings, yes: bool, json_out: bool) -> Confirmer | None:
     if yes or not sys.stdin.isatty():
         return None
     return Confirmer(s, json_out)
+
+
+def require_consent(yes: bool, dry_run: bool = False, flags: str = "--yes") -> None:
+    """As oras: a command that deletes what someone named asks first; without a terminal to ask on
+    (stdin is not one: CI, a pipe, cron) and without ``--yes`` it refuses (exit 2, nothing changed).
+    A dry run changes nothing and needs no consent. ``sweep`` never calls this: it removes only what
+    nothing references, after the grace period (docs/cron.md)."""
+    if yes or dry_run or sys.stdin.isatty():
+        return
+    raise UsageError(f"no terminal to confirm the deletion on: pass {flags} to delete without asking")
 
 
 def render_plan(plan: Plan, s: Settings, dry_run: bool = False) -> list[str]:
@@ -206,7 +219,7 @@ def delete_cmd(
                                                  "referrers of what is deleted.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow deleting a manifest that a live index lists "
                                         "(only its own index.json entries go).")] = False,
-    yes: YesOpt = False,
+    yes: DeleteYesOpt = False,
     trash: TrashOpt = False,
     lock_wait: LockWaitOpt = "0",
     json_out: JsonOpt = False,
@@ -223,8 +236,19 @@ def delete_cmd(
     REF is LAYOUT:TAG, LAYOUT@DIGEST (every entry of that digest) or LAYOUT::NAME (an entry whose ref
     name is not a plain tag, such as podman's localhost/app:v2)."""
     s = settings(ctx, quiet, verbose, wide)
-    with handle_errors("delete", json_out), \
-            unattended("delete", " ".join(refs), s, json_report, log_format, dry_run) as cron:
+    run_delete("delete", s, refs, dry_run=dry_run, keep_referrers=keep_referrers, force=force, yes=yes, trash=trash,
+               lock_wait=lock_wait, json_out=json_out, json_report=json_report, log_format=log_format, jobs=jobs,
+               allow_unsafe_mount=allow_unsafe_mount)
+
+
+def run_delete(command: str, s: Settings, refs: list[str], *, dry_run: bool = False, keep_referrers: bool = False,
+               force: bool = False, yes: bool = False, yes_flags: str = "--yes", trash: bool = False,
+               lock_wait: str = "0", json_out: bool = False, json_report: str | None = None,
+               log_format: str = "text", jobs: int = DEFAULT_JOBS, allow_unsafe_mount: bool = False) -> None:
+    """The body of ``delete`` (and of ``manifest delete``, its oras-style alias): parse, refuse
+    without consent, plan, confirm on a terminal, run, render; exits with the overall code."""
+    with handle_errors(command, json_out), \
+            unattended(command, " ".join(refs), s, json_report, log_format, dry_run) as cron:
         by_layout: dict[str, list[Reference]] = {}
         texts: dict[str, str] = {}
         for text in refs:
@@ -234,6 +258,7 @@ def delete_cmd(
                                  "(LAYOUT::NAME)")
             by_layout.setdefault(ref.path, []).append(ref)
             texts.setdefault(ref.path, text)
+        require_consent(yes, dry_run, yes_flags)
         layouts = {path: open_at(rs[0], texts[path]) for path, rs in by_layout.items()}
         if not dry_run:
             check_mounts(list(by_layout), refuse=not allow_unsafe_mount)
@@ -244,7 +269,7 @@ def delete_cmd(
         opts = DeleteOptions(keep_referrers=keep_referrers, force=force, jobs=jobs)
         outcomes = [cron.delete(layouts[p], rs, opts, run, s.progress(json_out or cron.json_logs))
                     for p, rs in by_layout.items()]
-        emit(outcomes, s, json_out, "delete", {"references": refs}, confirm, on_error=cron.on_error())
+        emit(outcomes, s, json_out, command, {"references": refs}, confirm, on_error=cron.on_error())
 
 
 @app.command("sweep")

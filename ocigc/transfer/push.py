@@ -236,12 +236,14 @@ class _Prepared:
     config_item: tuple[str, str, str] | None
 
 
-def _prepare(req: PushRequest) -> _Prepared:
+def _prepare(req: PushRequest, layout_path: bool = True) -> _Prepared:
+    """The request checked; ``layout_path``: ``req.layout_path`` is a layout's (not a registry's)."""
     if req.concurrency < 1:
         raise InvalidOption("concurrency", "must be at least 1")
     for tag in req.tags:
         check_tag(tag, printable(req.layout_path))
-    _refuse_colon_path(req.layout_path)
+    if layout_path:
+        _refuse_colon_path(req.layout_path)
     afile = req.annotation_file or {}
     if req.annotation_file is not None and req.annotations:
         raise InvalidOption("annotation", "cannot be given with {annotation_file}", also=("annotation_file",))
@@ -272,13 +274,56 @@ def _prepare(req: PushRequest) -> _Prepared:
                      config_item)
 
 
+@dataclass
+class PackedManifest:
+    """The manifest oras would pack for a request and its blobs: config, layers, the manifest itself
+    (``manifest.descriptor`` is oras-go's descriptor of it, the ``index.json`` entry less the ref name)."""
+
+    config: BlobSource
+    layers: list[BlobSource]
+    manifest: BlobSource
+
+    @property
+    def raw(self) -> bytes:
+        assert self.manifest.data is not None
+        return self.manifest.data
+
+
+def pack_manifest(prep: _Prepared, blobs: list[BlobSource], subject: dict[str, Any] | None) -> PackedManifest:
+    """The manifest of ``push``/``attach`` (module docstring) over hashed ``blobs``."""
+    manifest_annotations = dict(prep.manifest_annotations)
+    spec_v1_0, artifact_type = prep.spec_v1_0, prep.artifact_type
+    layers = [b for b in blobs if b.label != "$config"]
+    config_blob = next((b for b in blobs if b.label == "$config"), None)
+    if config_blob is None:
+        config_blob = BlobSource(empty_descriptor(prep.config_annotations or None), data=EMPTY_JSON, label="$config")
+    if not layers and not spec_v1_0:
+        layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
+    if ANNOTATION_CREATED not in manifest_annotations:
+        manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
+    manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact_type and not spec_v1_0:
+        manifest["artifactType"] = artifact_type
+    manifest["config"] = config_blob.descriptor
+    manifest["layers"] = [b.descriptor for b in layers]
+    if subject is not None:
+        manifest["subject"] = subject
+    manifest["annotations"] = dict(sorted(manifest_annotations.items()))
+    manifest_bytes = go_json(manifest)
+    # oras-go pushManifest: the descriptor carries artifactType (the config type in v1.0) and
+    # the manifest annotations; oras-go's index.json entry is that descriptor plus the ref name.
+    entry = descriptor_json(OCI_MANIFEST, Digest.from_bytes(manifest_bytes), len(manifest_bytes),
+                            manifest["annotations"],
+                            artifact_type=config_blob.descriptor["mediaType"] if spec_v1_0 else artifact_type)
+    return PackedManifest(config_blob, layers, BlobSource(entry, data=manifest_bytes, label="manifest"))
+
+
 def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
     """Pack, upload and record an artifact; see the module docstring for the layout written."""
     progress = progress or NullProgress()
     prep = _prepare(req)
-    items, afile, manifest_annotations = prep.items, prep.afile, prep.manifest_annotations
-    config_annotations, spec_v1_0, artifact_type = prep.config_annotations, prep.spec_v1_0, prep.artifact_type
-    config_item, warnings = prep.config_item, prep.warnings
+    items, afile = prep.items, prep.afile
+    config_annotations, config_item, warnings = prep.config_annotations, prep.config_item, prep.warnings
 
     storage = open_storage(req.layout_path)
     if req.subject and storage.stat(OCI_LAYOUT_FILE) is None:
@@ -299,31 +344,11 @@ def push(req: PushRequest, progress: Progress | None = None) -> PushResult:
                 cleanup.callback(lambda: discard_staged(layout, blobs))
                 blobs = _hash_sources(items, afile, config_item, config_annotations, tmp, req.concurrency,
                                       progress, stage_in=layout)
-            layers = [b for b in blobs if b.label != "$config"]
-            config_blob = next((b for b in blobs if b.label == "$config"), None)
-            if config_blob is None:
-                config_blob = BlobSource(empty_descriptor(config_annotations or None), data=EMPTY_JSON,
-                                         label="$config")
-            if not layers and not spec_v1_0:
-                layers = [BlobSource(empty_descriptor(), data=EMPTY_JSON, label="(empty)")]
-            if ANNOTATION_CREATED not in manifest_annotations:
-                manifest_annotations[ANNOTATION_CREATED] = utc_now_rfc3339()
             subject = _resolve_subject(layout, read_index_retrying(layout), req.subject) if req.subject else None
-            manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
-            if artifact_type and not spec_v1_0:
-                manifest["artifactType"] = artifact_type
-            manifest["config"] = config_blob.descriptor
-            manifest["layers"] = [b.descriptor for b in layers]
-            if subject is not None:
-                manifest["subject"] = subject
-            manifest["annotations"] = dict(sorted(manifest_annotations.items()))
-            manifest_bytes = go_json(manifest)
-            manifest_digest = Digest.from_bytes(manifest_bytes)
-            # oras-go pushManifest: the descriptor carries artifactType (the config type in v1.0) and
-            # the manifest annotations; oras-go's index.json entry is that descriptor plus the ref name.
-            entry = descriptor_json(OCI_MANIFEST, manifest_digest, len(manifest_bytes), manifest["annotations"],
-                                    artifact_type=config_blob.descriptor["mediaType"] if spec_v1_0 else artifact_type)
-            manifest_blob = BlobSource(entry, data=manifest_bytes, label="manifest")
+            packed = pack_manifest(prep, blobs, subject)
+            config_blob, layers, manifest_blob = packed.config, packed.layers, packed.manifest
+            manifest_bytes, entry = packed.raw, packed.manifest.descriptor
+            manifest_digest = packed.manifest.digest
             all_blobs = _unique([config_blob, *layers])
             # the manifest with its blobs, at once: nothing names it before index.json does
             _upload(layout, [*all_blobs, manifest_blob], req.concurrency, progress)

@@ -39,6 +39,7 @@ from ocigc.layout.layout import MAX_MANIFEST_BYTES
 from ocigc.oci.descriptor import (
     OCI_INDEX,
 )
+from ocigc.oci.referrers import referrers_tag
 from ocigc.transfer.registry_http import (
     _LINK_NEXT,
     ResponseStream,
@@ -320,6 +321,20 @@ class RegistryClient:
         return {"digest": response.headers.get("Docker-Content-Digest", ""),
                 "subject": response.headers.get("OCI-Subject", "")}
 
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        """DELETE a manifest by digest (the registry drops its tags too); BlobNotFound when absent."""
+        response = self.request("DELETE", self._url(f"/v2/{repo}/manifests/{digest}"), f"{repo}#delete",
+                                what=f"DELETE manifest {repo}@{digest}")
+        response.close()
+        if response.status_code in (200, 202):
+            self._count("manifest_delete")
+            return
+        if response.status_code == 404:
+            raise BlobNotFound(f"{self.host}/{repo}: manifest {digest} not found")
+        if response.status_code == 405:
+            raise RegistryRejected(f"{self.host}/{repo}: the registry does not allow deletes (405)", 405)
+        _raise_for(response, f"{self.host}/{repo}: DELETE manifest {digest}")
+
     # --- referrers -------------------------------------------------------------------------------
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]] | None:
         """The referrers API's descriptors for ``digest``; None when the registry has no referrers API."""
@@ -474,6 +489,50 @@ class RegistryClient:
 
 
 # --- credentials ----------------------------------------------------------------------------------
+def add_to_referrers_tag(client: RegistryClient, repo: str, subject: str, descriptors: list[dict[str, Any]]) -> bool:
+    """A registry without the referrers API: add ``descriptors`` to the index tagged ``<alg>-<hex>``
+    of ``subject`` (distribution spec, "Referrers Tag Schema"), merged with what it lists already.
+    False when every descriptor was listed (nothing written)."""
+    tag = referrers_tag(subject)
+    try:
+        raw, _, _ = client.get_manifest(repo, tag)
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            raise ValueError
+    except (BlobNotFound, ValueError):
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    listed = {m.get("digest") for m in doc["manifests"] if isinstance(m, dict)}
+    added = [d for d in descriptors if d["digest"] not in listed]
+    if not added:
+        return False
+    doc["manifests"].extend(added)
+    client.put_manifest(repo, tag, json.dumps(doc, separators=(",", ":")).encode(), doc.get("mediaType") or OCI_INDEX)
+    return True
+
+
+def remove_from_referrers_tag(client: RegistryClient, repo: str, subject: str, digest: str) -> bool:
+    """Drop ``digest`` from the index tagged ``<alg>-<hex>`` of ``subject`` (a referrer deleted on a
+    registry without the referrers API, as oras-go does); the index goes when it lists nothing more.
+    False when it did not list it."""
+    tag = referrers_tag(subject)
+    try:
+        raw, _, index_digest = client.get_manifest(repo, tag)
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            return False
+    except (BlobNotFound, ValueError):
+        return False
+    kept = [m for m in doc["manifests"] if not (isinstance(m, dict) and m.get("digest") == digest)]
+    if len(kept) == len(doc["manifests"]):
+        return False
+    if kept:
+        doc["manifests"] = kept
+        client.put_manifest(repo, tag, json.dumps(doc, separators=(",", ":")).encode(),
+                            doc.get("mediaType") or OCI_INDEX)
+    client.delete_manifest(repo, str(index_digest))
+    return True
+
+
 def _host_keys(host: str) -> list[str]:
     keys: list[str] = []
     for name in oras.utils.iter_localhosts(host):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,10 +47,8 @@ from ocigc.errors import (
 from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.oci.descriptor import (
     ANNOTATION_REF_NAME,
-    OCI_INDEX,
 )
 from ocigc.oci.index import Index
-from ocigc.oci.referrers import referrers_tag
 from ocigc.parallel import pmap
 from ocigc.progress import Counter, NullProgress, Progress
 from ocigc.transfer.migrate.model import (
@@ -73,7 +70,8 @@ from ocigc.transfer.migrate.model import (
 from ocigc.transfer.migrate.plan import build_plan
 from ocigc.transfer.migrate.sources import LayoutDest, RegistryDest
 from ocigc.transfer.migrate.verify import _verify
-from ocigc.transfer.registry_model import BlobNotFound, RegistryUnavailable, StreamInterrupted, backoff_delay
+from ocigc.transfer.registry import add_to_referrers_tag
+from ocigc.transfer.registry_model import RegistryUnavailable, StreamInterrupted, backoff_delay
 
 
 def execute(plan: MigratePlan, progress: Progress | None = None) -> MigratePlan:
@@ -349,22 +347,8 @@ def _referrers_fallback(rp: RepoPlan, dest: RegistryDest, api_seen: bool) -> Non
     if client.referrers(repo, first) is not None:
         return  # the registry lists referrers itself
     for subject, referrers in by_subject.items():
-        tag = referrers_tag(subject)
-        try:
-            raw, _, _ = client.get_manifest(repo, tag)
-            doc = json.loads(raw)
-            if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-                raise ValueError
-        except (BlobNotFound, ValueError):
-            doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        listed = {m.get("digest") for m in doc["manifests"] if isinstance(m, dict)}
-        added = [n.referrer_descriptor() for n in referrers if n.digest not in listed]
-        if not added:
-            continue
-        doc["manifests"].extend(added)
-        raw = json.dumps(doc, separators=(",", ":")).encode()
-        client.put_manifest(repo, tag, raw, doc.get("mediaType") or OCI_INDEX)
-        rp.add(referrer_tags=1)
+        if add_to_referrers_tag(client, repo, subject, [n.referrer_descriptor() for n in referrers]):
+            rp.add(referrer_tags=1)
 
 
 def _manifests_to_layout(rp: RepoPlan, dest: LayoutDest, counter: Counter) -> None:
