@@ -263,8 +263,9 @@ def test_eight_pushes_both_ways_and_a_sweep_lose_nothing(
         t.join()
     done.set()
     sweep_thread.join()
-    assert all(rc == 0 for rc, _ in results.values()), results
-    assert sweeps and all(rc == 0 for rc, _ in sweeps), sweeps
+    failed = {name: out for name, (rc, out) in results.items() if rc != 0}
+    assert not failed, "\n".join(f"{name}: {out}" for name, out in failed.items())
+    assert sweeps and all(rc == 0 for rc, _ in sweeps), "\n".join(text for rc, text in sweeps if rc != 0)
     removed = [x["digest"] for _, text in sweeps for lay in json.loads(text)["layouts"]
                for x in (lay["result"] or {}).get("removed", [])]
     assert removed == [f"sha256:{garbage_digest}"], removed

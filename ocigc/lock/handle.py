@@ -36,6 +36,7 @@ The lock modules never print: waiting is reported through ``on_wait``; errors ar
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -64,7 +65,7 @@ from ocigc.lock.files import (
     pid_starttime,
 )
 from ocigc.lock.params import LockError, LockParams
-from ocigc.storage.base import conditional
+from ocigc.storage.base import StagesTemp, Storage, conditional
 
 #: Environment variable naming lock owners (comma-separated) whose locks a process treats as its own.
 INHERIT_ENV = "OCIGC_LOCK_INHERIT"
@@ -371,7 +372,8 @@ class LockHandle:
             # the release be one conditional DELETE of exactly this generation.
             inst.etag = store.put_if_absent(rel, data)
             return
-        storage.write_new(rel, data)
+        if not _create_whole_on_local_disk(storage, rel, data):
+            storage.write_new(rel, data)
         try:
             back = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
         except OSError as e:
@@ -452,6 +454,43 @@ class LockHandle:
             next_due = min((i.confirmed + interval for i in insts), default=now_boot() + interval)
             pause = min(p.poll, interval / 4) if failed else next_due - now_boot()
             self._stop.wait(max(0.02, pause))
+
+
+def _create_whole_on_local_disk(storage: Storage, rel: str, data: bytes) -> bool:
+    """Create the lock file ``rel`` so that nobody ever sees it empty, on a local disk: written and
+    synced under a temporary name in ``.ocigc/`` (not in the lock directory, where every name is a
+    lock), then hard-linked into place (a link fails when the name exists, as ``O_EXCL`` does). A
+    process killed between creating a file and writing it would leave an empty lock file, held by
+    nobody anyone can name until it is stale (TTL). False where this does not apply or links are
+    not supported: the caller creates the file in place."""
+    if not (isinstance(storage, StagesTemp) and storage.is_local_disk):
+        return False
+    path = storage.local_path(rel)
+    if path is None:
+        return False
+    tmp = path.parent.parent / f".lock-{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return False
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        except OSError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _user() -> str:
