@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ocigc import __version__, status
-from ocigc.errors import LockBusy, LockLost, OcigcError
+from ocigc.errors import LockBusy, LockLost, OcigcError, naming
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import (
     EXCLUSIVE,
@@ -474,13 +474,14 @@ def _create_whole_on_local_disk(storage: Storage, rel: str, data: bytes) -> bool
     except OSError:
         return False
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with naming(path):  # ENOSPC, EIO: the one line names the lock file
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         try:
             os.link(tmp, path)
         except FileExistsError:
