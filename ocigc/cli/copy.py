@@ -11,6 +11,15 @@ from typing import Annotated, NoReturn
 import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings
+from ocigc.cli._registry import (
+    InsecureOpt,
+    PasswordOpt,
+    PasswordStdinOpt,
+    PlainHttpOpt,
+    RegistryConfigOpt,
+    UsernameOpt,
+    registry_options,
+)
 from ocigc.cli.app import app
 from ocigc.cli.migrate import exit_code, problems, render_summary
 from ocigc.duration import parse_duration
@@ -35,13 +44,12 @@ def cp_cmd(
         help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")] = False,
-    plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk to the registries over plain HTTP.")] = False,
-    insecure: Annotated[bool, typer.Option(
-        "--insecure", help="HTTPS without verifying the registries' certificates.")] = False,
-    registry_config: Annotated[str | None, typer.Option(
-        "--registry-config", "--docker-config", metavar="PATH",
-        help="Registry credentials file, Docker's/oras' config.json format (default $DOCKER_CONFIG/config.json, "
-             "~/.docker/config.json).")] = None,
+    plain_http: PlainHttpOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    registry_config: RegistryConfigOpt = None,
     lock_wait: Annotated[str, typer.Option(
         "--lock-wait", metavar="DURATION",
         help="A layout destination: how long to wait for a conflicting lock (a sweep) before exit 75.")] = "0",
@@ -59,12 +67,12 @@ def cp_cmd(
     with handle_errors("cp", json_out):
         from ocigc.transfer.migrate.execute import copy_reference
         from ocigc.transfer.migrate.model import MigrateOptions
-        from ocigc.transfer.registry_model import RegistryOptions
 
         options = MigrateOptions(
             jobs=jobs, verify=verify, lock_wait=parse_duration(lock_wait, "--lock-wait"),
-            registry=RegistryOptions(plain_http=plain_http, insecure=insecure, retries=retries,
-                                     docker_config=registry_config),
+            registry=registry_options(plain_http=plain_http, insecure=insecure, retries=retries,
+                                      registry_config=registry_config, username=username, password=password,
+                                      password_stdin=password_stdin),
         )
         plan = copy_reference(source, dest, options, referrers=recursive, progress=s.progress(json_out))
         _render(plan, source, dest, json_out, s.quiet)

@@ -3,6 +3,7 @@ what the destination already holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from graphlib import CycleError, TopologicalSorter
@@ -108,9 +109,7 @@ def _refuse_unmatched_filters(plan: MigratePlan, options: MigrateOptions) -> Non
 
 def _pool_options(options: MigrateOptions) -> RegistryOptions:
     reg = options.registry
-    return RegistryOptions(plain_http=reg.plain_http, insecure=reg.insecure, retries=reg.retries,
-                           backoff=reg.backoff, backoff_max=reg.backoff_max, timeout=reg.timeout,
-                           docker_config=reg.docker_config, pool_size=max(reg.pool_size, options.jobs * 2 + 4))
+    return dataclasses.replace(reg, pool_size=max(reg.pool_size, options.jobs * 2 + 4))
 
 
 def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, plan: MigratePlan,
