@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, settings
+from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
 from ocigc.cli._registry import (
     InsecureOpt,
     PasswordOpt,
@@ -21,7 +21,7 @@ from ocigc.cli._registry import (
     registry_options,
 )
 from ocigc.cli.app import app
-from ocigc.cli.migrate import exit_code, problems, render_summary
+from ocigc.cli.migrate import exit_code, problems
 from ocigc.duration import parse_duration
 
 DEFAULT_JOBS = 8
@@ -94,17 +94,32 @@ def _render(plan: object, source: str, dest: str, json_out: bool, quiet: bool) -
             "referrers": [str(e.digest) for e in rp.entries if e.referrer] if rp else [],
         }
         echo_json("cp", data, exit_code=code)
-    elif not (quiet and code == 0):
-        if rp is not None and rp.entries and code == 0:
-            main = next((e for e in rp.entries if not e.referrer), rp.entries[0])
-            referrers = sum(1 for e in rp.entries if e.referrer)
-            typer.echo(f"copied {source} -> {dest}  digest {main.digest}"
-                       + (f"  ({referrers} referrers)" if referrers else ""))
-        for line in render_summary(plan)[1:]:
+    elif not (quiet and code == 0) and rp is not None and rp.entries and code == 0:
+        for line in render_copy(plan, source, dest):
             typer.echo(line)
     for problem in problems(plan):
         typer.echo(f"error: {problem}", err=True)
     raise typer.Exit(code)
 
 
-__all__ = ["cp_cmd"]
+def render_copy(plan: object, source: str, dest: str) -> list[str]:
+    """What was copied: the digest, the referrers, manifests and blobs written or already there."""
+    from ocigc.transfer.migrate.model import MigratePlan
+
+    assert isinstance(plan, MigratePlan)
+    rp = plan.repos[0]
+    main = next((e for e in rp.entries if not e.referrer), rp.entries[0])
+    st = plan.stats()
+    lines = [f"copied {source} -> {dest}", f"  digest {main.digest}"]
+    referrers = sum(1 for e in rp.entries if e.referrer)
+    if referrers:
+        lines.append(f"  referrers: {referrers}")
+    lines.append(f"  manifests: {st['manifests_written']} written, {st['manifests_present']} already there")
+    lines.append(f"  blobs: {st['blobs_uploaded']} copied ({human_bytes(st['bytes_uploaded'])}), "
+                 f"{st['blobs_mounted']} mounted, {st['blobs_present']} already there")
+    if plan.options.verify:
+        lines.append(f"  verify: {st['verified']} checked, {len(plan.verify_errors)} mismatches")
+    return lines
+
+
+__all__ = ["cp_cmd", "render_copy"]
