@@ -108,7 +108,7 @@ def _prepare_dests(run: _Run, repos: list[RepoPlan], stack: contextlib.ExitStack
     def prepare(rp: RepoPlan) -> None:
         assert isinstance(rp.dest, LayoutDest)
         try:
-            rp.dest.prepare(run.plan.options.lock_wait)
+            rp.dest.prepare(run.plan.options.lock_wait, "cp" if run.plan.options.single else "migrate")
             rp.dest.recheck(rp)
         except LockBusy as e:
             rp.fail(str(e))

@@ -250,9 +250,9 @@ class LayoutDest:
                                       "copied again")
         return present
 
-    def prepare(self, lock_wait: float) -> None:
+    def prepare(self, lock_wait: float, command: str = "migrate") -> None:
         self.layout = ensure_layout(self.storage)
-        self.handle = locking.acquire(self.layout, "shared", wait=lock_wait, command="migrate")
+        self.handle = locking.acquire(self.layout, "shared", wait=lock_wait, command=command)
 
     def recheck(self, plan: RepoPlan) -> None:
         """Under the lock: what the plan found present may have been swept since; list again."""
