@@ -279,8 +279,9 @@ def test_basic_auth_registry_with_credentials_from_a_docker_config(
     r = run(["migrate", src, f"{auth_registry.host}/auth", "--plain-http"])
     assert r.code == 1
     assert r.error_lines == [f"error: {auth_registry.host}: authentication required (401) and no credentials for "
-                             f"{auth_registry.host} in {empty / 'config.json'}; run `docker login "
-                             f"{auth_registry.host}` or point DOCKER_CONFIG at a config that has them"], r.stderr
+                             f"{auth_registry.host} in {empty / 'config.json'}; run `ocigc login "
+                             f"{auth_registry.host}` (or docker login), pass --username with --password-stdin, "
+                             "or point --registry-config (DOCKER_CONFIG) at a config that has them"], r.stderr
     config = tmp_path / "docker"
     config.mkdir()
     user, password = auth_registry.credentials or ("", "")

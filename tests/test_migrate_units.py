@@ -424,7 +424,7 @@ def test_insecure_skips_certificate_verification_and_the_default_does_not(
     from ocigc.transfer.registry_model import RegistryUnavailable
 
     with pytest.raises(RegistryUnavailable, match=r"certificate verify failed.*--insecure"):
-        RegistryClient(self_signed_https, RegistryOptions(retries=0)).ping()
+        RegistryClient(self_signed_https, RegistryOptions(plain_http=False, retries=0)).ping()
     # Even with REQUESTS_CA_BUNDLE set (it overrides a session-wide verify=False in requests).
     import certifi
 

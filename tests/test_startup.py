@@ -24,8 +24,8 @@ HEAVY = ["networkx", "oras", "requests", "boto3", "botocore", "tomllib", "rich",
          "ocigc.retention", "ocigc.transfer.migrate", "ocigc.transfer.registry"]
 #: The modules of the commands (a run imports its own only).
 COMMAND_MODULES = ["ocigc.cli.read", "ocigc.cli.check", "ocigc.cli.doctor", "ocigc.cli.exec", "ocigc.cli.maintain",
-                   "ocigc.cli.pushpull", "ocigc.cli.migrate", "ocigc.cli.policy", "ocigc.cli.locks", "ocigc.cli.trash",
-                   "ocigc.cli.content"]
+                   "ocigc.cli.pushpull", "ocigc.cli.migrate", "ocigc.cli.copy", "ocigc.cli.login", "ocigc.cli.policy",
+                   "ocigc.cli.locks", "ocigc.cli.trash", "ocigc.cli.content"]
 
 
 def _modules(code: str, *args: str) -> set[str]:

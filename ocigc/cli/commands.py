@@ -54,6 +54,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("ocigc.cli.migrate", "Copy every repository and tag (untagged entries, referrers, all platforms) "
                                      "between layouts and registries; manifests go byte for byte, so every "
                                      "digest is kept."),
+    "cp": ("ocigc.cli.copy", "Copy one tag or digest (all platforms; with -r its referrers) between layouts "
+                             "(local, mounted, s3://) and registries; manifests go byte for byte, so digests are "
+                             "kept."),
+    "login": ("ocigc.cli.login", "Log in to a registry: check the credentials against it, then save them as oras "
+                                 "login does."),
+    "logout": ("ocigc.cli.login", "Forget a registry's credentials (the config's auths entry and the credential "
+                                  "helper's)."),
     "policy": ("ocigc.cli.policy", "Retention policies (TOML files for sweep --policy): check and explain."),
     "locks": ("ocigc.cli.locks", "See and break the lock files of layouts (.ocigc/locks/)."),
     "trash": ("ocigc.cli.trash", "See, undo or empty what delete/sweep --trash moved aside (.ocigc/trash/)."),

@@ -12,6 +12,15 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
+from ocigc.cli._registry import (
+    InsecureOpt,
+    PasswordOpt,
+    PasswordStdinOpt,
+    PlainHttpOpt,
+    RegistryConfigOpt,
+    UsernameOpt,
+    registry_options,
+)
 from ocigc.cli.app import app
 from ocigc.duration import format_duration, parse_duration
 from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK
@@ -57,18 +66,17 @@ def migrate_cmd(
         help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")] = False,
-    plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk to the registries over plain HTTP.")] = False,
-    insecure: Annotated[bool, typer.Option(
-        "--insecure", help="HTTPS without verifying the registries' certificates.")] = False,
+    plain_http: PlainHttpOpt = None,
+    insecure: InsecureOpt = False,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     invalid_tags: Annotated[InvalidTagsChoice, typer.Option(
         "--invalid-tags", metavar="refuse|digest|sanitize",
         help="Layout ref names that are no registry tag and no full reference NAME:TAG: "
                                "refuse the repository, push by digest only, or sanitize the name "
                                "(docs/migrate.md).")] = InvalidTagsChoice.refuse,
-    docker_config: Annotated[str | None, typer.Option(
-        "--docker-config", metavar="PATH",
-        help="Docker config with the registry credentials (default $DOCKER_CONFIG/config.json, "
-             "~/.docker/config.json).")] = None,
+    registry_config: RegistryConfigOpt = None,
     lock_wait: Annotated[str, typer.Option(
         "--lock-wait", metavar="DURATION",
         help="Layout destinations: how long to wait for a conflicting lock (a sweep) before exit 75.")] = "0",
@@ -89,14 +97,14 @@ def migrate_cmd(
     with handle_errors("migrate", json_out):
         from ocigc.transfer.migrate.execute import migrate
         from ocigc.transfer.migrate.model import InvalidTags, MigrateOptions
-        from ocigc.transfer.registry_model import RegistryOptions
 
         options = MigrateOptions(
             include=tuple(include or ()), exclude=tuple(exclude or ()), repos=tuple(repo or ()), jobs=jobs,
             verify=verify, invalid_tags=InvalidTags(invalid_tags.value),
             lock_wait=parse_duration(lock_wait, "--lock-wait"),
-            registry=RegistryOptions(plain_http=plain_http, insecure=insecure, retries=retries,
-                                     docker_config=docker_config),
+            registry=registry_options(plain_http=plain_http, insecure=insecure, retries=retries,
+                                      registry_config=registry_config, username=username, password=password,
+                                      password_stdin=password_stdin),
         )
 
         def show_plan(plan: MigratePlan) -> None:

@@ -30,7 +30,6 @@ from typing import Any, BinaryIO, NoReturn
 
 import oras.auth.utils as oras_auth_utils
 import oras.provider
-import oras.utils
 import requests
 
 from ocigc.digest import Digest
@@ -40,6 +39,7 @@ from ocigc.oci.descriptor import (
     OCI_INDEX,
 )
 from ocigc.oci.referrers import referrers_tag
+from ocigc.transfer.credentials import Credentials, find_credentials
 from ocigc.transfer.registry_http import (
     _LINK_NEXT,
     ResponseStream,
@@ -68,7 +68,6 @@ from ocigc.transfer.registry_model import (
     RegistryUnavailable,
     StreamInterrupted,
     backoff_delay,
-    docker_config_path,
 )
 
 
@@ -87,7 +86,8 @@ class RegistryClient:
     def __init__(self, host: str, options: RegistryOptions | None = None) -> None:
         self.host = host
         self.options = options or RegistryOptions()
-        self._oras = oras.provider.Registry(hostname=host, insecure=self.options.plain_http,
+        self.plain_http = self.options.uses_plain_http(host)
+        self._oras = oras.provider.Registry(hostname=host, insecure=self.plain_http,
                                             tls_verify=not self.options.insecure, auth_backend="token")
         self.session: requests.Session = self._oras.session
         #: Passed with every request, as oras-py does: a session-wide ``verify=False`` would lose to
@@ -96,7 +96,7 @@ class RegistryClient:
         adapter = _BlockAdapter(pool_connections=4, pool_maxsize=max(10, self.options.pool_size))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.base = f"{'http' if self.options.plain_http else 'https'}://{host}"
+        self.base = f"{'http' if self.plain_http else 'https'}://{host}"
         self._auth = _AuthState()
         self._auth_lock = threading.Lock()
         #: True/False once known: does the registry serve the OCI referrers API?
@@ -113,7 +113,7 @@ class RegistryClient:
 
     def _load_creds(self) -> str | None:
         """Basic credentials (base64 ``user:password``) for this host from the Docker config, or None."""
-        return load_credentials(self.host, self._auth, self.options.docker_config, self._oras)
+        return load_credentials(self.host, self._auth, self.options)
 
     def _auth_headers(self, scope: str) -> dict[str, str]:
         state = self._auth
@@ -136,7 +136,8 @@ class RegistryClient:
                 if creds is None:
                     raise RegistryAuthError(
                         f"{self.host}: authentication required (401) and no credentials for {self.host} in {where}; "
-                        f"run `docker login {self.host}` or point DOCKER_CONFIG at a config that has them")
+                        f"run `ocigc login {self.host}` (or docker login), pass --username with --password-stdin, "
+                        "or point --registry-config (DOCKER_CONFIG) at a config that has them")
                 if sent.get("Authorization", "").startswith("Basic "):
                     raise RegistryAuthError(f"{self.host}: the credentials for {self.host} from {where} were "
                                             "rejected (401)")
@@ -212,7 +213,7 @@ class RegistryClient:
 
     def _give_up(self, problem: str, what: str, attempts: int) -> NoReturn:
         hint = ""
-        if "refused" in problem and not self.options.plain_http:
+        if "refused" in problem and not self.plain_http:
             hint = " (is it running? a plain-HTTP registry needs --plain-http)"
         raise RegistryUnavailable(f"{self.host}: {problem} after {attempts} attempt(s) ({what}){hint}")
 
@@ -533,63 +534,17 @@ def remove_from_referrers_tag(client: RegistryClient, repo: str, subject: str, d
     return True
 
 
-def _host_keys(host: str) -> list[str]:
-    keys: list[str] = []
-    for name in oras.utils.iter_localhosts(host):
-        keys += [name, f"https://{name}", f"http://{name}", f"https://{name}/v1/", f"http://{name}/v1/"]
-    return keys
-
-
-def load_credentials(host: str, state: _AuthState, docker_config: str | None, client: Any) -> str | None:
-    """Basic credentials (base64 ``user:password``) for ``host`` from the Docker config (``auths``,
-    ``credHelpers``, ``credsStore``), or None; remembered in ``state``."""
+def load_credentials(host: str, state: _AuthState, options: RegistryOptions) -> str | None:
+    """Basic credentials (base64 ``user:password``) for ``host``: ``--username``/``--password``, else
+    the registry config (``auths``, ``credHelpers``, ``credsStore``), or None; remembered in ``state``."""
     if state.creds_loaded:
         return state.creds
-    path = docker_config_path(docker_config)
-    state.creds_source = path
-    state.creds_loaded = True
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise RegistryAuthError(f"{path}: cannot read the Docker config ({_short(e)})") from None
-    if not isinstance(cfg, dict):
-        raise RegistryAuthError(f"{path}: not a JSON object")
-    auths = cfg.get("auths") or {}
-    helpers = cfg.get("credHelpers") or {}
-    for key in _host_keys(host):
-        entry = auths.get(key) if isinstance(auths, dict) else None
-        if isinstance(entry, dict):
-            if entry.get("auth"):
-                state.creds = str(entry["auth"])
-                return state.creds
-            if entry.get("username") and entry.get("password"):
-                state.creds = oras_auth_utils.get_basic_auth(entry["username"], entry["password"])
-                return state.creds
-        helper = helpers.get(key) if isinstance(helpers, dict) else None
-        if helper:
-            state.creds = _from_helper(client, str(helper), key)
-            if state.creds:
-                state.creds_source = f"{path} (credHelpers: docker-credential-{helper})"
-                return state.creds
-    store = cfg.get("credsStore")
-    if store:
-        for key in dict.fromkeys([host, f"https://{host}"]):
-            state.creds = _from_helper(client, str(store), key)
-            if state.creds:
-                state.creds_source = f"{path} (credsStore: docker-credential-{store})"
-                return state.creds
-    return None
-
-
-def _from_helper(client: Any, helper: str, server: str) -> str | None:
-    try:
-        found: str | None = client.auth._get_auth_from_creds_store(helper, server)
-    except (ValueError, KeyError, OSError):
-        return None
-    return found
+    given = None
+    if options.username is not None and options.password is not None:
+        given = Credentials(options.username, options.password)
+    found = find_credentials(host, options.docker_config, given)
+    state.creds, state.creds_source, state.creds_loaded = found.basic, found.source, True
+    return state.creds
 
 
 __all__ = ["RegistryClient", "ResponseStream", "load_credentials"]

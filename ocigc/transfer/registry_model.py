@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ocigc.digest import Digest
 from ocigc.errors import TransferError
@@ -63,9 +63,12 @@ class StreamInterrupted(TransferError):
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """How to reach a registry. ``plain_http``: http://; ``insecure``: https without TLS verification."""
+    """How to reach a registry. ``plain_http``: http:// (True), https:// (False), or None: http:// for
+    ``localhost``, ``127.0.0.1`` and ``[::1]`` (any port), as oras does, https:// elsewhere;
+    ``insecure``: https without TLS verification (on a local registry too). ``username``/``password``:
+    credentials given on the command line, used for every registry of the run (before the config file)."""
 
-    plain_http: bool = False
+    plain_http: bool | None = None
     insecure: bool = False
     retries: int = 4
     backoff: float = 0.5
@@ -73,6 +76,19 @@ class RegistryOptions:
     timeout: float = 120.0
     docker_config: str | None = None
     pool_size: int = 16
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def uses_plain_http(self, host: str) -> bool:
+        if self.plain_http is not None:
+            return self.plain_http
+        return is_local_host(host) and not self.insecure
+
+
+def is_local_host(host: str) -> bool:
+    """``localhost``, ``127.0.0.1`` or ``[::1]``, with or without a port."""
+    name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+    return name in ("localhost", "127.0.0.1", "[::1]")
 
 
 def backoff_delay(attempt: int, options: RegistryOptions, retry_after: float | None = None) -> float:

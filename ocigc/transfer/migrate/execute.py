@@ -31,6 +31,7 @@ unreadable manifests) is not copied at all; the others are. An unreachable regis
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from ocigc.errors import (
     IntegrityError,
     LockBusy,
     OcigcError,
+    UsageError,
 )
 from ocigc.layout.indexio import read_index_retrying, update_index
 from ocigc.oci.descriptor import (
@@ -61,11 +63,13 @@ from ocigc.transfer.migrate.model import (
     MigrateOptions,
     MigratePlan,
     Node,
+    OneRef,
     RepoPlan,
     Source,
     _Abort,
     _Run,
     parse_endpoint,
+    parse_reference,
 )
 from ocigc.transfer.migrate.plan import build_plan
 from ocigc.transfer.migrate.sources import LayoutDest, RegistryDest
@@ -102,7 +106,7 @@ def _prepare_dests(run: _Run, repos: list[RepoPlan], stack: contextlib.ExitStack
     def prepare(rp: RepoPlan) -> None:
         assert isinstance(rp.dest, LayoutDest)
         try:
-            rp.dest.prepare(run.plan.options.lock_wait)
+            rp.dest.prepare(run.plan.options.lock_wait, "cp" if run.plan.options.single else "migrate")
             rp.dest.recheck(rp)
         except LockBusy as e:
             rp.fail(str(e))
@@ -429,4 +433,29 @@ def migrate(source: str, dest: str, options: MigrateOptions, *, dry_run: bool = 
     return execute(plan, progress)
 
 
-__all__ = ["execute", "migrate"]
+
+
+def copy_reference(source: str, dest: str, options: MigrateOptions, *, referrers: bool = False,
+                   progress: Progress | None = None) -> MigratePlan:
+    """``cp``: copy the one reference ``source`` names to ``dest`` through migrate's engine (the same
+    planning, locks, verified blob writes and referrers handling). ``dest`` without a tag takes the
+    source's tag (a source by digest: by digest, untagged in a layout)."""
+    src, src_ref = parse_reference(source)
+    dst, dst_ref = parse_reference(dest)
+    if src_ref is None:
+        raise UsageError(f"{source}: name the tag or digest to copy (SRC:TAG or SRC@DIGEST)")
+    if dst_ref is not None and dst_ref.partition(":")[0] in ("sha256", "sha384", "sha512") and ":" in dst_ref:
+        if "@" not in source or dst_ref != src_ref:
+            raise UsageError(f"{dest}: a destination by digest must be the source's digest (or give a tag)")
+        dst_ref = None
+    if dst.is_registry and not dst.prefix:
+        raise UsageError(f"{dest}: give the repository (HOST[:PORT]/REPO[:TAG])")
+    if dst_ref is None and "@" not in source:
+        dst_ref = src_ref
+    single = OneRef(src_ref, dst_ref, referrers)
+    options = dataclasses.replace(options, single=single)
+    plan = build_plan(src, dst, options, progress)
+    return execute(plan, progress)
+
+
+__all__ = ["copy_reference", "execute", "migrate"]

@@ -109,6 +109,32 @@ def _registry_endpoint(text: str, ref: str) -> Endpoint:
     return Endpoint("registry", text, host=host, prefix=prefix)
 
 
+def parse_reference(text: str) -> tuple[Endpoint, str | None]:
+    """``cp``'s SRC or DST: an endpoint (one layout, or ``HOST[:PORT]/REPO``) and its tag or digest
+    (None when the text names none), oras' syntax: ``L:T``, ``L@sha256:...``,
+    ``host[:port]/repo:tag``, ``host/repo@sha256:...``. The reference is split off first (a ``:``
+    after the last ``/``, or ``@``); what remains is told a layout or a registry as ``migrate``
+    tells them (``parse_endpoint``: ``docker://`` and ``oci:`` prefixes force either)."""
+    if not text:
+        raise UsageError("empty source or destination")
+    scheme = ""
+    for prefix in ("docker://", "oci:", "s3://"):
+        if text.startswith(prefix):
+            scheme, text = prefix, text[len(prefix):]
+            break
+    base, at, digest = text.partition("@")
+    ref: str | None = digest if at else None
+    if at and not digest:
+        raise UsageError(f"{scheme}{text!r}: nothing after '@'")
+    if not at:
+        slash, colon = base.rfind("/"), base.rfind(":")
+        if colon > slash:
+            base, ref = base[:colon], base[colon + 1:]
+    if ref is not None and not ref:
+        raise UsageError(f"{scheme}{text!r}: empty tag")
+    return parse_endpoint(scheme + base), ref
+
+
 def join_repo(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
@@ -393,6 +419,17 @@ class RepoPlan:
         }
 
 
+@dataclass(frozen=True)
+class OneRef:
+    """``cp``: one reference instead of whole repositories. ``src_ref`` is a tag (a layout ref name)
+    or a digest; ``dst_tag`` what the destination calls it (None: by digest, untagged in a layout);
+    ``referrers``: carry the subject-linked manifests (and theirs) along, as migrate always does."""
+
+    src_ref: str
+    dst_tag: str | None
+    referrers: bool = False
+
+
 @dataclass
 class MigrateOptions:
     include: tuple[str, ...] = ()
@@ -403,6 +440,8 @@ class MigrateOptions:
     invalid_tags: InvalidTags = InvalidTags.refuse
     lock_wait: float = 0.0
     registry: RegistryOptions = field(default_factory=RegistryOptions)
+    #: ``cp``: copy this one reference (the endpoints name one layout or one repository each).
+    single: OneRef | None = None
 
     @functools.cached_property
     def filters(self) -> Filters:
@@ -474,6 +513,8 @@ class Source(Protocol):
     label: str
 
     def roots(self, want: Callable[[str | None], bool]) -> list[Root]: ...
+
+    def resolve(self, ref: str) -> list[Root]: ...
 
     def manifest(self, desc: Descriptor) -> tuple[bytes, str]: ...
 

@@ -3,6 +3,7 @@ what the destination already holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from graphlib import CycleError, TopologicalSorter
@@ -46,6 +47,7 @@ from ocigc.transfer.migrate.model import (
     MigrateOptions,
     MigratePlan,
     Node,
+    OneRef,
     RepoPlan,
     Root,
     Source,
@@ -67,7 +69,7 @@ def _layout_storage(path: str) -> Storage:
 def build_plan(source: Endpoint, dest: Endpoint, options: MigrateOptions,
                progress: Progress | None = None) -> MigratePlan:
     """Everything to copy, and what the destination already holds. Reads only."""
-    if source.kind == dest.kind and str(source).rstrip("/") == str(dest).rstrip("/"):
+    if options.single is None and source.kind == dest.kind and str(source).rstrip("/") == str(dest).rstrip("/"):
         raise UsageError(f"{source.text} -> {dest.text}: source and destination are the same")
     progress = progress or NullProgress()
     plan = MigratePlan(source, dest, options)
@@ -107,9 +109,7 @@ def _refuse_unmatched_filters(plan: MigratePlan, options: MigrateOptions) -> Non
 
 def _pool_options(options: MigrateOptions) -> RegistryOptions:
     reg = options.registry
-    return RegistryOptions(plain_http=reg.plain_http, insecure=reg.insecure, retries=reg.retries,
-                           backoff=reg.backoff, backoff_max=reg.backoff_max, timeout=reg.timeout,
-                           docker_config=reg.docker_config, pool_size=max(reg.pool_size, options.jobs * 2 + 4))
+    return dataclasses.replace(reg, pool_size=max(reg.pool_size, options.jobs * 2 + 4))
 
 
 def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, plan: MigratePlan,
@@ -117,7 +117,9 @@ def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, pla
     """The repository pairs: (source, destination) with their names; not yet planned."""
     filters = options.filters
     pairs: list[RepoPlan] = []
-    if source.is_registry:
+    if options.single is not None:
+        pairs = [_one_pair(source, options, client_for)]
+    elif source.is_registry:
         client = client_for(source.host)
         names = _registry_repos(client, source.prefix, options.repos, plan)
         for repo in names:
@@ -150,6 +152,24 @@ def _repositories(source: Endpoint, dest: Endpoint, options: MigrateOptions, pla
     for rp in pairs:
         _attach_dest(rp, source, dest, client_for)
     return pairs
+
+
+def _one_pair(source: Endpoint, options: MigrateOptions,
+              client_for: Callable[[str], RegistryClient]) -> RepoPlan:
+    """``cp``: the source is one repository (``HOST/REPO``) or one layout (never a root of layouts)."""
+    if source.is_registry:
+        if not source.prefix:
+            raise UsageError(f"{source.text}: give the repository (HOST[:PORT]/REPO:TAG)")
+        client = client_for(source.host)
+        rp = RepoPlan("", "", f"{client.host}/{source.prefix}", "")
+        reg = RegistrySource(client, source.prefix, max(2, options.jobs))
+        reg.fallback_tags = True
+        rp.source = reg
+        return rp
+    storage = _layout_storage(source.path)
+    rp = RepoPlan("", "", storage.url, "")
+    rp.source = LayoutSource(Layout.open(storage, ""))
+    return rp
 
 
 def _registry_repos(client: RegistryClient, prefix: str, listed: tuple[str, ...], plan: MigratePlan) -> list[str]:
@@ -218,12 +238,14 @@ def _plan_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> RepoPlan:
 def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
     assert rp.source is not None and rp.dest is not None
     src, filters, repo = rp.source, options.filters, rp.src_repo
-    to_registry = rp.dest.is_registry
     all_untagged = filters.untagged_selected(repo)
 
     def want(name: str | None) -> bool:
         return filters.tag_selected(repo, name) if name is not None else True
 
+    if options.single is not None:
+        _walk_one(rp, options, options.single, jobs)
+        return
     roots = src.roots(want)
     chosen = [r for r in roots if (r.name is not None and filters.tag_selected(repo, r.name))
               or (r.name is None and all_untagged)]
@@ -250,6 +272,50 @@ def _walk_repo(rp: RepoPlan, options: MigrateOptions, jobs: int) -> None:
                 changed = True
     # ... and what the registry's referrers API lists for copied manifests.
     copied = _api_referrers(rp, src, nodes, blobs, copied, extra, expanded, jobs)
+    _finish_walk(rp, options, jobs, chosen, extra, nodes, blobs, copied)
+
+
+def _walk_one(rp: RepoPlan, options: MigrateOptions, one: OneRef, jobs: int) -> None:
+    """``cp``: the graph of one reference, and with ``referrers`` what refers to it (untagged layout
+    entries whose subject is copied, the source registry's referrers API or fallback tag)."""
+    assert rp.source is not None
+    src = rp.source
+    chosen = src.resolve(one.src_ref)
+    for r in chosen:
+        r.name = one.dst_tag
+    nodes: dict[Digest, Node] = {}
+    blobs: dict[Digest, BlobItem] = {}
+    expanded: set[Digest] = set()
+    _walk(src, [_root_desc(r) for r in chosen], nodes, blobs, rp.errors, jobs, expanded)
+    copied = set(_closure(nodes, [r.digest for r in chosen]))
+    extra: list[Root] = []
+    if one.referrers:
+        pending = [r for r in src.roots(lambda name: name is None) if r.name is None and r.digest not in copied]
+        if pending:
+            _walk(src, [_root_desc(r) for r in pending], nodes, {}, rp.errors, jobs, expanded, shallow=True)
+        changed = True
+        while changed and pending:
+            changed = False
+            for r in list(pending):
+                node = nodes.get(r.digest)
+                if node is not None and node.subject is not None and node.subject.digest in copied:
+                    pending.remove(r)
+                    extra.append(r)
+                    _walk(src, [_root_desc(r)], nodes, blobs, rp.errors, jobs, expanded)
+                    copied |= set(_closure(nodes, [r.digest]))
+                    changed = True
+        copied = _api_referrers(rp, src, nodes, blobs, copied, extra, expanded, jobs)
+    _finish_walk(rp, options, jobs, chosen, extra, nodes, blobs, copied)
+    for e in rp.entries:
+        if e.name is not None:
+            e.src_name = one.src_ref
+
+
+def _finish_walk(rp: RepoPlan, options: MigrateOptions, jobs: int, chosen: list[Root], extra: list[Root],
+                 nodes: dict[Digest, Node], blobs: dict[Digest, BlobItem], copied: set[Digest]) -> None:
+    """What the destination will carry of the walked graph: nodes, blobs, order, entries, names."""
+    assert rp.source is not None and rp.dest is not None
+    src, to_registry = rp.source, rp.dest.is_registry
     if rp.errors:
         return
     rp.nodes = {d: n for d, n in nodes.items() if d in copied}

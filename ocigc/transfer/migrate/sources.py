@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from ocigc.digest import Digest
 from ocigc.errors import (
     IntegrityError,
     InvalidDigest,
+    ReferenceNotFound,
 )
 from ocigc.layout.indexio import read_index_retrying
 from ocigc.layout.layout import OCI_LAYOUT_FILE, Layout
@@ -22,6 +24,7 @@ from ocigc.oci.descriptor import (
     Descriptor,
 )
 from ocigc.oci.index import Index
+from ocigc.oci.referrers import referrers_tag
 from ocigc.parallel import pmap
 from ocigc.storage.base import Storage, open_write_content
 from ocigc.transfer.blobs import ensure_layout
@@ -39,6 +42,20 @@ from ocigc.transfer.registry import RegistryClient
 from ocigc.transfer.registry_model import BlobNotFound
 
 
+def _is_digest(ref: str) -> bool:
+    alg, colon, _ = ref.partition(":")
+    return bool(colon) and alg in ("sha256", "sha384", "sha512")
+
+
+def _own_media_type(raw: bytes) -> str:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    mt = doc.get("mediaType") if isinstance(doc, dict) else None
+    return mt if isinstance(mt, str) else ""
+
+
 class LayoutSource:
     """A layout read through the storage seam (no lock: reading takes none)."""
 
@@ -51,6 +68,26 @@ class LayoutSource:
         raw_list = index.doc.get("manifests") or []
         return [Root(e.digest, e.media_type, e.size, e.ref_name, dict(raw_list[i]))
                 for i, e in enumerate(index.entries)]
+
+    def resolve(self, ref: str) -> list[Root]:
+        """The roots ``ref`` (a ref name, or a digest) names; a digest no entry lists is read from
+        its blob (a manifest below an index, say)."""
+        index = read_index_retrying(self.layout)
+        raw_list = index.doc.get("manifests") or []
+        if _is_digest(ref):
+            digest = Digest(ref)
+            for i, e in enumerate(index.entries):
+                if e.digest == digest:
+                    entry = dict(raw_list[i])
+                    entry.pop("annotations", None)
+                    return [Root(e.digest, e.media_type, e.size, None, entry)]
+            raw = self._read(Descriptor("", digest, -1))
+            return [Root(digest, _own_media_type(raw), len(raw), None)]
+        found = [Root(e.digest, e.media_type, e.size, e.ref_name, dict(raw_list[i]))
+                 for i, e in enumerate(index.entries) if e.ref_name == ref]
+        if not found:
+            raise ReferenceNotFound(f"{self.label}: no tag {ref!r}")
+        return found
 
     def _read(self, desc: Descriptor) -> bytes:
         try:
@@ -93,6 +130,21 @@ class RegistrySource:
         self.label = f"{client.host}/{repo}"
         self._cache: dict[Digest, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
+        #: Without the referrers API, read the fallback tag ``<alg>-<hex>`` (``cp -r``; migrate copies
+        #: every tag, the fallback tags among them).
+        self.fallback_tags = False
+
+    def _fallback(self, digest: Digest) -> list[dict[str, Any]] | None:
+        try:
+            raw, _, _ = self.client.get_manifest(self.repo, referrers_tag(str(digest)))
+        except BlobNotFound:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        manifests = doc.get("manifests") if isinstance(doc, dict) else None
+        return [m for m in manifests if isinstance(m, dict)] if isinstance(manifests, list) else None
 
     def roots(self, want: Callable[[str | None], bool]) -> list[Root]:
         tags = [t for t in self.client.tags(self.repo) if want(t)]
@@ -104,6 +156,16 @@ class RegistrySource:
             return Root(digest, media_type, len(raw), tag)
 
         return pmap(fetch, tags, self.jobs)
+
+    def resolve(self, ref: str) -> list[Root]:
+        """The manifest ``ref`` (a tag or a digest) names, as one root."""
+        try:
+            raw, media_type, digest = self.client.get_manifest(self.repo, ref)
+        except BlobNotFound:
+            raise ReferenceNotFound(f"{self.label}: no manifest {ref!r}") from None
+        with self._lock:
+            self._cache[digest] = (raw, media_type)
+        return [Root(digest, media_type, len(raw), None if _is_digest(ref) else ref)]
 
     def manifest(self, desc: Descriptor) -> tuple[bytes, str]:
         with self._lock:
@@ -122,6 +184,8 @@ class RegistrySource:
 
     def referrers(self, digest: Digest) -> list[Descriptor] | None:
         found = self.client.referrers(self.repo, digest)
+        if found is None and self.fallback_tags:
+            found = self._fallback(digest)
         if found is None:
             return None
         out = []
@@ -186,9 +250,9 @@ class LayoutDest:
                                       "copied again")
         return present
 
-    def prepare(self, lock_wait: float) -> None:
+    def prepare(self, lock_wait: float, command: str = "migrate") -> None:
         self.layout = ensure_layout(self.storage)
-        self.handle = locking.acquire(self.layout, "shared", wait=lock_wait, command="migrate")
+        self.handle = locking.acquire(self.layout, "shared", wait=lock_wait, command=command)
 
     def recheck(self, plan: RepoPlan) -> None:
         """Under the lock: what the plan found present may have been swept since; list again."""
