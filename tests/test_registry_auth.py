@@ -190,3 +190,37 @@ def test_local_registries_default_to_plain_http(registry: RegistryServer, image:
     assert r.code == 0, r.stderr
     r = run(["cp", f"{lay}:v1", f"{registry.host}/local/app:v2", "--no-plain-http", "--retries", "0"])
     assert r.code == 1 and "TLS error" in r.stderr, r.stderr
+
+
+def test_the_oras_verbs_take_the_same_credentials_and_plain_http_default(
+        auth_registry: RegistryServer, image: tuple[Path, str], tmp_path: Path) -> None:
+    """manifest fetch, discover, blob fetch and attach on a registry REF: -u/--password-stdin and
+    --registry-config as migrate and cp take them, plain HTTP to 127.0.0.1 without a flag."""
+    lay, digest = image
+    user, password = auth_registry.credentials or ("", "")
+    ref = f"{auth_registry.host}/auth/verbs:v1"
+    config = tmp_path / "config.json"
+    p = _ocigc(["login", auth_registry.host, "-u", user, "--password-stdin", "--registry-config", str(config)],
+               stdin=password + "\n")
+    assert p.returncode == 0, p.stderr
+    assert run(["cp", f"{lay}:v1", ref, "--registry-config", str(config)]).code == 0
+    r = run(["manifest", "fetch", ref, "--descriptor", "--json"])  # no credentials: refused
+    assert r.code == 1 and "authentication required" in r.stderr, r.stderr
+    p = _ocigc(["manifest", "fetch", ref, "--descriptor", "--json", "-u", user, "--password-stdin"],
+               stdin=password + "\n")
+    assert p.returncode == 0, p.stderr
+    assert digest in p.stdout
+    assert password not in p.stdout + p.stderr
+    r = run(["manifest", "fetch", ref, "-o", str(tmp_path / "m.json"), "--registry-config", str(config)])
+    assert r.code == 0, r.stderr
+    config_digest = json.loads((tmp_path / "m.json").read_text())["config"]["digest"]
+    r = run(["blob", "fetch", f"{auth_registry.host}/auth/verbs@{config_digest}", "-o", str(tmp_path / "c.json"),
+             "--registry-config", str(config)])
+    assert r.code == 0, r.stderr
+    (tmp_path / "sig.txt").write_text("signed\n")
+    r = run(["attach", ref, "sig.txt", "--artifact-type", "application/vnd.example.sig", "--registry-config",
+             str(config)], cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    r = run(["discover", ref, "--format", "json", "--registry-config", str(config)])
+    assert r.code == 0, r.stderr
+    assert "application/vnd.example.sig" in r.stdout

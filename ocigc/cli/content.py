@@ -27,6 +27,15 @@ from ocigc.cli._common import (
     settings,
     table,
 )
+from ocigc.cli._registry import (
+    InsecureOpt,
+    PasswordOpt,
+    PasswordStdinOpt,
+    PlainHttpOpt,
+    RegistryConfigOpt,
+    UsernameOpt,
+    registry_options,
+)
 from ocigc.cli.app import OcigcTyper, app
 from ocigc.cli.locking import AllowUnsafeMountOpt, LockWaitOpt, check_mounts, command_line, make_locker
 from ocigc.duration import parse_duration
@@ -38,16 +47,17 @@ if TYPE_CHECKING:
     from ocigc.transfer.content import ReferrerNode
     from ocigc.transfer.registry_model import RegistryOptions
 
-PlainHttpOpt = Annotated[bool, typer.Option("--plain-http", help="A registry REF: talk to it over plain HTTP.")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="A registry REF: HTTPS without verifying its "
-                                           "certificate.")]
 REF_HELP = "LAYOUT:TAG, LAYOUT@DIGEST or LAYOUT::NAME (local, mounted or s3://), or HOST[:PORT]/REPO:TAG|@DIGEST."
 
 
-def _registry_options(plain_http: bool, insecure: bool) -> RegistryOptions:
+def _registry_options(plain_http: bool | None, insecure: bool, registry_config: str | None, username: str | None,
+                      password: str | None, password_stdin: bool) -> RegistryOptions:
+    """A registry REF's transport and credentials, as migrate and cp take them (``cli/_registry.py``)."""
     from ocigc.transfer.registry_model import RegistryOptions
 
-    return RegistryOptions(plain_http=plain_http, insecure=insecure)
+    return registry_options(plain_http=plain_http, insecure=insecure, retries=RegistryOptions.retries,
+                            registry_config=registry_config, username=username, password=password,
+                            password_stdin=password_stdin)
 
 
 def _annotated(name: str, kind: str) -> str:
@@ -73,8 +83,12 @@ def attach_cmd(
         "--disable-path-validation", help="Allow absolute paths and '..' in file names (their titles).")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", min=1, max=64, help="Blobs in flight.")]
     = 5,
-    plain_http: PlainHttpOpt = False,
+    plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
+    registry_config: RegistryConfigOpt = None,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     lock_wait: LockWaitOpt = "5m",
     json_out: JsonOpt = False,
     wide: WideOpt = False,
@@ -102,7 +116,8 @@ def attach_cmd(
             annotations=parse_annotation_flags(annotation or []),
             annotation_file=load_annotation_file(annotation_file) if annotation_file else None,
             disable_path_validation=disable_path_validation, concurrency=concurrency,
-            locker=_shared_locker(s, lock_wait), registry=_registry_options(plain_http, insecure))
+            locker=_shared_locker(s, lock_wait), registry=_registry_options(plain_http, insecure, registry_config,
+                                  username, password, password_stdin))
         result = attach(req, s.progress(json_out))
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
@@ -142,8 +157,12 @@ def discover_cmd(
         "--artifact-type", metavar="TYPE", help="Only referrers of this artifactType (at every level).")] = None,
     fmt: Annotated[DiscoverFormat, typer.Option("--format", metavar="tree|json|table",
                                                 help="Output format (as oras discover).")] = DiscoverFormat.tree,
-    plain_http: PlainHttpOpt = False,
+    plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
+    registry_config: RegistryConfigOpt = None,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
     wide: WideOpt = False,
     quiet: QuietOpt = False,
@@ -160,7 +179,8 @@ def discover_cmd(
     s = settings(ctx, quiet, verbose, wide)
     as_json = json_out or fmt is DiscoverFormat.json
     with handle_errors("discover", as_json):
-        root = discover(parse_target(ref), artifact_type, _registry_options(plain_http, insecure))
+        root = discover(parse_target(ref), artifact_type, _registry_options(plain_http, insecure, registry_config,
+                              username, password, password_stdin))
         if as_json:
             echo_json("discover", root.to_json())
         elif fmt is DiscoverFormat.table:
@@ -209,8 +229,12 @@ def manifest_fetch_cmd(
     pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON printed.")] = False,
     output: Annotated[str | None, typer.Option("--output", "-o", metavar="FILE",
                                                help="Write the manifest to FILE ('-': stdout).")] = None,
-    plain_http: PlainHttpOpt = False,
+    plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
+    registry_config: RegistryConfigOpt = None,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
@@ -226,7 +250,8 @@ def manifest_fetch_cmd(
 
     settings(ctx, quiet, verbose)
     with handle_errors("manifest fetch", json_out):
-        fetched = fetch_manifest(parse_target(ref), _registry_options(plain_http, insecure))
+        fetched = fetch_manifest(parse_target(ref), _registry_options(plain_http, insecure, registry_config,
+                              username, password, password_stdin))
         if output is not None and output != "-":
             _write_file(output, fetched.raw)
         if json_out:
@@ -264,8 +289,12 @@ def manifest_delete_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", "--force", "-f", help="Do not ask for confirmation (oras' "
                                       "--force; required when stdin is not a terminal).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing at all.")] = False,
-    plain_http: PlainHttpOpt = False,
+    plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
+    registry_config: RegistryConfigOpt = None,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     lock_wait: LockWaitOpt = "0",
     allow_unsafe_mount: AllowUnsafeMountOpt = False,
     json_out: JsonOpt = False,
@@ -288,7 +317,8 @@ def manifest_delete_cmd(
         if remote and len(targets) > 1:
             raise UsageError("a registry manifest is deleted alone: give one REF")
     if remote:
-        _delete_registry_manifest(s, remote[0], yes, dry_run, _registry_options(plain_http, insecure), json_out)
+        _delete_registry_manifest(s, remote[0], yes, dry_run, _registry_options(plain_http, insecure, registry_config,
+                              username, password, password_stdin), json_out)
         return
     run_delete("manifest delete", s, refs, dry_run=dry_run, yes=yes, yes_flags="--yes (or -f)", lock_wait=lock_wait,
                json_out=json_out, allow_unsafe_mount=allow_unsafe_mount)
@@ -333,8 +363,12 @@ def blob_fetch_cmd(
     ref: Annotated[str, typer.Argument(metavar="REF", help="LAYOUT@DIGEST or HOST[:PORT]/REPO@DIGEST.")],
     output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="Where to write the blob ('-': "
                                         "stdout).")] = "",
-    plain_http: PlainHttpOpt = False,
+    plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
+    registry_config: RegistryConfigOpt = None,
+    username: UsernameOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     json_out: JsonOpt = False,
     wide: WideOpt = False,
     quiet: QuietOpt = False,
@@ -355,7 +389,7 @@ def blob_fetch_cmd(
         if output == "-" and json_out:
             raise UsageError("--json prints a document on stdout: give --output FILE")
         target = parse_target(ref)
-        options = _registry_options(plain_http, insecure)
+        options = _registry_options(plain_http, insecure, registry_config, username, password, password_stdin)
         if output == "-":
             sys.stdout.flush()
             result = fetch_blob(target, None, sys.stdout.buffer.write, options)
