@@ -209,14 +209,17 @@ def _fail_on_failed_removals(out: Outcome) -> None:
 
 def _load_and_list(layout: Layout, run: RunOptions, progress: Progress,
                    view: Layout | None = None) -> tuple[LayoutState, BlobListing]:
-    """The graph (from a fresh read of index.json) and the listing of the blobs. On a bucket the
-    listing goes out beside the manifest reads (its own round trips, none of theirs)."""
+    """The graph (from a fresh read of index.json) and the listing of the blobs, the listing begun
+    after index.json was read (as before: a blob that index.json names was written before it, so
+    it is listed). On a bucket the listing goes out beside the manifest reads (its own round trips,
+    none of theirs)."""
+    index = read_index_retrying(layout)
     if not isinstance(layout.storage, SizesObjects):
-        state = LayoutState.load(view or layout, run.jobs, progress, index=read_index_retrying(layout))
+        state = LayoutState.load(view or layout, run.jobs, progress, index=index)
         return state, layout.list_blobs()
     with ThreadPoolExecutor(1, thread_name_prefix="ocigc-list") as side:
         listing = side.submit(layout.list_blobs)
-        state = LayoutState.load(view or layout, run.jobs, progress, index=read_index_retrying(layout))
+        state = LayoutState.load(view or layout, run.jobs, progress, index=index)
         return state, listing.result()
 
 
