@@ -20,8 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +28,9 @@ import pytest
 
 from tests.harness.fixtures import S3FS_DIRS
 from tests.kit.cli import ERROR, LOCK_BUSY, OK, Result, run
-from tests.kit.layouts import OCI_LAYER, REPO, LayoutBuilder, blob_path
+from tests.kit.layouts import OCI_LAYER, LayoutBuilder, blob_path
 from tests.kit.tree import age, present
+from tests.kit.unprivileged import nobody_runtime, run_as_nobody
 
 WHERE = pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 #: A hang is a failure, not a stuck test run.
@@ -306,36 +305,17 @@ def test_reachable_manifest_that_is_a_fifo_stops_the_layout(tmp_path: Path) -> N
 # --- permissions: run as an unprivileged user (root ignores mode bits) --------------------------
 
 
-def _unprivileged_python() -> str | None:
-    """An interpreter ``nobody`` can execute with this venv's packages, or None."""
-    candidates = [sys.executable, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"]
-    for exe in candidates:
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "-c", "1"],
-                           capture_output=True, check=False)
-        if p.returncode == 0:
-            return exe
-    return None
-
-
 @pytest.fixture
 def as_nobody() -> Iterator[tuple[Path, object]]:
     """A scratch directory ``nobody`` can reach, and ``call(args) -> Result`` running ``ocigc`` as
     ``nobody`` through setpriv (util-linux)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run the CLI as an unprivileged user")
-    exe = _unprivileged_python()
-    if exe is None:
-        pytest.skip("no interpreter the unprivileged user can execute")
+    nobody_runtime()
     base = Path(tempfile.mkdtemp(prefix="ocigc-nobody-", dir="/tmp"))
     base.chmod(0o755)
-    pythonpath = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
 
     def call(args: list[str | os.PathLike[str]]) -> Result:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "PYTHONPATH": pythonpath, "COLUMNS": "200",
-               "NO_COLOR": "1", "TERM": "dumb"}
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "-m", "ocigc",
-                            *map(os.fspath, args)], capture_output=True, text=True, env=env, timeout=HANG,
-                           stdin=subprocess.DEVNULL, check=False)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+        p = run_as_nobody(args, env, timeout=HANG)
         return Result(p.returncode, p.stdout, p.stderr)
 
     try:

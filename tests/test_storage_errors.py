@@ -27,6 +27,7 @@ from tests.harness.objectstores import LatencyProxy, S3Server
 from tests.kit.cli import ERROR, Result, run
 from tests.kit.layouts import OCI_LAYER, LayoutBuilder
 from tests.kit.tree import age, present
+from tests.kit.unprivileged import nobody_runtime, run_as_nobody
 
 WHERE = pytest.mark.parametrize("layout_dir", ["local", *S3FS_DIRS], indirect=True)
 HANG = 180
@@ -140,37 +141,14 @@ def test_read_only_layout_every_writer_one_line(layout_dir: Path) -> None:
 # --- EACCES: chmod 000, as an unprivileged user ------------------------------------------------------------
 
 
-def _unprivileged_python() -> str | None:
-    import sys
-
-    for exe in (sys.executable, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"):
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "-c", "1"],
-                           capture_output=True, check=False)
-        if p.returncode == 0:
-            return exe
-    return None
-
-
 @pytest.fixture
 def as_nobody() -> Callable[[list[object], Path], Result]:
     """``call(args, cwd)``: ``ocigc ARGS`` as ``nobody`` through setpriv (root ignores mode bits)."""
-    import sysconfig
-
-    from tests.kit.layouts import REPO
-
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run the CLI as an unprivileged user")
-    exe = _unprivileged_python()
-    if exe is None:
-        pytest.skip("no interpreter the unprivileged user can execute")
-    pythonpath = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    nobody_runtime()
 
     def call(args: list[object], cwd: Path) -> Result:
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": pythonpath, "COLUMNS": "200",
-               "OCIGC_ALLOW_UNSAFE_MOUNT": "1"}
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, "-m", "ocigc",
-                            *map(os.fspath, args)], capture_output=True, text=True, env=env, timeout=HANG,
-                           stdin=subprocess.DEVNULL, check=False, cwd=cwd)
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "200", "OCIGC_ALLOW_UNSAFE_MOUNT": "1"}
+        p = run_as_nobody([os.fspath(a) for a in args], env, cwd=cwd, timeout=HANG)  # type: ignore[arg-type]
         return Result(p.returncode, p.stdout, p.stderr)
 
     return call
