@@ -26,8 +26,9 @@ from tests.kit.layouts import REPO
 
 NOBODY = 65534
 SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-#: What a run of the CLI imports first; enough to tell whether the runtime is whole.
-PROBE = "import ocigc.cli, typer, networkx, botocore"
+#: What a run of the CLI imports first (enough to tell whether the runtime is whole), and where
+#: ``ocigc`` came from: an editable install's finder could otherwise supply another checkout.
+PROBE = "import ocigc, ocigc.cli, typer, networkx, botocore; print(ocigc.__file__)"
 
 
 def _as_nobody(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,8 +45,13 @@ def _interpreter() -> str | None:
     return None
 
 
-def _importable(exe: str, pythonpath: str) -> subprocess.CompletedProcess[str]:
-    return _as_nobody([exe, "-c", PROBE], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath})
+def _imports_ocigc_from(exe: str, pythonpath: str, package: Path) -> str | None:
+    """None when ``nobody`` imports the CLI's modules, ``ocigc`` from ``package``; else why not."""
+    p = _as_nobody([exe, "-c", PROBE], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": pythonpath})
+    if p.returncode != 0:
+        return (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+    found = Path(p.stdout.strip()).parent
+    return None if found.resolve() == package.resolve() else f"ocigc was imported from {found}, not {package}"
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -76,7 +82,7 @@ def nobody_runtime() -> tuple[str, str]:
                     f"install python{sys.version_info.major}.{sys.version_info.minor})")
     sites = list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
     pythonpath = os.pathsep.join([str(REPO), *sites])
-    if _importable(exe, pythonpath).returncode == 0:
+    if _imports_ocigc_from(exe, pythonpath, REPO / "ocigc") is None:
         return exe, pythonpath
     base = Path(tempfile.mkdtemp(prefix="ocigc-nobody-runtime-"))
     atexit.register(shutil.rmtree, base, True)
@@ -88,10 +94,9 @@ def nobody_runtime() -> tuple[str, str]:
         _mirror(Path(site), base / f"site{i}")
         mirrored.append(base / f"site{i}")
     pythonpath = os.pathsep.join(map(str, mirrored))
-    probe = _importable(exe, pythonpath)
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
-        unavailable(f"the user nobody cannot import ocigc from {REPO} nor from a mirror in {base}: {last}")
+    why = _imports_ocigc_from(exe, pythonpath, base / "src" / "ocigc")
+    if why is not None:
+        unavailable(f"the user nobody cannot import ocigc from {REPO} nor from a mirror in {base}: {why}")
     return exe, pythonpath
 
 
