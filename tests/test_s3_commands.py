@@ -167,6 +167,58 @@ def test_s3_multipart_streaming_and_abort(s3: S3Env, monkeypatch: pytest.MonkeyP
     assert uploads == [], "a failed upload must be aborted"
 
 
+def test_s3_multipart_parts_in_flight_and_a_failed_part(s3: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts go up while the next fills (more than one at a time, never more than the process's
+    bound); a part the store refuses ends the upload: the error reaches the writer, nothing is
+    stored under the name and the multipart upload is aborted."""
+    import threading
+
+    import ocigc.storage.s3 as s3mod
+
+    monkeypatch.setattr(s3mod, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3mod, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    prefix = fresh("mpc")
+    st = s3.storage(prefix)
+    real_call = st._call
+    mu = threading.Lock()
+    state = {"now": 0, "most": 0, "fail_part": 0}
+
+    def call(op: str, rel: str, **kwargs: Any) -> Any:
+        if op != "upload_part":
+            return real_call(op, rel, **kwargs)
+        with mu:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.2)  # a slow link: the next parts are filled and sent meanwhile
+            if kwargs["PartNumber"] == state["fail_part"]:
+                raise OSError(5, "injected: the store refused this part")
+            return real_call(op, rel, **kwargs)
+        finally:
+            with mu:
+                state["now"] -= 1
+
+    monkeypatch.setattr(st, "_call", call)
+    data = os.urandom(1 << 20) * 31  # 31 MiB: seven parts
+    with st.open_write("big") as f:
+        for i in range(0, len(data), 1 << 20):
+            f.write(data[i:i + (1 << 20)])
+    assert st.read_bytes("big") == data
+    assert 1 < state["most"] <= s3mod.PARTS_IN_FLIGHT, state
+
+    state["fail_part"] = 2
+    with pytest.raises(OSError, match="injected"), st.open_write("broken") as f:
+        for i in range(0, len(data), 1 << 20):
+            f.write(data[i:i + (1 << 20)])
+    assert st.stat("broken") is None
+    uploads = s3.client.list_multipart_uploads(Bucket=s3.bucket, Prefix=prefix).get("Uploads") or []
+    assert uploads == [], "an upload with a failed part must be aborted"
+    deadline = time.monotonic() + 5  # a slot is given back by the part's done-callback, just after it ends
+    while s3mod._PART_SLOTS._value != s3mod.PARTS_IN_FLIGHT and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert s3mod._PART_SLOTS._value == s3mod.PARTS_IN_FLIGHT, "every part's slot is given back"  # type: ignore[attr-defined]
+
+
 def test_s3_blobs_created_only_if_absent(s3: S3Env) -> None:
     import hashlib
 

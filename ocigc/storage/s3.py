@@ -17,8 +17,9 @@ On top of the protocol it offers what the core uses when present:
   the headers and ignore them. Where the probe fails, a one-line ``ConditionalWritesWarning``
   says so and callers fall back to the lock-file protocol.
 
-Writes are single PUTs up to ``MULTIPART_THRESHOLD`` and streamed multipart uploads above it; an
-upload that fails is aborted. Either way an object appears whole or not at all: a PUT whose body
+Writes are single PUTs up to ``MULTIPART_THRESHOLD`` and streamed multipart uploads above it, whose
+parts are sent while the next one fills (``PARTS_IN_FLIGHT`` at once in the process); an upload
+that fails is aborted. Either way an object appears whole or not at all: a PUT whose body
 is cut off is rejected, and the parts of a multipart upload stay invisible until
 CompleteMultipartUpload, sent only after the writer's block ended without error (the caller has
 checked digest and size by then). A process killed half-way leaves at most an incomplete multipart
@@ -37,8 +38,10 @@ from __future__ import annotations
 import errno
 import io
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -87,8 +90,25 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Parts of multipart uploads in flight at once, across the process. Each holds one part in
+#: memory (with ``PART_SIZE``, 64 MiB in all); the writer fills the next part meanwhile.
+PARTS_IN_FLIGHT = 4
+_PART_SLOTS = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
+_PART_POOL: ThreadPoolExecutor | None = None
+_PART_POOL_MU = threading.Lock()
+
+
+def _part_pool() -> ThreadPoolExecutor:
+    global _PART_POOL
+    with _PART_POOL_MU:
+        if _PART_POOL is None:
+            _PART_POOL = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="ocigc-part")
+        return _PART_POOL
+
+
 class _Writer(io.RawIOBase):
-    """Buffers up to one part; a single PUT when small, a multipart upload otherwise (aborted on failure)."""
+    """Buffers up to one part; a single PUT when small, a multipart upload otherwise, its parts sent
+    while the next fills (at most ``PARTS_IN_FLIGHT`` in the process), aborted on failure."""
 
     def __init__(self, storage: S3Storage, rel: str, create_only: bool) -> None:
         super().__init__()
@@ -98,7 +118,7 @@ class _Writer(io.RawIOBase):
         self.create_only = create_only
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Future[dict[str, Any]]] = []
         self._size = 0
 
     def writable(self) -> bool:
@@ -112,7 +132,9 @@ class _Writer(io.RawIOBase):
         self._buf += data
         self._size += len(data)
         while len(self._buf) >= max(PART_SIZE, MULTIPART_THRESHOLD if self._upload_id is None else 0):
-            self._upload_part(bytes(self._buf[:PART_SIZE]))
+            with memoryview(self._buf) as view:
+                chunk = bytes(view[:PART_SIZE])
+            self._upload_part(chunk)
             del self._buf[:PART_SIZE]
         return len(data)
 
@@ -122,11 +144,34 @@ class _Writer(io.RawIOBase):
             s.counter.add("write")
             resp = s._call("create_multipart_upload", self.rel, Bucket=s.bucket, Key=self.key, **s._metadata())
             self._upload_id = str(resp["UploadId"])
+        for done in self._parts:  # a part that failed ends the upload now, not after the rest is read
+            if done.done() and done.exception() is not None:
+                raise cast(BaseException, done.exception())
         n = len(self._parts) + 1
-        s.counter.add("write")
-        resp = s._call("upload_part", self.rel, Bucket=s.bucket, Key=self.key, UploadId=self._upload_id,
-                       PartNumber=n, Body=chunk)
-        self._parts.append({"ETag": resp["ETag"], "PartNumber": n})
+        upload_id = self._upload_id
+
+        def send() -> dict[str, Any]:
+            s.counter.add("write")
+            resp = s._call("upload_part", self.rel, Bucket=s.bucket, Key=self.key, UploadId=upload_id,
+                           PartNumber=n, Body=chunk)
+            return {"ETag": resp["ETag"], "PartNumber": n}
+
+        _PART_SLOTS.acquire()  # bounds the parts held in memory; given back when this one has ended
+        try:
+            part = _part_pool().submit(send)
+        except BaseException:
+            _PART_SLOTS.release()
+            raise
+        part.add_done_callback(lambda _: _PART_SLOTS.release())  # sent, failed or cancelled
+        self._parts.append(part)
+
+    def _sent_parts(self) -> list[dict[str, Any]]:
+        """Waits for every part; the first failure is raised once all have ended."""
+        wait(self._parts)
+        for f in self._parts:
+            if f.exception() is not None:
+                raise cast(BaseException, f.exception())
+        return [f.result() for f in self._parts]
 
     def finish(self) -> None:
         s = self.storage
@@ -141,12 +186,13 @@ class _Writer(io.RawIOBase):
         if self._buf or not self._parts:
             self._upload_part(bytes(self._buf))
             self._buf.clear()
+        parts = self._sent_parts()
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if self.create_only else {}
         for attempt in range(CONFLICT_RETRIES):
             s.counter.add("write")
             try:
                 s._call("complete_multipart_upload", self.rel, Bucket=s.bucket, Key=self.key,
-                        UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}, **extra)
+                        UploadId=self._upload_id, MultipartUpload={"Parts": parts}, **extra)
                 self._upload_id = None
                 return
             except PreconditionFailed:
@@ -169,6 +215,9 @@ class _Writer(io.RawIOBase):
         if self._upload_id is None:
             return
         upload_id, self._upload_id = self._upload_id, None
+        for f in self._parts:
+            f.cancel()
+        wait(self._parts)  # a part still being sent would outlive the abort and be stored
         s.counter.add("remove")
         with suppress(Exception):
             s.client.abort_multipart_upload(Bucket=s.bucket, Key=self.key, UploadId=upload_id)
