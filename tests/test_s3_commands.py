@@ -182,6 +182,7 @@ def test_s3_multipart_parts_in_flight_and_a_failed_part(s3: S3Env, monkeypatch: 
     real_call = st._call
     mu = threading.Lock()
     state = {"now": 0, "most": 0, "fail_part": 0}
+    sizes: dict[int, int] = {}
 
     def call(op: str, rel: str, **kwargs: Any) -> Any:
         if op != "upload_part":
@@ -189,6 +190,7 @@ def test_s3_multipart_parts_in_flight_and_a_failed_part(s3: S3Env, monkeypatch: 
         with mu:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
+            sizes[kwargs["PartNumber"]] = len(kwargs["Body"])
         try:
             time.sleep(0.2)  # a slow link: the next parts are filled and sent meanwhile
             if kwargs["PartNumber"] == state["fail_part"]:
@@ -205,6 +207,16 @@ def test_s3_multipart_parts_in_flight_and_a_failed_part(s3: S3Env, monkeypatch: 
             f.write(data[i:i + (1 << 20)])
     assert st.read_bytes("big") == data
     assert 1 < state["most"] <= s3mod.PARTS_IN_FLIGHT, state
+    assert [sizes[n] >> 20 for n in sorted(sizes)] == [5, 5, 5, 5, 5, 5, 1], sizes
+
+    # a part size that doubles every PARTS_PER_SIZE parts keeps a huge object within 10,000 parts
+    monkeypatch.setattr(s3mod, "PARTS_PER_SIZE", 2)
+    sizes.clear()
+    with st.open_write("grown") as f:
+        f.write(data)
+    assert st.read_bytes("grown") == data
+    assert [sizes[n] >> 20 for n in sorted(sizes)] == [5, 5, 10, 10, 1], sizes
+    monkeypatch.setattr(s3mod, "PARTS_PER_SIZE", 2000)
 
     state["fail_part"] = 2
     with pytest.raises(OSError, match="injected"), st.open_write("broken") as f:

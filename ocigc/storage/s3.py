@@ -63,7 +63,9 @@ from ocigc.storage.s3client import (
 #: Objects up to this size are written with one PUT; larger ones with a multipart upload.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 #: Part size of multipart uploads (S3: at least 5 MiB except the last part, at most 10,000 parts).
-PART_SIZE = 16 * 1024 * 1024
+#: It doubles every ``PARTS_PER_SIZE`` parts, so 10,000 parts hold about 480 GiB.
+PART_SIZE = 8 * 1024 * 1024
+PARTS_PER_SIZE = 2000
 #: DeleteObjects takes at most 1,000 keys.
 DELETE_BATCH = 1000
 #: Objects up to this size are read back when a create-only PUT meets one already there.
@@ -91,8 +93,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 #: Parts of multipart uploads in flight at once, across the process. Each holds one part in
-#: memory (with ``PART_SIZE``, 64 MiB in all); the writer fills the next part meanwhile.
-PARTS_IN_FLIGHT = 4
+#: memory (48 MiB in all below 16 GiB); the writer fills the next part meanwhile. Measured on
+#: SeaweedFS, a 1 GiB push peaked at 130 MiB of RSS with one 16 MiB part at a time, 187 MiB with
+#: four, 146 MiB with six of 8 MiB.
+PARTS_IN_FLIGHT = 6
 _PART_SLOTS = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
 _PART_POOL: ThreadPoolExecutor | None = None
 _PART_POOL_MU = threading.Lock()
@@ -131,12 +135,15 @@ class _Writer(io.RawIOBase):
         data = memoryview(b).cast("B")
         self._buf += data
         self._size += len(data)
-        while len(self._buf) >= max(PART_SIZE, MULTIPART_THRESHOLD if self._upload_id is None else 0):
+        while len(self._buf) >= max(part := self._part_size(), MULTIPART_THRESHOLD if self._upload_id is None else 0):
             with memoryview(self._buf) as view:
-                chunk = bytes(view[:PART_SIZE])
+                chunk = bytes(view[:part])
             self._upload_part(chunk)
-            del self._buf[:PART_SIZE]
+            del self._buf[:part]
         return len(data)
+
+    def _part_size(self) -> int:
+        return PART_SIZE << (len(self._parts) // PARTS_PER_SIZE)
 
     def _upload_part(self, chunk: bytes) -> None:
         s = self.storage
