@@ -320,8 +320,9 @@ def run_store(store: BenchStore, args: argparse.Namespace, samples: int) -> dict
         # settle must exceed the mount's stat cache expiry (s3fs stat_cache_expire=1): see docs/locking.md
         env = {"OCIGC_LOCK_TTL": "30", "OCIGC_LOCK_SETTLE": "1.2", "OCIGC_LOCK_BACKOFF_MIN": "0.1",
                "OCIGC_LOCK_BACKOFF_MAX": "0.5", "OCIGC_LOCK_BACKOFF_CAP": "2", "OCIGC_LOCK_POLL": "0.2"}
-        soak = Soak(a, b, store.workdir / "soak", env_a={**env, "OCIGC_LOCK_HOST_ID": "bench-a"},
-                    env_b={**env, "OCIGC_LOCK_HOST_ID": "bench-b"}, writers_per_host=args.soak_writers,
+        env_a = {**env, "OCIGC_LOCK_HOST_ID": "bench-a", "OCIGC_VIA": args.via_a}
+        env_b = {**env, "OCIGC_LOCK_HOST_ID": "bench-b", "OCIGC_VIA": args.via_b}
+        soak = Soak(a, b, store.workdir / "soak", env_a=env_a, env_b=env_b, writers_per_host=args.soak_writers,
                     ops_per_writer=args.soak_ops, sweeps=args.soak_sweeps)
         res = soak.run()
         print(f"{store.column}: {res.summary()}")
@@ -359,6 +360,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--soak-writers", type=int, default=None, help="writers per host (default 2)")
     ap.add_argument("--soak-ops", type=int, default=None, help="operations per writer (default 6)")
     ap.add_argument("--soak-sweeps", type=int, default=None, help="sweeps (default 4)")
+    ap.add_argument("--via-a", default="mount", choices=("auto", "mount"),
+                    help="how the soak's ocigc runs on mount A reach the layout (default mount: the lock-file "
+                         "protocol)")
+    ap.add_argument("--via-b", default="auto", choices=("auto", "mount"),
+                    help="the same on mount B (default auto: the bucket behind the mount, lease locks)")
     ap.add_argument("--no-soak", action="store_true")
     ap.add_argument("--no-latency", action="store_true")
     add_store_arguments(ap)
@@ -369,7 +375,7 @@ def main(argv: list[str]) -> int:
     args.soak_sweeps = args.soak_sweeps or (1 if args.quick else 4)
     lat = Matrix("lock acquisition through s3fs mount A (in-process acquire)")
     soak = Matrix(f"soak: {args.soak_writers} writers per host x {args.soak_ops} operations, "
-                  f"{args.soak_sweeps} sweeps, two s3fs mounts")
+                  f"{args.soak_sweeps} sweeps, two s3fs mounts (A --via {args.via_a}, B --via {args.via_b})")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocigc-bench-lock-") as tmp:
         for kind, ms in store_matrix(args):
