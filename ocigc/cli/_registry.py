@@ -1,6 +1,7 @@
 """The registry options every command that talks to a registry takes (migrate, cp): transport
 (``--plain-http``/``--no-plain-http``, ``--insecure``) and credentials (``-u``, ``-p``,
-``--password-stdin``, ``--registry-config``), turned into a ``RegistryOptions``."""
+``--password-stdin``, ``--registry-config``), turned into a ``RegistryOptions``; and the transfer
+options of migrate and cp (``--jobs``, ``--retries``, ``--verify``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ PasswordOpt = Annotated[str | None, typer.Option(
     help="Registry password or token (insecure: visible in the process list; prefer --password-stdin).")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the registry password or token from stdin.")]
+#: Parallel transfers of migrate and cp.
+DEFAULT_JOBS = 8
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=64, help="Parallel transfers.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", metavar="N", min=0, max=20,
+    help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")]
+VerifyOpt = Annotated[bool, typer.Option(
+    "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")]
 RegistryConfigOpt = Annotated[str | None, typer.Option(
     "--registry-config", "--docker-config", metavar="PATH",
     help="Registry credentials file, Docker's and oras' config.json format (auths, credHelpers, credsStore; "

@@ -12,19 +12,21 @@ import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
 from ocigc.cli._registry import (
+    DEFAULT_JOBS,
     InsecureOpt,
+    JobsOpt,
     PasswordOpt,
     PasswordStdinOpt,
     PlainHttpOpt,
     RegistryConfigOpt,
+    RetriesOpt,
     UsernameOpt,
+    VerifyOpt,
     registry_options,
 )
 from ocigc.cli.app import app
 from ocigc.cli.migrate import exit_code, problems
 from ocigc.duration import parse_duration
-
-DEFAULT_JOBS = 8
 
 
 @app.command("cp")
@@ -37,13 +39,9 @@ def cp_cmd(
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Copy the referrers too (signatures, SBOMs: manifests whose subject is copied), "
                                   "recursively.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=64,
-                                      help="Parallel transfers.")] = DEFAULT_JOBS,
-    retries: Annotated[int, typer.Option(
-        "--retries", metavar="N", min=0, max=20,
-        help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")] = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    retries: RetriesOpt = 4,
+    verify: VerifyOpt = False,
     plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
     username: UsernameOpt = None,

@@ -13,12 +13,16 @@ import typer
 
 from ocigc.cli._common import JsonOpt, QuietOpt, VerboseOpt, echo_json, handle_errors, human_bytes, settings
 from ocigc.cli._registry import (
+    DEFAULT_JOBS,
     InsecureOpt,
+    JobsOpt,
     PasswordOpt,
     PasswordStdinOpt,
     PlainHttpOpt,
     RegistryConfigOpt,
+    RetriesOpt,
     UsernameOpt,
+    VerifyOpt,
     registry_options,
 )
 from ocigc.cli.app import app
@@ -28,7 +32,6 @@ from ocigc.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK
 if TYPE_CHECKING:
     from ocigc.transfer.migrate.model import MigratePlan, RepoPlan
 
-DEFAULT_JOBS = 8
 COPY, PRESENT, MOVE = "copy", "present", "move"
 
 
@@ -59,13 +62,9 @@ def migrate_cmd(
     repo: Annotated[list[str] | None, typer.Option(
         "--repo", metavar="NAME", help="Registry source: copy these repositories (under the prefix) instead of "
                                        "every repository of the catalog; repeatable.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=64,
-                                      help="Parallel transfers.")] = DEFAULT_JOBS,
-    retries: Annotated[int, typer.Option(
-        "--retries", metavar="N", min=0, max=20,
-        help="Retries of a transient failure (back-off 0.5 s doubling, up to 10 s).")] = 4,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Re-read what was written (tags, manifests, blobs) and compare digests.")] = False,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    retries: RetriesOpt = 4,
+    verify: VerifyOpt = False,
     plain_http: PlainHttpOpt = None,
     insecure: InsecureOpt = False,
     username: UsernameOpt = None,
