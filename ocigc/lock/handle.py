@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ocigc import __version__, status
-from ocigc.errors import LockBusy, LockLost, OcigcError, naming
+from ocigc.errors import LockBusy, LockLost, OcigcError
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import (
     EXCLUSIVE,
@@ -65,7 +65,7 @@ from ocigc.lock.files import (
     pid_starttime,
 )
 from ocigc.lock.params import LockError, LockParams
-from ocigc.storage.base import StagesTemp, Storage, conditional
+from ocigc.storage.base import StagesTemp, Storage, conditional, write_and_close
 
 #: Environment variable naming lock owners (comma-separated) whose locks a process treats as its own.
 INHERIT_ENV = "OCIGC_LOCK_INHERIT"
@@ -474,14 +474,7 @@ def _create_whole_on_local_disk(storage: Storage, rel: str, data: bytes) -> bool
     except OSError:
         return False
     try:
-        with naming(path):  # ENOSPC, EIO: the one line names the lock file
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        write_and_close(fd, data, path)  # ENOSPC, EIO: the one line names the lock file
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -17,6 +17,7 @@ directories without stat-ing entries where they can and run many small reads in 
 from __future__ import annotations
 
 import contextlib
+import os
 import stat as stat_mod
 import threading
 from collections import Counter
@@ -25,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from ocigc.errors import naming
 
 #: Prefix of every temporary file ocigc writes. Sweep treats older ones as leftovers.
 TEMP_PREFIX = ".ocigc-tmp-"
@@ -268,3 +271,16 @@ def normalize_rel(rel: str) -> str:
 def open_write_content(storage: Storage, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
     """``storage.open_write_content`` where the storage has it (see ``LocalStorage``), else ``open_write``."""
     return storage.open_write_content(rel) if isinstance(storage, WritesContent) else storage.open_write(rel)
+
+
+def write_and_close(fd: int, data: bytes, path: Path) -> None:
+    """All of ``data`` to ``fd``, fsynced, then closed (also on failure); an OSError's one line
+    names ``path`` (ENOSPC, EIO, EROFS at close on a mount)."""
+    with naming(path):
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)

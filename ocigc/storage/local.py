@@ -25,6 +25,7 @@ from ocigc.storage.base import (
     OpCounter,
     file_kind,
     normalize_rel,
+    write_and_close,
 )
 from ocigc.storage.mounts import LOCAL_FSTYPES, fs_type, is_object_store_fuse
 
@@ -53,6 +54,7 @@ class _NamedReader:
 
     def __exit__(self, *exc: object) -> None:
         self._f.close()
+
 
 
 class LocalStorage:
@@ -193,14 +195,7 @@ class LocalStorage:
         path = self._p(rel)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with naming(path):
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            write_and_close(fd, data, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
