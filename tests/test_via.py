@@ -27,6 +27,8 @@ from ocigc.gc.check import DANGLING, check_layout
 from ocigc.layout.journal import read_records
 from ocigc.layout.layout import Layout
 from ocigc.lock.files import LOCK_DIR
+from ocigc.lock.handle import LockHandle
+from ocigc.lock.params import LockParams
 from ocigc.storage.local import LocalStorage
 from tests.harness.fixtures import S3fsPair
 from tests.harness.mounts import S3fsMount
@@ -215,6 +217,42 @@ def test_shared_holders_on_the_mount_never_overlap_an_exclusive_holder_through_t
     excl = [x for x in intervals if x[3] == "exclusive"]
     bad = [(x, y) for x in excl for y in intervals if y is not x and y[0] < x[1] and x[0] < y[1]]
     assert bad == [], "an exclusive section through the API overlapped another holder"
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_mount_writer_locks_when_the_lock_directory_vanishes_under_it(
+        store: str, s3fs_pair_on: Callable[..., S3fsPair], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host locking through the API writes no directory marker: ``.ocigc/locks/`` is then only the
+    prefix of its lock object, and vanishes when that host releases. Released between a mount
+    writer's ``makedirs`` (answered from the mount's cache) and its create, the create got ENOENT
+    and the push failed (seen in the eight-pushes test): the release is put in that window here."""
+    pair = s3fs_pair_on(store)
+    a = pair.a / "repo"
+    make_layout(a)
+    client = pair.mount_a.server.client()
+    other = f"repo/{LOCK_DIR}/repo~S~{'0' * 32}~00000001.json"
+    client.put_object(Bucket=pair.bucket, Key=other, Body=b"{}")
+    assert (a / LOCK_DIR).is_dir()  # through the mount: the prefix of one object, no marker
+    released: list[str] = []
+    makedirs = LocalStorage.makedirs
+
+    def makedirs_then_the_other_host_releases(self: LocalStorage, rel: str) -> None:
+        makedirs(self, rel)
+        if rel == LOCK_DIR and not released:
+            client.delete_object(Bucket=pair.bucket, Key=other)
+            released.append(other)
+            time.sleep(2.5)  # past the mount's caches (stat_cache_expire=1, the kernel's 1 s)
+
+    monkeypatch.setattr(LocalStorage, "makedirs", makedirs_then_the_other_host_releases)
+    layout = Layout.open(LocalStorage(a))
+    with LockHandle(layout, command="test", params=LockParams(ttl=TTL, settle=1.2, poll=0.2)) as handle:
+        handle.acquire("shared")
+        assert released and handle.held
+        (name,) = handle.lock_files()
+        assert (a / LOCK_DIR / name).is_file()
+        assert name in [o["Key"].rsplit("/", 1)[1] for o in
+                        client.list_objects_v2(Bucket=pair.bucket, Prefix=f"repo/{LOCK_DIR}/").get("Contents", [])]
+    assert not [n for n in os.listdir(a / LOCK_DIR) if n.endswith(".json")]
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -372,8 +372,7 @@ class LockHandle:
             # the release be one conditional DELETE of exactly this generation.
             inst.etag = store.put_if_absent(rel, data)
             return
-        if not _create_whole_on_local_disk(storage, rel, data):
-            storage.write_new(rel, data)
+        self._create_through_mount(storage, rel, data)
         try:
             back = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
         except OSError as e:
@@ -383,6 +382,26 @@ class LockHandle:
                 storage.remove(rel)
             raise LockError(f"{self.dir.where(inst.name)}: read back differs from what we wrote "
                             f"({len(back)} of {len(data)} bytes); the mount did not store our lock file")
+
+    def _create_through_mount(self, storage: Storage, rel: str, data: bytes) -> None:
+        """Create lock file ``rel`` where no conditional write is at hand (a mount, a local disk).
+
+        On a bucket mount ``.ocigc/locks/`` may exist only as the prefix of the lock objects in it:
+        a host that locks through the bucket's API writes no directory marker. When that host
+        removes the last of them between our ``makedirs`` (which the mount's cache answered) and
+        our create, the mount answers ENOENT for the directory. Make it again (now with a marker)
+        and retry until the mount's caches have caught up (twice the settle delay, at least 2 s)."""
+        deadline = now_boot() + max(2.0, 2 * (self.params.settle or 0.0))
+        while True:
+            try:
+                if not _create_whole_on_local_disk(storage, rel, data):
+                    storage.write_new(rel, data)
+                return
+            except FileNotFoundError:
+                if now_boot() >= deadline:
+                    raise
+            time.sleep(min(0.2, self.params.poll))
+            storage.makedirs(LOCK_DIR)
 
     def _delete(self, inst: HeldLock) -> None:
         store = conditional(self.layout.storage) if inst.etag is not None else None
