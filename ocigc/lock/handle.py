@@ -372,7 +372,7 @@ class LockHandle:
             # the release be one conditional DELETE of exactly this generation.
             inst.etag = store.put_if_absent(rel, data)
             return
-        self._create_through_mount(storage, rel, data)
+        self._create_lock_file(storage, rel, data)
         try:
             back = storage.read_bytes(rel, limit=LOCK_MAX_BYTES)
         except OSError as e:
@@ -383,7 +383,7 @@ class LockHandle:
             raise LockError(f"{self.dir.where(inst.name)}: read back differs from what we wrote "
                             f"({len(back)} of {len(data)} bytes); the mount did not store our lock file")
 
-    def _create_through_mount(self, storage: Storage, rel: str, data: bytes) -> None:
+    def _create_lock_file(self, storage: Storage, rel: str, data: bytes) -> None:
         """Create lock file ``rel`` where no conditional write is at hand (a mount, a local disk).
 
         On a bucket mount ``.ocigc/locks/`` may exist only as the prefix of the lock objects in it:

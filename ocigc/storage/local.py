@@ -56,7 +56,6 @@ class _NamedReader:
         self._f.close()
 
 
-
 class LocalStorage:
     """A directory of a POSIX file system: a local disk or a FUSE mount of a bucket."""
 
